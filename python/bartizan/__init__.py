@@ -1,0 +1,190 @@
+"""Bartizan: a fast, hardened web server for WSGI (Django) sites, written in Rust.
+
+Embed it in a running process::
+
+    server = bartizan.Server(app, host="127.0.0.1", port=8000, threads=20)
+    server.start()          # returns at once; requests are served on background threads
+    ...
+    server.stop()
+
+or block in it with ``bartizan.serve(app, ...)``.
+"""
+
+from __future__ import annotations
+
+import atexit
+import os
+import signal
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Iterable
+
+from bartizan._bartizan import FileWrapper
+from bartizan._bartizan import Server as _CoreServer
+
+__all__ = ["FileWrapper", "Server", "serve", "format_address"]
+
+# Servers still running at interpreter exit are stopped first: their threads must not be
+# inside Python while it shuts down.
+_live: weakref.WeakSet[Server] = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for server in list(_live):
+        server.stop(timeout=5)
+
+
+def format_address(host: str, port: int) -> str:
+    """``host:port``, with IPv6 hosts in brackets."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"{host}:{port}"
+
+
+class Server:
+    """A WSGI server that runs beside the calling code.
+
+    ``bind`` is a list of ``"host:port"`` strings (``"[::1]:8000"`` for IPv6); without it,
+    ``host`` and ``port`` name the one address. Port 0 picks a free port (see ``port``).
+    """
+
+    def __init__(
+        self,
+        app: Callable,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        *,
+        bind: Iterable[str] | None = None,
+        threads: int = 20,
+        min_threads: int = 1,
+        queue: int = 1024,
+        root_path: str = "",
+        max_body: int = 1 << 30,
+        body_timeout: float = 60.0,
+        header_timeout: float = 30.0,
+        io_threads: int = 2,
+        retry_after: int = 1,
+    ) -> None:
+        if not callable(app):
+            raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}")
+        binds = list(bind) if bind else [format_address(host, port)]
+        self.app = app
+        self._core = _CoreServer(
+            app,
+            binds,
+            threads=threads,
+            min_threads=min_threads,
+            queue=queue,
+            root_path=root_path,
+            max_body=max_body,
+            body_timeout=body_timeout,
+            header_timeout=header_timeout,
+            io_threads=io_threads,
+            retry_after=retry_after,
+        )
+        self.threads = threads
+
+    def start(self) -> Server:
+        """Bind and serve on background threads; returns at once."""
+        self._core.start()
+        _live.add(self)
+        return self
+
+    def stop(self, timeout: float | None = None) -> int:
+        """Stop listening, let in-flight requests finish (up to ``timeout`` seconds).
+
+        Returns how many requests were still running when it gave up.
+        """
+        _live.discard(self)
+        return self._core.stop(timeout)
+
+    def lock(self, hold: bool = False) -> None:
+        """New app requests get 503 (with ``hold``: wait) until ``unlock()``."""
+        self._core.lock(hold)
+
+    def unlock(self) -> None:
+        self._core.unlock()
+
+    def drain(self, timeout: float | None = None) -> int:
+        """Wait for in-flight requests; returns how many are still running at the deadline."""
+        return self._core.drain(timeout)
+
+    @property
+    def pending(self) -> int:
+        """App requests queued or running."""
+        return self._core.pending
+
+    @property
+    def running(self) -> bool:
+        return self._core.running
+
+    @property
+    def addresses(self) -> list[str]:
+        """The bound ``host:port`` addresses (real ports, also when 0 was asked for)."""
+        return [format_address(h, p) for h, p in self._core.addresses]
+
+    @property
+    def port(self) -> int:
+        """The first bound port."""
+        return self._core.addresses[0][1]
+
+    @property
+    def urls(self) -> list[str]:
+        return [f"http://{a}" for a in self.addresses]
+
+    def __enter__(self) -> Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def serve(
+    app: Callable,
+    *,
+    graceful_timeout: float = 30.0,
+    on_start: Callable[[Server], None] | None = None,
+    **options,
+) -> int:
+    """Serve ``app`` until SIGINT or SIGTERM; returns how many requests were cut off.
+
+    The first signal stops taking connections and lets in-flight requests finish for up to
+    ``graceful_timeout`` seconds; a second one stops at once.
+    """
+    server = Server(app, **options).start()
+    if on_start is not None:
+        on_start(server)
+    stop_now = threading.Event()
+    stopping = threading.Event()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if stopping.is_set():
+            stop_now.set()
+        stopping.set()
+
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if in_main:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, on_signal)
+    try:
+        while not stopping.wait(0.5):
+            pass
+        # Stop on a helper thread so a second signal can still cut the wait short.
+        result: list[int] = []
+        t = threading.Thread(
+            target=lambda: result.append(server.stop(graceful_timeout)), daemon=True
+        )
+        t.start()
+        while t.is_alive() and not stop_now.is_set():
+            t.join(0.2)
+        if stop_now.is_set() and t.is_alive():
+            # Asked twice: leave now, without waiting for app threads that may never return.
+            sys.stderr.flush()
+            os._exit(1)
+        return result[0] if result else 0
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

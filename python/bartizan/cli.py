@@ -1,0 +1,202 @@
+"""`bartizan MODULE:APP [options]`: serve a WSGI app from the command line.
+
+User mistakes (a bad option, an app that cannot be imported) end with one clear line and
+exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import os
+import sys
+import traceback
+from collections.abc import Callable
+
+import bartizan
+
+DEMO_APP = "bartizan.demo.wsgi:application"
+
+
+class UserError(Exception):
+    """A problem the user can fix; reported as one line, exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not between 0 and 65535")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bartizan",
+        description="Serve a WSGI application (a Django site, for one) from Rust.",
+    )
+    p.add_argument(
+        "app",
+        nargs="?",
+        default=DEMO_APP,
+        help="the app as MODULE:NAME (default: the bundled demo site, %(default)s)",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    p.add_argument("--port", type=_port, default=8000, help="port to listen on (%(default)s)")
+    p.add_argument(
+        "--bind",
+        action="append",
+        metavar="ADDR:PORT",
+        help="listen here instead of --host/--port; repeatable, e.g. [::1]:8000",
+    )
+    p.add_argument(
+        "--threads", type=_positive_int, default=20, help="most app threads (%(default)s)"
+    )
+    p.add_argument(
+        "--min-threads",
+        type=int,
+        default=1,
+        help="app threads kept when idle (%(default)s)",
+    )
+    p.add_argument(
+        "--queue",
+        type=_positive_int,
+        default=1024,
+        help="requests that may wait for a thread before 503 (%(default)s)",
+    )
+    p.add_argument("--root-path", default="", help="serve the app under this URL prefix")
+    p.add_argument(
+        "--factory", action="store_true", help="MODULE:NAME is called to make the app"
+    )
+    p.add_argument(
+        "--max-body",
+        type=_positive_int,
+        default=1 << 30,
+        help="largest request body in bytes; larger gets 413 (%(default)s)",
+    )
+    p.add_argument(
+        "--io-threads",
+        type=_positive_int,
+        default=2,
+        help="network threads (%(default)s)",
+    )
+    p.add_argument(
+        "--graceful-timeout",
+        type=_seconds,
+        default=30.0,
+        help="seconds in-flight requests get to finish on stop (%(default)s)",
+    )
+    return p
+
+
+def _where(exc: BaseException) -> str:
+    """`file:line` of the innermost frame, so an import error points somewhere useful."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    return f" ({tb[-1].filename}:{tb[-1].lineno})" if tb else ""
+
+
+def load_app(spec: str, factory: bool = False) -> Callable:
+    module_name, _, attr = spec.partition(":")
+    attr = attr or "application"
+    if not module_name:
+        raise UserError(f"app {spec!r}: expected MODULE:NAME")
+    # Like `python -m`, the current directory is importable.
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
+            raise UserError(f"cannot import module {module_name!r}: no such module") from None
+        raise UserError(
+            f"error importing {module_name!r}: {type(e).__name__}: {e}{_where(e)}"
+        ) from None
+    except Exception as e:
+        raise UserError(
+            f"error importing {module_name!r}: {type(e).__name__}: {e}{_where(e)}"
+        ) from None
+    obj = module
+    for part in attr.split("."):
+        try:
+            obj = getattr(obj, part)
+        except AttributeError:
+            raise UserError(f"module {module_name!r} has no attribute {attr!r}") from None
+    if factory:
+        if not callable(obj):
+            raise UserError(f"factory {spec!r} is not callable")
+        try:
+            obj = obj()
+        except Exception as e:
+            raise UserError(
+                f"factory {spec!r} failed: {type(e).__name__}: {e}{_where(e)}"
+            ) from None
+    if not callable(obj):
+        raise UserError(f"{spec!r} is not a WSGI application (not callable)")
+    return obj
+
+
+def _fail(message: str) -> int:
+    print(f"bartizan: {message}", file=sys.stderr, flush=True)
+    return 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.min_threads < 0 or args.min_threads > args.threads:
+        return _fail(f"--min-threads must be between 0 and --threads ({args.threads})")
+    try:
+        app = load_app(args.app, args.factory)
+    except UserError as e:
+        return _fail(str(e))
+
+    def announce(server: bartizan.Server) -> None:
+        urls = ", ".join(server.urls)
+        print(f"bartizan: listening on {urls} (threads: {args.threads})", file=sys.stderr, flush=True)
+
+    try:
+        bartizan.serve(
+            app,
+            host=args.host,
+            port=args.port,
+            bind=args.bind,
+            threads=args.threads,
+            min_threads=args.min_threads,
+            queue=args.queue,
+            root_path=args.root_path,
+            max_body=args.max_body,
+            io_threads=args.io_threads,
+            graceful_timeout=args.graceful_timeout,
+            on_start=announce,
+        )
+    except ValueError as e:
+        return _fail(str(e))
+    except OSError as e:
+        print(f"bartizan: {e}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1 @@
+"""A small Django site bundled with Bartizan for trying out and testing the server."""

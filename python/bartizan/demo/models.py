@@ -1,0 +1,13 @@
+from django.db import models
+
+
+class Note(models.Model):
+    text = models.CharField(max_length=200)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        # Newest first; the id breaks ties between notes made in the same instant.
+        ordering = ("-created", "-id")
+
+    def __str__(self):
+        return self.text

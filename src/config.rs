@@ -1,0 +1,154 @@
+//! One `Config` for a server: plain data, validated once at start so that a bad value is a
+//! clear message naming the option instead of a failure deep inside a request.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("option {option}: {reason}")]
+    Invalid {
+        option: &'static str,
+        reason: String,
+    },
+}
+
+fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        option,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Every address to listen on (IPv4 and IPv6).
+    pub binds: Vec<SocketAddr>,
+    /// Python threads kept alive even when idle.
+    pub min_threads: usize,
+    /// Upper bound on Python threads, so on requests running the app at once.
+    pub max_threads: usize,
+    /// Requests that may wait for a thread; past this a request gets 503 at once.
+    pub queue: usize,
+    /// Mount point of the app (`SCRIPT_NAME`); empty for the site root.
+    pub root_path: String,
+    /// Largest request body accepted; a bigger `Content-Length` gets 413.
+    pub max_body: u64,
+    /// How long a body read may wait for the client before the app sees an error.
+    pub body_timeout: Duration,
+    /// How long a client may take to send its request headers.
+    pub header_timeout: Duration,
+    /// Threads running the network side (accept, HTTP, files).
+    pub io_threads: usize,
+    /// Largest request head (request line + headers) in bytes; past it, 431.
+    pub max_head: usize,
+    /// Seconds sent in `Retry-After` with a 503.
+    pub retry_after: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            binds: vec![SocketAddr::from(([127, 0, 0, 1], 8000))],
+            min_threads: 1,
+            max_threads: 20,
+            queue: 1024,
+            root_path: String::new(),
+            max_body: 1 << 30,
+            body_timeout: Duration::from_secs(60),
+            header_timeout: Duration::from_secs(30),
+            io_threads: 2,
+            max_head: 64 * 1024,
+            retry_after: 1,
+        }
+    }
+}
+
+impl Config {
+    /// Checks every option and normalises `root_path` (no trailing slash).
+    pub fn validate(mut self) -> Result<Self, ConfigError> {
+        if self.binds.is_empty() {
+            return Err(invalid("bind", "at least one address is needed"));
+        }
+        if self.max_threads == 0 {
+            return Err(invalid("threads", "must be at least 1"));
+        }
+        if self.max_threads > 1024 {
+            return Err(invalid("threads", "must be at most 1024"));
+        }
+        if self.min_threads > self.max_threads {
+            return Err(invalid(
+                "min_threads",
+                format!(
+                    "{} is more than threads ({})",
+                    self.min_threads, self.max_threads
+                ),
+            ));
+        }
+        if self.io_threads == 0 || self.io_threads > 64 {
+            return Err(invalid("io_threads", "must be between 1 and 64"));
+        }
+        if self.max_head < 1024 {
+            return Err(invalid("max_head", "must be at least 1024 bytes"));
+        }
+        let root = self.root_path.trim_end_matches('/');
+        if !root.is_empty() && !root.starts_with('/') {
+            return Err(invalid(
+                "root_path",
+                format!("{:?} must start with '/'", self.root_path),
+            ));
+        }
+        if root.contains(['?', '#', '%']) || root.contains("//") {
+            return Err(invalid(
+                "root_path",
+                format!("{:?} must be a plain path", self.root_path),
+            ));
+        }
+        self.root_path = root.to_string();
+        Ok(self)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_is_valid() {
+        assert!(Config::default().validate().is_ok());
+    }
+
+    #[test]
+    fn root_path_is_normalised() {
+        let c = Config {
+            root_path: "/app/".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.validate().unwrap().root_path, "/app");
+        let c = Config {
+            root_path: "/".into(),
+            ..Config::default()
+        };
+        assert_eq!(c.validate().unwrap().root_path, "");
+    }
+
+    #[test]
+    fn bad_values_name_the_option() {
+        let c = Config {
+            root_path: "app".into(),
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("root_path"));
+        let c = Config {
+            min_threads: 5,
+            max_threads: 2,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("min_threads"));
+        let c = Config {
+            max_threads: 0,
+            ..Config::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("threads"));
+    }
+}

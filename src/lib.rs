@@ -1,0 +1,239 @@
+//! `bartizan._bartizan`: the Python-visible server. Python hands over the app and the options;
+//! everything else (sockets, HTTP, the pool) lives in Rust and runs on background threads, so
+//! `start()` returns at once and the calling process keeps running its own Python.
+
+pub mod body;
+pub mod config;
+pub mod errors;
+pub mod pool;
+pub mod router;
+pub mod server;
+pub mod wsgi;
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::{Mutex, Once};
+use std::time::Duration;
+
+use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
+
+use config::Config;
+use server::Server;
+
+/// Parses "host:port", "[v6]:port" or a resolvable "name:port".
+fn parse_bind(s: &str) -> Result<Vec<SocketAddr>, String> {
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(vec![a]);
+    }
+    let addrs: Vec<SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| format!("option bind: cannot use {s:?}: {e}"))?
+        .collect();
+    if addrs.is_empty() {
+        return Err(format!("option bind: {s:?} resolves to no address"));
+    }
+    Ok(addrs)
+}
+
+fn secs(t: Option<f64>) -> PyResult<Option<Duration>> {
+    t.map(|t| {
+        Duration::try_from_secs_f64(t.max(0.0))
+            .map_err(|_| PyValueError::new_err("timeout must be a number of seconds"))
+    })
+    .transpose()
+}
+
+fn init_logging() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_env("BARTIZAN_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_target(false)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .with_writer(std::io::stderr)
+            .try_init();
+    });
+}
+
+/// A WSGI server. Thread-safe: every method may be called from any Python thread.
+#[pyclass(module = "bartizan._bartizan", name = "Server")]
+struct PyServer {
+    app: Py<PyAny>,
+    config: Config,
+    running: Mutex<Option<Server>>,
+}
+
+impl PyServer {
+    fn with_server<T>(
+        &self,
+        py: Python<'_>,
+        f: impl FnOnce(&Server) -> T,
+    ) -> PyResult<T> {
+        let guard = self.running.lock_py_attached(py).unwrap_or_else(|e| e.into_inner());
+        match guard.as_ref() {
+            Some(s) => Ok(f(s)),
+            None => Err(PyRuntimeError::new_err("the server is not running")),
+        }
+    }
+}
+
+#[pymethods]
+impl PyServer {
+    #[new]
+    #[pyo3(signature = (
+        app, binds, *, threads=20, min_threads=1, queue=1024, root_path=String::new(),
+        max_body=1u64 << 30, body_timeout=60.0, header_timeout=30.0, io_threads=2,
+        max_head=65536, retry_after=1
+    ))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        app: Py<PyAny>,
+        binds: Vec<String>,
+        threads: usize,
+        min_threads: usize,
+        queue: usize,
+        root_path: String,
+        max_body: u64,
+        body_timeout: f64,
+        header_timeout: f64,
+        io_threads: usize,
+        max_head: usize,
+        retry_after: u32,
+    ) -> PyResult<Self> {
+        let mut addrs = Vec::new();
+        for b in &binds {
+            addrs.extend(parse_bind(b).map_err(PyValueError::new_err)?);
+        }
+        let positive = |name: &str, v: f64| {
+            if v.is_finite() && v > 0.0 {
+                Ok(Duration::from_secs_f64(v))
+            } else {
+                Err(PyValueError::new_err(format!(
+                    "option {name}: must be a positive number of seconds"
+                )))
+            }
+        };
+        let config = Config {
+            binds: addrs,
+            min_threads,
+            max_threads: threads,
+            queue,
+            root_path,
+            max_body,
+            body_timeout: positive("body_timeout", body_timeout)?,
+            header_timeout: positive("header_timeout", header_timeout)?,
+            io_threads,
+            max_head,
+            retry_after,
+        }
+        .validate()
+        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        Ok(PyServer {
+            app,
+            config,
+            running: Mutex::new(None),
+        })
+    }
+
+    /// Binds and starts serving on background threads; returns at once.
+    fn start(&self, py: Python<'_>) -> PyResult<()> {
+        init_logging();
+        let mut guard = self.running.lock_py_attached(py).unwrap_or_else(|e| e.into_inner());
+        if guard.is_some() {
+            return Err(PyRuntimeError::new_err("the server is already running"));
+        }
+        let c = &self.config;
+        let app = wsgi::WsgiApp::new(
+            py,
+            self.app.clone_ref(py),
+            c.root_path.clone(),
+            c.max_body,
+            c.body_timeout,
+            c.retry_after,
+        )?;
+        let config = self.config.clone();
+        let server = py
+            .detach(|| Server::start(config, app))
+            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        *guard = Some(server);
+        Ok(())
+    }
+
+    /// Stops listening and finishes in-flight requests for up to `timeout` seconds (None:
+    /// wait for them all). Returns how many requests were still running when it gave up.
+    #[pyo3(signature = (timeout=None))]
+    fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<usize> {
+        let timeout = secs(timeout)?;
+        let server = self
+            .running
+            .lock_py_attached(py)
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        Ok(match server {
+            Some(mut s) => py.detach(move || s.stop(timeout)),
+            None => 0,
+        })
+    }
+
+    /// New WSGI requests get 503 (or, with `hold`, wait) until `unlock()`.
+    #[pyo3(signature = (hold=false))]
+    fn lock(&self, py: Python<'_>, hold: bool) -> PyResult<()> {
+        self.with_server(py, |s| s.shared().pool.lock(hold))
+    }
+
+    fn unlock(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_server(py, |s| s.shared().pool.unlock())
+    }
+
+    /// WSGI requests queued or running.
+    #[getter]
+    fn pending(&self, py: Python<'_>) -> PyResult<usize> {
+        self.with_server(py, |s| s.shared().pool.pending())
+    }
+
+    /// Waits for in-flight requests; returns how many still run at the deadline.
+    #[pyo3(signature = (timeout=None))]
+    fn drain(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<usize> {
+        let timeout = secs(timeout)?;
+        let guard = self.running.lock_py_attached(py).unwrap_or_else(|e| e.into_inner());
+        let Some(server) = guard.as_ref() else {
+            return Ok(0);
+        };
+        let shared = std::sync::Arc::clone(server.shared());
+        drop(guard);
+        Ok(py.detach(move || shared.pool.drain(timeout)))
+    }
+
+    #[getter]
+    fn running(&self, py: Python<'_>) -> bool {
+        self.running
+            .lock_py_attached(py)
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|s| s.is_running())
+    }
+
+    /// The bound addresses as (host, port) pairs, real ports even when 0 was asked for.
+    #[getter]
+    fn addresses(&self, py: Python<'_>) -> PyResult<Vec<(String, u16)>> {
+        self.with_server(py, |s| {
+            s.local_addrs()
+                .iter()
+                .map(|a| (a.ip().to_string(), a.port()))
+                .collect()
+        })
+    }
+}
+
+#[pymodule]
+fn _bartizan(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_class::<PyServer>()?;
+    m.add_class::<wsgi::file_wrapper::FileWrapper>()?;
+    m.add_class::<wsgi::input::WsgiInput>()?;
+    m.add_class::<wsgi::response::StartResponse>()?;
+    m.add_class::<wsgi::response::WriteCallable>()?;
+    Ok(())
+}

@@ -1,0 +1,325 @@
+//! The PEP 3333 environ. Everything that can be worked out without Python (percent-decoding,
+//! header folding, `HTTP_*` names, server and client addresses) is done on the network thread
+//! into a `RequestEnv`; the pool thread then only turns those strings into a dict while it
+//! holds the GIL.
+
+use std::net::SocketAddr;
+
+use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
+use http::request::Parts;
+use http::{HeaderMap, Version};
+use pyo3::prelude::*;
+use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
+use pyo3::{PyAny, intern};
+
+/// The parts of a request the app sees, as strings already decoded the way PEP 3333 wants
+/// ("bytes as latin-1" for everything that came off the wire).
+#[derive(Debug, Clone)]
+pub struct RequestEnv {
+    pub method: String,
+    pub script_name: String,
+    pub path_info: String,
+    pub query_string: String,
+    /// Path and query exactly as sent, for logs and for `RAW_URI`/`REQUEST_URI`.
+    pub raw_uri: String,
+    pub protocol: &'static str,
+    pub content_type: Option<String>,
+    pub content_length: Option<String>,
+    pub server_name: String,
+    pub server_port: String,
+    pub remote_addr: String,
+    pub remote_port: String,
+    pub url_scheme: &'static str,
+    /// `(HTTP_NAME, value)`, repeated headers already joined.
+    pub headers: Vec<(String, String)>,
+}
+
+/// Why a request cannot be mapped onto the app.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum EnvError {
+    #[error("path is outside the app's root path")]
+    OutsideRoot,
+}
+
+/// Bytes to `str` the way PEP 3333 says: each byte is one latin-1 code point.
+pub fn latin1(bytes: &[u8]) -> String {
+    if bytes.is_ascii() {
+        // Common case: ASCII needs no remapping.
+        return String::from_utf8(bytes.to_vec()).expect("ascii is utf-8");
+    }
+    bytes.iter().map(|&b| b as char).collect()
+}
+
+/// `Content-Type` -> `CONTENT_TYPE`, `X-Real-Thing` -> `HTTP_X_REAL_THING`.
+fn cgi_name(name: &str) -> String {
+    let mut key = String::with_capacity(5 + name.len());
+    key.push_str("HTTP_");
+    for c in name.chars() {
+        key.push(match c {
+            '-' => '_',
+            c => c.to_ascii_uppercase(),
+        });
+    }
+    key
+}
+
+fn join_values(headers: &HeaderMap, name: &http::HeaderName, sep: &str) -> String {
+    let mut out = String::new();
+    for (i, v) in headers.get_all(name).iter().enumerate() {
+        if i > 0 {
+            out.push_str(sep);
+        }
+        out.push_str(&latin1(v.as_bytes()));
+    }
+    out
+}
+
+/// Splits `host[:port]`, keeping IPv6 brackets off the name.
+fn split_host(host: &str) -> Option<(&str, Option<&str>)> {
+    if let Some(rest) = host.strip_prefix('[') {
+        let end = rest.find(']')?;
+        let name = &rest[..end];
+        let after = &rest[end + 1..];
+        return match after.strip_prefix(':') {
+            Some(port) => Some((name, Some(port))),
+            None if after.is_empty() => Some((name, None)),
+            None => None,
+        };
+    }
+    match host.rsplit_once(':') {
+        Some((name, port)) => Some((name, Some(port))),
+        None => Some((host, None)),
+    }
+}
+
+fn valid_port(p: &str) -> bool {
+    !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit())
+}
+
+impl RequestEnv {
+    pub fn from_parts(
+        parts: &Parts,
+        root_path: &str,
+        peer: SocketAddr,
+        local: SocketAddr,
+        url_scheme: &'static str,
+    ) -> Result<RequestEnv, EnvError> {
+        let uri = &parts.uri;
+        let raw_path = uri.path();
+        let decoded = percent_encoding::percent_decode(raw_path.as_bytes()).collect::<Vec<u8>>();
+        let path = latin1(&decoded);
+        let path_info = if root_path.is_empty() {
+            path
+        } else {
+            match path.strip_prefix(root_path) {
+                Some(rest) if rest.is_empty() || rest.starts_with('/') => rest.to_string(),
+                _ => return Err(EnvError::OutsideRoot),
+            }
+        };
+        let query = uri.query().unwrap_or("");
+        let raw_uri = match uri.query() {
+            Some(q) => format!("{raw_path}?{q}"),
+            None => raw_path.to_string(),
+        };
+
+        let headers = &parts.headers;
+        let mut env_headers = Vec::with_capacity(headers.keys_len());
+        for name in headers.keys() {
+            if name == CONTENT_TYPE || name == CONTENT_LENGTH {
+                continue;
+            }
+            // An underscore name would collide with a dash name once mapped to HTTP_*: drop
+            // it so `X_Forwarded_For` can never pose as `X-Forwarded-For`.
+            if name.as_str().contains('_') {
+                continue;
+            }
+            let sep = if name == COOKIE { "; " } else { "," };
+            env_headers.push((cgi_name(name.as_str()), join_values(headers, name, sep)));
+        }
+        let content_type = headers
+            .contains_key(CONTENT_TYPE)
+            .then(|| join_values(headers, &CONTENT_TYPE, ","));
+        let content_length = headers
+            .get(CONTENT_LENGTH)
+            .map(|v| latin1(v.as_bytes()));
+
+        let host = uri
+            .authority()
+            .map(|a| a.as_str().to_string())
+            .or_else(|| {
+                headers
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            });
+        let default_port = if url_scheme == "https" { "443" } else { "80" };
+        let (server_name, server_port) = match host.as_deref().and_then(split_host) {
+            Some((name, port)) if !name.is_empty() => {
+                let port = match port {
+                    Some(p) if valid_port(p) => p.to_string(),
+                    Some(_) => local.port().to_string(),
+                    None => default_port.to_string(),
+                };
+                (name.to_ascii_lowercase(), port)
+            }
+            _ => (local.ip().to_string(), local.port().to_string()),
+        };
+
+        Ok(RequestEnv {
+            method: parts.method.as_str().to_string(),
+            script_name: root_path.to_string(),
+            path_info,
+            query_string: latin1(query.as_bytes()),
+            raw_uri,
+            protocol: match parts.version {
+                Version::HTTP_10 => "HTTP/1.0",
+                Version::HTTP_09 => "HTTP/0.9",
+                _ => "HTTP/1.1",
+            },
+            content_type,
+            content_length,
+            server_name,
+            server_port,
+            remote_addr: peer.ip().to_canonical().to_string(),
+            remote_port: peer.port().to_string(),
+            url_scheme,
+            headers: env_headers,
+        })
+    }
+
+    /// Builds the environ dict. Only this part needs the GIL.
+    pub fn to_dict<'py>(
+        &self,
+        py: Python<'py>,
+        input: Bound<'py, PyAny>,
+        errors: Bound<'py, PyAny>,
+        file_wrapper: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let d = PyDict::new(py);
+        let s = |v: &str| PyString::new(py, v);
+        d.set_item(intern!(py, "REQUEST_METHOD"), s(&self.method))?;
+        d.set_item(intern!(py, "SCRIPT_NAME"), s(&self.script_name))?;
+        d.set_item(intern!(py, "PATH_INFO"), s(&self.path_info))?;
+        d.set_item(intern!(py, "QUERY_STRING"), s(&self.query_string))?;
+        d.set_item(intern!(py, "RAW_URI"), s(&self.raw_uri))?;
+        d.set_item(intern!(py, "REQUEST_URI"), s(&self.raw_uri))?;
+        d.set_item(intern!(py, "SERVER_PROTOCOL"), s(self.protocol))?;
+        d.set_item(intern!(py, "SERVER_NAME"), s(&self.server_name))?;
+        d.set_item(intern!(py, "SERVER_PORT"), s(&self.server_port))?;
+        d.set_item(intern!(py, "REMOTE_ADDR"), s(&self.remote_addr))?;
+        d.set_item(intern!(py, "REMOTE_PORT"), s(&self.remote_port))?;
+        d.set_item(intern!(py, "SERVER_SOFTWARE"), intern!(py, "bartizan"))?;
+        if let Some(ct) = &self.content_type {
+            d.set_item(intern!(py, "CONTENT_TYPE"), s(ct))?;
+        }
+        if let Some(cl) = &self.content_length {
+            d.set_item(intern!(py, "CONTENT_LENGTH"), s(cl))?;
+        }
+        if self.url_scheme == "https" {
+            d.set_item(intern!(py, "HTTPS"), intern!(py, "on"))?;
+        }
+        for (k, v) in &self.headers {
+            d.set_item(s(k), s(v))?;
+        }
+        let version = PyTuple::new(py, [1i32, 0])?;
+        d.set_item(intern!(py, "wsgi.version"), version)?;
+        d.set_item(intern!(py, "wsgi.url_scheme"), s(self.url_scheme))?;
+        d.set_item(intern!(py, "wsgi.input"), input)?;
+        d.set_item(intern!(py, "wsgi.errors"), errors)?;
+        let t = PyBool::new(py, true);
+        let f = PyBool::new(py, false);
+        d.set_item(intern!(py, "wsgi.multithread"), t)?;
+        d.set_item(intern!(py, "wsgi.multiprocess"), f)?;
+        d.set_item(intern!(py, "wsgi.run_once"), f)?;
+        // The input returns EOF at the end of the body, chunked or not.
+        d.set_item(intern!(py, "wsgi.input_terminated"), t)?;
+        d.set_item(intern!(py, "wsgi.file_wrapper"), file_wrapper)?;
+        Ok(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::Request;
+
+    fn env_of(req: Request<()>, root: &str) -> Result<RequestEnv, EnvError> {
+        let (parts, ()) = req.into_parts();
+        RequestEnv::from_parts(
+            &parts,
+            root,
+            "10.0.0.7:5555".parse().unwrap(),
+            "127.0.0.1:8000".parse().unwrap(),
+            "http",
+        )
+    }
+
+    #[test]
+    fn path_is_percent_decoded_then_latin1() {
+        let e = env_of(
+            Request::get("/caf%C3%A9/a%20b%2Fc?x=%20y").body(()).unwrap(),
+            "",
+        )
+        .unwrap();
+        assert_eq!(e.path_info, "/caf\u{c3}\u{a9}/a b/c");
+        assert_eq!(e.query_string, "x=%20y");
+        assert_eq!(e.raw_uri, "/caf%C3%A9/a%20b%2Fc?x=%20y");
+    }
+
+    #[test]
+    fn headers_are_joined_and_underscores_dropped() {
+        let e = env_of(
+            Request::get("/")
+                .header("X-Multi", "a")
+                .header("X-Multi", "b")
+                .header("Cookie", "a=1")
+                .header("Cookie", "b=2")
+                .header("X_Forwarded_For", "evil")
+                .header("Content-Type", "text/plain")
+                .header("Content-Length", "3")
+                .header("Host", "example.com:8080")
+                .body(())
+                .unwrap(),
+            "",
+        )
+        .unwrap();
+        let get = |k: &str| {
+            e.headers
+                .iter()
+                .find(|(n, _)| n == k)
+                .map(|(_, v)| v.as_str())
+        };
+        assert_eq!(get("HTTP_X_MULTI"), Some("a,b"));
+        assert_eq!(get("HTTP_COOKIE"), Some("a=1; b=2"));
+        assert_eq!(get("HTTP_X_FORWARDED_FOR"), None);
+        assert_eq!(get("HTTP_CONTENT_TYPE"), None);
+        assert_eq!(e.content_type.as_deref(), Some("text/plain"));
+        assert_eq!(e.content_length.as_deref(), Some("3"));
+        assert_eq!(e.server_name, "example.com");
+        assert_eq!(e.server_port, "8080");
+        assert_eq!(e.remote_addr, "10.0.0.7");
+    }
+
+    #[test]
+    fn host_forms() {
+        assert_eq!(split_host("[::1]:80"), Some(("::1", Some("80"))));
+        assert_eq!(split_host("[::1]"), Some(("::1", None)));
+        assert_eq!(split_host("[::1]x"), None);
+        assert_eq!(split_host("a.b"), Some(("a.b", None)));
+        let e = env_of(Request::get("/").body(()).unwrap(), "").unwrap();
+        assert_eq!(e.server_name, "127.0.0.1");
+        assert_eq!(e.server_port, "8000");
+    }
+
+    #[test]
+    fn root_path_is_stripped() {
+        let e = env_of(Request::get("/app/x").body(()).unwrap(), "/app").unwrap();
+        assert_eq!((e.script_name.as_str(), e.path_info.as_str()), ("/app", "/x"));
+        let e = env_of(Request::get("/app").body(()).unwrap(), "/app").unwrap();
+        assert_eq!(e.path_info, "");
+        assert_eq!(
+            env_of(Request::get("/apple").body(()).unwrap(), "/app").unwrap_err(),
+            EnvError::OutsideRoot
+        );
+    }
+}

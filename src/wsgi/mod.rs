@@ -1,0 +1,232 @@
+//! Running a request through the WSGI app: the network side collects the request, the pool
+//! runs the app on a Python thread, and the reply comes back over a channel.
+
+pub mod environ;
+pub mod file_wrapper;
+pub mod input;
+pub mod response;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::CONTENT_LENGTH;
+use http::{Request, StatusCode};
+use http_body::Body;
+use hyper::body::Incoming;
+use pyo3::exceptions::PyTypeError;
+use pyo3::prelude::*;
+use pyo3::sync::MutexExt;
+use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::{intern, Py, PyAny};
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+use crate::errors;
+use crate::pool::{Pool, SubmitError};
+use environ::{EnvError, RequestEnv};
+use file_wrapper::FileWrapper;
+use input::WsgiInput;
+use response::{Reply, ResponseState, Sent, SharedState, StartResponse};
+
+/// The app and what every call of it needs.
+pub struct WsgiApp {
+    app: Py<PyAny>,
+    file_wrapper: Py<PyAny>,
+    root_path: String,
+    max_body: u64,
+    body_timeout: Duration,
+    retry_after: u32,
+}
+
+impl WsgiApp {
+    pub fn new(
+        py: Python<'_>,
+        app: Py<PyAny>,
+        root_path: String,
+        max_body: u64,
+        body_timeout: Duration,
+        retry_after: u32,
+    ) -> PyResult<WsgiApp> {
+        let file_wrapper = py.get_type::<FileWrapper>().into_any().unbind();
+        Ok(WsgiApp {
+            app,
+            file_wrapper,
+            root_path,
+            max_body,
+            body_timeout,
+            retry_after,
+        })
+    }
+}
+
+/// Where a connection is: what the environ says about both ends.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnInfo {
+    pub peer: std::net::SocketAddr,
+    pub local: std::net::SocketAddr,
+    pub scheme: &'static str,
+}
+
+struct Job {
+    env: RequestEnv,
+    body: Option<Incoming>,
+    reply: oneshot::Sender<Reply>,
+    handle: Handle,
+}
+
+/// Answers one request through the app; never fails, every problem is a status.
+pub async fn handle(
+    req: Request<Incoming>,
+    app: &Arc<WsgiApp>,
+    pool: &Pool,
+    conn: ConnInfo,
+) -> Reply {
+    let (parts, body) = req.into_parts();
+    let env = match RequestEnv::from_parts(&parts, &app.root_path, conn.peer, conn.local, conn.scheme)
+    {
+        Ok(env) => env,
+        Err(EnvError::OutsideRoot) => return errors::plain(StatusCode::NOT_FOUND),
+    };
+    let declared = parts
+        .headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > app.max_body) {
+        return errors::plain(StatusCode::PAYLOAD_TOO_LARGE);
+    }
+    let body = (!body.is_end_stream()).then_some(body);
+    let (tx, rx) = oneshot::channel();
+    let job = Job {
+        env,
+        body,
+        reply: tx,
+        handle: Handle::current(),
+    };
+    let runner = Arc::clone(app);
+    match pool.submit(Box::new(move || run(&runner, job))) {
+        Ok(()) => {}
+        Err(SubmitError::Full | SubmitError::Locked | SubmitError::Stopped) => {
+            return errors::unavailable(app.retry_after);
+        }
+    }
+    match rx.await {
+        Ok(reply) => reply,
+        // The job was dropped unrun: the server is stopping.
+        Err(_) => errors::unavailable(app.retry_after),
+    }
+}
+
+/// On a pool thread: call the app and hand its response on.
+fn run(app: &WsgiApp, job: Job) {
+    if job.reply.is_closed() {
+        // The client left while the request waited in the queue.
+        return;
+    }
+    let Job {
+        env,
+        body,
+        reply,
+        handle,
+    } = job;
+    let state = ResponseState::new(reply);
+    Python::attach(|py| {
+        let result = call_app(py, app, &env, body, handle, &state);
+        if let Err(e) = result {
+            report(py, &env, &e);
+            state.lock_py_attached(py).unwrap_or_else(|e| e.into_inner()).fail();
+        }
+    });
+}
+
+fn call_app(
+    py: Python<'_>,
+    app: &WsgiApp,
+    env: &RequestEnv,
+    body: Option<Incoming>,
+    handle: Handle,
+    state: &SharedState,
+) -> PyResult<()> {
+    let input = Bound::new(py, WsgiInput::new(body, handle, app.body_timeout, app.max_body))?;
+    let errors = py.import(intern!(py, "sys"))?.getattr(intern!(py, "stderr"))?;
+    let environ = env.to_dict(py, input.into_any(), errors, app.file_wrapper.bind(py))?;
+    let start_response = Bound::new(py, StartResponse::new(Arc::clone(state)))?;
+    let result = app.app.bind(py).call1((environ, start_response))?;
+    let sent = send_body(py, &result, state);
+    // PEP 3333: close() is called however the iteration ended, client gone included.
+    let closed = match result.getattr_opt(intern!(py, "close")) {
+        Ok(Some(close)) => close.call0().map(drop),
+        Ok(None) => Ok(()),
+        Err(e) => Err(e),
+    };
+    sent?;
+    closed?;
+    state
+        .lock_py_attached(py)
+        .unwrap_or_else(|e| e.into_inner())
+        .finish()
+}
+
+fn as_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
+    let b = item.cast::<PyBytes>().map_err(|_| {
+        PyTypeError::new_err(format!(
+            "the response body must be an iterable of bytes, got {}",
+            item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+        ))
+    })?;
+    Ok(Bytes::copy_from_slice(b.as_bytes()))
+}
+
+/// Sends the iterable's items; stops early (without error) when the client is gone.
+fn send_body(py: Python<'_>, result: &Bound<'_, PyAny>, state: &SharedState) -> PyResult<()> {
+    // A list or tuple is whole already: one message, one copy.
+    let seq = if let Ok(list) = result.cast::<PyList>() {
+        Some(list.iter().collect::<Vec<_>>())
+    } else if let Ok(tuple) = result.cast::<PyTuple>() {
+        Some(tuple.iter().collect::<Vec<_>>())
+    } else {
+        None
+    };
+    if let Some(items) = seq {
+        let data = match items.as_slice() {
+            [one] => as_bytes(one)?,
+            many => {
+                let mut buf = BytesMut::new();
+                for item in many {
+                    let b = item.cast::<PyBytes>().map_err(|_| {
+                        PyTypeError::new_err("the response body must be an iterable of bytes")
+                    })?;
+                    buf.extend_from_slice(b.as_bytes());
+                }
+                buf.freeze()
+            }
+        };
+        response::send_chunk(py, state, data)?;
+        return Ok(());
+    }
+    for item in result.try_iter()? {
+        let data = as_bytes(&item?)?;
+        if response::send_chunk(py, state, data)? == Sent::ClientGone {
+            break;
+        }
+        if state
+            .lock_py_attached(py)
+            .unwrap_or_else(|e| e.into_inner())
+            .client_gone()
+        {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// The traceback goes to the error log; the client only ever sees a plain 500.
+fn report(py: Python<'_>, env: &RequestEnv, e: &PyErr) {
+    tracing::error!(
+        "error in the application for {} {}",
+        env.method,
+        env.raw_uri
+    );
+    e.display(py);
+}

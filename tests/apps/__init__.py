@@ -1,0 +1,1 @@
+"""Small WSGI applications served by the server under test (imported by the server process)."""

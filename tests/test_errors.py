@@ -1,0 +1,224 @@
+"""Application errors (PEP 3333 "Error Handling"), contract violations, a
+full worker pool, and a run under wsgiref.validate.
+
+Rule for every error: if nothing was sent yet, the client gets a 500 that
+reveals no internals; if the response had already started, the connection
+is aborted so the client can tell the body is incomplete. Either way the
+server goes on serving.
+"""
+
+import os
+import socket
+import threading
+import time
+from urllib.parse import quote
+
+import pytest
+
+from tests.apps.errors import BAD_HEADERS, BAD_STATUS, SECRET
+from tests.support import RawConnection, build_request, read_marker_file, wait_for
+
+ERRORS = "tests.apps.errors:app"
+
+
+@pytest.fixture(scope="module")
+def srv(module_server):
+    return module_server(ERRORS, "--threads", "4")
+
+
+def get(srv, target, method="GET", timeout=5):
+    with RawConnection(srv.port, timeout=timeout) as c:
+        c.send(build_request(method, target, host=f"127.0.0.1:{srv.port}"))
+        return c.read_response(method)
+
+
+def assert_server_still_works(srv):
+    resp = get(srv, "/ok")
+    assert (resp.status, resp.body) == (200, b"ok"), "server did not recover after the error"
+
+
+def assert_clean_500(resp):
+    assert resp.status == 500, resp
+    assert b"Traceback" not in resp.body, "traceback leaked to the client"
+    assert SECRET.encode() not in resp.body, "exception message leaked to the client"
+    assert SECRET.encode() not in resp.raw_head
+    assert resp.complete
+
+
+ERROR_PATHS = {
+    "raise-before-start_response": "/raise",
+    "raise-after-start_response": "/raise-after-start",
+    "raise-in-first-iteration": "/raise-in-first-iteration",
+    "no-start_response": "/no-start-response",
+    "returns-None": "/return-none",
+    "yields-str": "/yield-str",
+}
+
+
+@pytest.mark.parametrize("path", ERROR_PATHS.values(), ids=ERROR_PATHS.keys())
+def test_error_before_body_is_500(srv, path):
+    """PEP 3333 'Error Handling': an app error before any output reaches
+    the client becomes an error response. Also covers contract breaches:
+    body without start_response, a non-iterable result, str instead of
+    bytes (PEP 3333: body blocks are bytestrings)."""
+    assert_clean_500(get(srv, path))
+    assert_server_still_works(srv)
+
+
+@pytest.mark.parametrize("variant", BAD_STATUS, ids=list(BAD_STATUS))
+def test_bad_status_is_500(srv, variant):
+    """PEP 3333: status is a str of a 3-digit code, a space and a reason
+    ('999 Message here'); anything else is an app error."""
+    assert_clean_500(get(srv, f"/bad-status/{variant}"))
+    assert_server_still_works(srv)
+
+
+@pytest.mark.parametrize("variant", BAD_HEADERS, ids=list(BAD_HEADERS))
+def test_bad_header_is_500(srv, variant):
+    """PEP 3333: response_headers is a list of (str, str) tuples; values
+    contain no control characters (no CR/LF, so no header injection);
+    hop-by-hop headers (Connection, Keep-Alive, Transfer-Encoding, Upgrade,
+    ...) are the server's business, and supplying them is a fatal error."""
+    resp = get(srv, f"/bad-header/{variant}")
+    assert_clean_500(resp)
+    assert resp.header("Injected") is None, "header injection reached the wire"
+    assert resp.body != b"should not be sent"
+    assert_server_still_works(srv)
+
+
+@pytest.mark.parametrize("path", ["/abort-sized", "/abort-chunked"], ids=["content-length", "chunked"])
+def test_error_after_body_started_aborts_connection(srv, path, tmp_path):
+    """PEP 3333 'Error Handling': once headers were sent the status cannot
+    change, so the server aborts the connection; the client must see an
+    incomplete body (short of Content-Length, or no final 0-chunk) rather
+    than a response that looks complete. close() is still called."""
+    marker = tmp_path / "closed"
+    resp = get(srv, f"{path}?marker={quote(str(marker), safe='')}")
+    assert resp.status == 200
+    assert resp.complete is False, "a failed response must not look complete"
+    assert resp.body.startswith(b"x" * 1000)
+    if path == "/abort-sized":
+        assert len(resp.body) < 1_000_000
+    assert SECRET.encode() not in resp.body
+    assert read_marker_file(marker, 5) == "closed", "close() not called after the iteration error"
+    assert_server_still_works(srv)
+
+
+def test_close_called_when_iteration_raises_early(srv, tmp_path):
+    """PEP 3333: close() is called 'whether the request was completed
+    normally, or terminated early due to an application error during
+    iteration'."""
+    marker = tmp_path / "closed"
+    assert_clean_500(get(srv, f"/raise-in-first-iteration?marker={quote(str(marker), safe='')}"))
+    assert read_marker_file(marker, 5) == "closed"
+
+
+def test_exc_info_after_headers_sent_reraises(srv):
+    """PEP 3333: if headers were already sent, start_response(..., exc_info)
+    must re-raise the exception; here it propagates out of the app, so the
+    connection is aborted after the partial body."""
+    resp = get(srv, "/exc-info-after-headers")
+    assert resp.status == 200
+    assert resp.body.startswith(b"partial body")
+    assert b"did not raise" not in resp.body, "start_response(exc_info) did not raise after headers were sent"
+    assert resp.complete is False
+    assert_server_still_works(srv)
+
+
+def test_many_errors_do_not_exhaust_workers(srv):
+    """Worker threads are returned to the pool after every kind of error:
+    more failing requests than threads, then a normal one."""
+    for _ in range(3):
+        for path in ERROR_PATHS.values():
+            assert get(srv, path).status == 500
+    assert_server_still_works(srv)
+
+
+# --- a full pool -----------------------------------------------------------------
+
+
+def test_full_queue_gets_503_with_retry_after(server, tmp_path):
+    """With every worker busy and the queue full, the server sheds load at
+    once with 503 and Retry-After (RFC 9110 15.6.4, 10.2.3) instead of
+    letting connections hang; queued requests still complete later."""
+    srv = server(ERRORS, "--threads", "1", "--queue", "1")
+    go = tmp_path / "go"
+    target = f"/block?go={quote(str(go), safe='')}"
+    n = 6
+    results = [None] * n
+
+    def one(i):
+        start = time.monotonic()
+        try:
+            with RawConnection(srv.port, timeout=20) as c:
+                c.send(build_request("GET", target, host="h"))
+                resp = c.read_response()
+            results[i] = (resp, time.monotonic() - start)
+        except Exception as e:  # recorded for the assertion below
+            results[i] = (e, time.monotonic() - start)
+
+    threads = []
+    try:
+        for i in range(n):
+            t = threading.Thread(target=one, args=(i,), daemon=True)
+            t.start()
+            threads.append(t)
+            time.sleep(0.05)  # in order: the first one takes the only worker
+        # While the worker is still blocked, the overflow must already be answered.
+        quick = wait_for(lambda: [r for r in results if r and not isinstance(r[0], Exception) and r[0].status == 503], 2.5)
+        assert quick, f"no 503 within 2.5 s while the pool was full: {results}"
+    finally:
+        go.touch()
+    for t in threads:
+        t.join(timeout=20)
+    assert not any(t.is_alive() for t in threads), "some requests hung"
+    errors = [r for r in results if isinstance(r[0], Exception)]
+    assert not errors, errors
+    statuses = [r[0].status for r in results]
+    assert set(statuses) <= {200, 503}, statuses
+    assert statuses.count(200) >= 1, statuses
+    assert statuses.count(503) >= n - 3, f"queue=1, threads=1: at most 2 should be admitted, got {statuses}"
+    for resp, elapsed in results:
+        if resp.status == 503:
+            ra = resp.header("Retry-After")
+            assert ra is not None and ra.strip().isdigit(), f"503 without a valid Retry-After: {resp.headers}"
+            assert elapsed < 2.0, f"503 took {elapsed:.2f} s"
+        else:
+            assert resp.json() == {"released": True}
+    assert get(srv, "/ok").status == 200
+
+
+# --- wsgiref.validate -----------------------------------------------------------
+
+
+def test_validator_sees_no_violations(server, tmp_path):
+    """wsgiref.validate checks the server side of PEP 3333 (environ types and
+    keys, input/errors streams, start_response/write, close() being
+    called). Several kinds of requests must pass it without a warning or an
+    assertion."""
+    log = tmp_path / "validator.log"
+    log.write_text("")
+    srv = server("tests.apps.validated:app", env={"BARTIZAN_TEST_VALIDATOR_LOG": str(log)})
+    with RawConnection(srv.port) as c:
+        r = c.request("GET", "/?a=1&b=2")
+        assert (r.status, r.body) == (200, b"validated hello\n")
+        r = c.request("POST", "/echo", [("Content-Type", "text/plain")], b"line one\nline two\n")
+        assert (r.status, r.body) == (200, b"line one\nline two\n")
+        r = c.request("HEAD", "/")
+        assert r.status == 200 and r.body == b""
+        r = c.request("GET", "/gen")
+        assert (r.status, r.body) == (200, b"".join(b"chunk %d\n" % i for i in range(5)))
+        r = c.request("GET", "/write")
+        assert (r.status, r.body) == (200, b"written and returned")
+        r = c.request("POST", "/echo", [("Transfer-Encoding", "chunked")], b"3\r\nabc\r\n0\r\n\r\n")
+        assert r.status == 200
+        r = c.request("DELETE", "/thing")
+        assert r.status == 200
+    # The validator's unclosed-iterator check runs at garbage collection;
+    # give the server a moment to finish its side of each request.
+    time.sleep(0.5)
+    text = log.read_text()
+    assert text == "", f"wsgiref.validate reported problems:\n{text}"
+    # The app's wsgi.errors lines must have gone somewhere sensible: the
+    # server's stderr (PEP 3333 suggests the server's error log).
+    assert wait_for(lambda: "validated app: GET /gen" in srv.stderr_text(), 3), srv.stderr_text()
