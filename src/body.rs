@@ -44,9 +44,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Stream(rx) => rx
-                .poll_recv(cx)
-                .map(|c| c.map(|c| c.map(Frame::data))),
+            ResponseBody::Stream(rx) => rx.poll_recv(cx).map(|c| c.map(|c| c.map(Frame::data))),
             ResponseBody::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }

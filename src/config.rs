@@ -144,7 +144,12 @@ mod tests {
             max_threads: 2,
             ..Config::default()
         };
-        assert!(c.validate().unwrap_err().to_string().contains("min_threads"));
+        assert!(
+            c.validate()
+                .unwrap_err()
+                .to_string()
+                .contains("min_threads")
+        );
         let c = Config {
             max_threads: 0,
             ..Config::default()

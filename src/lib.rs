@@ -67,12 +67,11 @@ struct PyServer {
 }
 
 impl PyServer {
-    fn with_server<T>(
-        &self,
-        py: Python<'_>,
-        f: impl FnOnce(&Server) -> T,
-    ) -> PyResult<T> {
-        let guard = self.running.lock_py_attached(py).unwrap_or_else(|e| e.into_inner());
+    fn with_server<T>(&self, py: Python<'_>, f: impl FnOnce(&Server) -> T) -> PyResult<T> {
+        let guard = self
+            .running
+            .lock_py_attached(py)
+            .unwrap_or_else(|e| e.into_inner());
         match guard.as_ref() {
             Some(s) => Ok(f(s)),
             None => Err(PyRuntimeError::new_err("the server is not running")),
@@ -141,7 +140,10 @@ impl PyServer {
     /// Binds and starts serving on background threads; returns at once.
     fn start(&self, py: Python<'_>) -> PyResult<()> {
         init_logging();
-        let mut guard = self.running.lock_py_attached(py).unwrap_or_else(|e| e.into_inner());
+        let mut guard = self
+            .running
+            .lock_py_attached(py)
+            .unwrap_or_else(|e| e.into_inner());
         if guard.is_some() {
             return Err(PyRuntimeError::new_err("the server is already running"));
         }
@@ -198,7 +200,10 @@ impl PyServer {
     #[pyo3(signature = (timeout=None))]
     fn drain(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<usize> {
         let timeout = secs(timeout)?;
-        let guard = self.running.lock_py_attached(py).unwrap_or_else(|e| e.into_inner());
+        let guard = self
+            .running
+            .lock_py_attached(py)
+            .unwrap_or_else(|e| e.into_inner());
         let Some(server) = guard.as_ref() else {
             return Ok(0);
         };

@@ -5,9 +5,9 @@
 //! (20 threads fighting over the GIL gave a p99 of 1 s where one thread gave 158 ms). The pool
 //! therefore runs one job at a time and hands a queued job to another thread only while every
 //! running job is blocked (waiting on a database, a socket, a sleep, a slow client). "Blocked"
-//! is read off each running thread's CPU clock: a thread whose CPU time does not advance over a
-//! short tick is not running Python. More threads then never cost latency; they only add
-//! concurrency where the app actually waits.
+//! is read off each running thread's CPU clock and scheduler state: a thread whose CPU time does
+//! not advance over a short tick, and that sleeps in the kernel, is not running Python. More
+//! threads then never cost latency; they only add concurrency where the app actually waits.
 //!
 //! The queue is bounded: a job that does not fit is refused at once so the caller can answer
 //! 503 instead of letting the client hang.
@@ -64,7 +64,7 @@ struct Inner {
 
 struct Running {
     worker: usize,
-    clock: Option<CpuClock>,
+    probe: Option<ThreadProbe>,
     started: Instant,
 }
 
@@ -276,7 +276,7 @@ impl Inner {
     }
 
     fn worker_loop(self: Arc<Self>, id: usize) {
-        let clock = CpuClock::current();
+        let probe = ThreadProbe::current();
         let mut st = self.lock();
         loop {
             if st.admissible() {
@@ -286,7 +286,7 @@ impl Inner {
                 }
                 st.running.push(Running {
                     worker: id,
-                    clock,
+                    probe,
                     started: Instant::now(),
                 });
                 drop(st);
@@ -348,7 +348,7 @@ impl Inner {
             let before: Vec<(usize, Option<Duration>, Instant)> = st
                 .running
                 .iter()
-                .map(|r| (r.worker, r.clock.and_then(|c| c.read()), r.started))
+                .map(|r| (r.worker, r.probe.and_then(|p| p.cpu()), r.started))
                 .collect();
             drop(st);
             thread::sleep(TICK);
@@ -356,10 +356,14 @@ impl Inner {
             let all_blocked = !before.is_empty()
                 && before.iter().all(|(worker, cpu0, started)| {
                     match st.running.iter().find(|r| r.worker == *worker) {
-                        // Finished during the tick: its slot is free anyway.
-                        None => true,
-                        Some(r) => match (cpu0, r.clock.and_then(|c| c.read())) {
-                            (Some(a), Some(b)) => b.saturating_sub(*a) < TICK / 2,
+                        // Finished during the tick: it was working, not blocked, and
+                        // the queue moves on without help.
+                        None => false,
+                        Some(r) => match (cpu0, r.probe.and_then(|p| p.cpu())) {
+                            (Some(a), Some(b)) => {
+                                b.saturating_sub(*a) < TICK / 2
+                                    && r.probe.is_some_and(|p| p.sleeping())
+                            }
                             _ => started.elapsed() >= BLIND_STALL,
                         },
                     }
@@ -375,39 +379,67 @@ impl Inner {
     }
 }
 
-/// The CPU-time clock of one thread, readable from any other thread.
+/// Looks at one thread from another: its CPU time, and whether it sleeps in the kernel.
+/// CPU time alone cannot tell "waiting for the database" from "runnable but the OS gave the
+/// core to someone else" on a busy 2-core box; the scheduler state can.
 #[derive(Clone, Copy)]
-struct CpuClock(#[allow(dead_code)] libc::clockid_t);
+struct ThreadProbe {
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    clock: libc::clockid_t,
+    #[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+    tid: libc::pid_t,
+}
 
-impl CpuClock {
+impl ThreadProbe {
     #[cfg(target_os = "linux")]
-    fn current() -> Option<CpuClock> {
-        let mut id: libc::clockid_t = 0;
-        // SAFETY: pthread_self() is always valid for the calling thread and `id` is a valid
+    fn current() -> Option<ThreadProbe> {
+        let mut clock: libc::clockid_t = 0;
+        // SAFETY: pthread_self() is always valid for the calling thread and `clock` is a valid
         // out-pointer.
-        let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) };
-        (rc == 0).then_some(CpuClock(id))
+        let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut clock) };
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        (rc == 0).then_some(ThreadProbe { clock, tid })
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn current() -> Option<CpuClock> {
+    fn current() -> Option<ThreadProbe> {
         None
     }
 
     #[cfg(target_os = "linux")]
-    fn read(self) -> Option<Duration> {
+    fn cpu(self) -> Option<Duration> {
         let mut ts = libc::timespec {
             tv_sec: 0,
             tv_nsec: 0,
         };
         // SAFETY: `ts` is a valid out-pointer; an exited thread's clock gives an error, not UB.
-        let rc = unsafe { libc::clock_gettime(self.0, &mut ts) };
+        let rc = unsafe { libc::clock_gettime(self.clock, &mut ts) };
         (rc == 0).then(|| Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32))
     }
 
     #[cfg(not(target_os = "linux"))]
-    fn read(self) -> Option<Duration> {
+    fn cpu(self) -> Option<Duration> {
         None
+    }
+
+    /// True when the thread sleeps (`S`/`D`): blocked, not merely preempted (`R`).
+    #[cfg(target_os = "linux")]
+    fn sleeping(self) -> bool {
+        let path = format!("/proc/self/task/{}/stat", self.tid);
+        let Ok(stat) = std::fs::read_to_string(path) else {
+            return true;
+        };
+        // The state follows the command name, which is in parentheses and may hold spaces.
+        let state = stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].trim_start().chars().next());
+        matches!(state, Some('S' | 'D'))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn sleeping(self) -> bool {
+        true
     }
 }
 

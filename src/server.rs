@@ -149,7 +149,10 @@ impl Server {
             }
         });
         let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
-        let cut = self.shared.pool.stop(if finished { left } else { Some(Duration::ZERO) });
+        let cut = self
+            .shared
+            .pool
+            .stop(if finished { left } else { Some(Duration::ZERO) });
         runtime.shutdown_timeout(Duration::from_millis(100));
         cut
     }

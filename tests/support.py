@@ -370,7 +370,8 @@ class RawConnection:
         lines = head[:-4].split(b"\r\n")
         status_line = lines[0].decode("latin-1")
         parts = status_line.split(" ", 2)
-        assert len(parts) >= 2 and parts[0].startswith("HTTP/"), f"bad status line {status_line!r}"
+        ok = len(parts) >= 2 and parts[0].startswith("HTTP/") and len(parts[1]) == 3 and parts[1].isdigit()
+        assert ok, f"malformed status line from server: {status_line!r}"
         version, status = parts[0], int(parts[1])
         reason = parts[2] if len(parts) > 2 else ""
         headers = []

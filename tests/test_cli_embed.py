@@ -232,13 +232,14 @@ def test_embedded_start_serve_stop(bartizan):
     s.start()
     try:
         assert time.monotonic() - t0 < 5, "start() should not block"
-        assert isinstance(s.port, int) and 0 < s.port < 65536
-        assert s.addresses == [f"127.0.0.1:{s.port}"]
-        r = requests.get(f"http://127.0.0.1:{s.port}/hello", timeout=TIMEOUT)
+        port = s.port
+        assert isinstance(port, int) and 0 < port < 65536
+        assert s.addresses == [f"127.0.0.1:{port}"]
+        r = requests.get(f"http://127.0.0.1:{port}/hello", timeout=TIMEOUT)
         assert r.status_code == 200 and r.json()["path"] == "/hello"
     finally:
         s.stop()
-    assert port_refuses(s.port), "still accepting connections after stop()"
+    assert port_refuses(port), "still accepting connections after stop()"
 
 
 def test_embedded_same_interpreter(bartizan):

@@ -283,35 +283,56 @@ def test_no_more_than_content_length_is_sent(srv):
 def test_short_body_closes_connection(srv):
     """RFC 9112 6.3 / 9.6: a response whose body is shorter than its
     Content-Length cannot be completed; the server closes the connection
-    (promptly) so the client sees the truncation."""
-    with RawConnection(srv.port) as c:
-        c.send(build_request("GET", "/content-length-missing-bytes", host="h"))
-        resp = c.read_response()
-    assert resp.complete is False
-    assert resp.body == b"short"
+    (promptly) so the client sees the truncation, after transmitting what
+    the app did yield (PEP 3333 'Buffering and Streaming'). Answering 500
+    instead, before anything was sent, is also correct. Repeated because
+    losing the already-yielded bytes is timing-dependent."""
+    for i in range(60):
+        with RawConnection(srv.port) as c:
+            c.send(build_request("GET", "/content-length-missing-bytes", host="h"))
+            try:
+                resp = c.read_response()
+            except ConnectionClosed:
+                pytest.fail(f"try {i}: connection closed without any response head")
+        if resp.status == 500:
+            continue
+        assert resp.status == 200
+        assert resp.complete is False, "a truncated response must not look complete"
+        assert resp.body == b"short", f"try {i}: yielded bytes lost: got {resp.body!r}"
+
+
+def _next_request_or_announced_close(c, first, target):
+    """After `first`, the connection must either carry the next request
+    correctly, or have been announced closed ('Connection: close') and then
+    closed with nothing more sent (RFC 9112 9.6)."""
+    if (first.header("Connection") or "").lower() == "close":
+        assert c.is_closed_by_peer(5)
+        return
+    c.send(build_request("GET", target, host="h"))
+    after = c.read_response()
+    assert after.status == 200 and after.body == target.encode()
 
 
 def test_empty_iterable_is_framed(srv):
-    """An empty body is still a complete, framed response: the connection
-    stays usable for the next request."""
+    """An empty body is still a complete, framed response (Content-Length: 0
+    or a terminated chunked body); nothing stray follows it."""
     with RawConnection(srv.port) as c:
-        first = c.request("GET", "/empty")
+        c.send(build_request("GET", "/empty", host="h"))
+        first = c.read_response()
         assert first.status == 200 and first.body == b"" and first.complete
-        second = c.request("GET", "/after-empty")
-        assert second.body == b"/after-empty"
+        _next_request_or_announced_close(c, first, "/after-empty")
 
 
 def test_204_has_no_body(srv):
     """RFC 9110 15.3.5 / RFC 9112 6.3: a 204 response ends after its header
-    block: no body, no chunked terminator that would desync the connection."""
+    block: no body, no chunked coding or terminator that would desync the
+    connection."""
     with RawConnection(srv.port) as c:
         c.send(build_request("GET", "/status?code=204%20No%20Content", host="h"))
         resp = c.read_response()
         assert resp.status == 204
         assert resp.header("Transfer-Encoding") is None
-        c.send(build_request("GET", "/after-204", host="h"))
-        after = c.read_response()
-    assert after.status == 200 and after.body == b"/after-204"
+        _next_request_or_announced_close(c, resp, "/after-204")
 
 
 def test_date_header(srv):

@@ -237,3 +237,34 @@ def test_expect_100_continue_ignored_for_http10(srv):
         resp = c.read_response()
     assert resp.status == 200, f"expected the final response first, got {resp.status}"
     assert resp.json()["body"] == body.decode()
+
+
+def test_client_disconnect_mid_upload_frees_worker(srv):
+    """A client that promises a body and hangs up halfway must not pin a
+    worker until a timeout: the app's read() ends (EOF or an error) and the
+    worker is free. More abandoned uploads than the 2 worker threads, then a
+    normal request must be served promptly."""
+    for _ in range(6):
+        with RawConnection(srv.port) as c:
+            c.send(build_request("POST", "/hash", [("Content-Length", "1000000")], host="h"))
+            c.send(b"partial" * 100)
+            time.sleep(0.05)  # let the app start reading
+    start = time.monotonic()
+    data = post(srv, "/read-all", b"after the abandoned uploads", timeout=10)
+    assert data["body"] == "after the abandoned uploads"
+    assert time.monotonic() - start < 5, "workers stayed busy with abandoned uploads"
+
+
+def test_bad_chunk_size_does_not_hang(srv):
+    """RFC 9112 7.1: a malformed chunk size is a framing error: the app's
+    read fails or ends, the client gets an error response or a closed
+    connection, and nothing waits forever."""
+    with RawConnection(srv.port) as c:
+        c.send(build_request("POST", "/read-all", [("Transfer-Encoding", "chunked")], b"zz\r\nhello\r\n0\r\n\r\n", host="h"))
+        try:
+            resp = c.read_response()
+        except ConnectionClosed:
+            resp = None
+    if resp is not None:
+        assert resp.status in (400, 500), f"a malformed chunked body was accepted: {resp}"
+    assert post(srv, "/read-all", b"still fine")["body"] == "still fine"

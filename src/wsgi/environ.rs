@@ -139,19 +139,14 @@ impl RequestEnv {
         let content_type = headers
             .contains_key(CONTENT_TYPE)
             .then(|| join_values(headers, &CONTENT_TYPE, ","));
-        let content_length = headers
-            .get(CONTENT_LENGTH)
-            .map(|v| latin1(v.as_bytes()));
+        let content_length = headers.get(CONTENT_LENGTH).map(|v| latin1(v.as_bytes()));
 
-        let host = uri
-            .authority()
-            .map(|a| a.as_str().to_string())
-            .or_else(|| {
-                headers
-                    .get(HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .map(str::to_string)
-            });
+        let host = uri.authority().map(|a| a.as_str().to_string()).or_else(|| {
+            headers
+                .get(HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        });
         let default_port = if url_scheme == "https" { "443" } else { "80" };
         let (server_name, server_port) = match host.as_deref().and_then(split_host) {
             Some((name, port)) if !name.is_empty() => {
@@ -257,7 +252,9 @@ mod tests {
     #[test]
     fn path_is_percent_decoded_then_latin1() {
         let e = env_of(
-            Request::get("/caf%C3%A9/a%20b%2Fc?x=%20y").body(()).unwrap(),
+            Request::get("/caf%C3%A9/a%20b%2Fc?x=%20y")
+                .body(())
+                .unwrap(),
             "",
         )
         .unwrap();
@@ -314,7 +311,10 @@ mod tests {
     #[test]
     fn root_path_is_stripped() {
         let e = env_of(Request::get("/app/x").body(()).unwrap(), "/app").unwrap();
-        assert_eq!((e.script_name.as_str(), e.path_info.as_str()), ("/app", "/x"));
+        assert_eq!(
+            (e.script_name.as_str(), e.path_info.as_str()),
+            ("/app", "/x")
+        );
         let e = env_of(Request::get("/app").body(()).unwrap(), "/app").unwrap();
         assert_eq!(e.path_info, "");
         assert_eq!(

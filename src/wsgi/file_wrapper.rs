@@ -26,7 +26,10 @@ impl FileWrapper {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let data = self.filelike.bind(py).call_method1("read", (self.blksize,))?;
+        let data = self
+            .filelike
+            .bind(py)
+            .call_method1("read", (self.blksize,))?;
         let data = data.cast_into::<PyBytes>().map_err(|_| {
             pyo3::exceptions::PyTypeError::new_err("file_wrapper: read() must return bytes")
         })?;

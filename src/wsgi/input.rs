@@ -148,11 +148,7 @@ impl WsgiInput {
     }
 
     #[pyo3(signature = (size=None))]
-    fn readline<'py>(
-        &self,
-        py: Python<'py>,
-        size: Option<isize>,
-    ) -> PyResult<Bound<'py, PyBytes>> {
+    fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
         self.state.lock_py_attached(py).unwrap().readline(py, size)
     }
 
@@ -182,7 +178,11 @@ impl WsgiInput {
     }
 
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let line = self.state.lock_py_attached(py).unwrap().readline(py, None)?;
+        let line = self
+            .state
+            .lock_py_attached(py)
+            .unwrap()
+            .readline(py, None)?;
         Ok((!line.as_bytes().is_empty()).then_some(line))
     }
 

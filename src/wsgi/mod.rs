@@ -18,7 +18,7 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyList, PyTuple};
-use pyo3::{intern, Py, PyAny};
+use pyo3::{Py, PyAny, intern};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
@@ -83,11 +83,11 @@ pub async fn handle(
     conn: ConnInfo,
 ) -> Reply {
     let (parts, body) = req.into_parts();
-    let env = match RequestEnv::from_parts(&parts, &app.root_path, conn.peer, conn.local, conn.scheme)
-    {
-        Ok(env) => env,
-        Err(EnvError::OutsideRoot) => return errors::plain(StatusCode::NOT_FOUND),
-    };
+    let env =
+        match RequestEnv::from_parts(&parts, &app.root_path, conn.peer, conn.local, conn.scheme) {
+            Ok(env) => env,
+            Err(EnvError::OutsideRoot) => return errors::plain(StatusCode::NOT_FOUND),
+        };
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)
@@ -135,7 +135,10 @@ fn run(app: &WsgiApp, job: Job) {
         let result = call_app(py, app, &env, body, handle, &state);
         if let Err(e) = result {
             report(py, &env, &e);
-            state.lock_py_attached(py).unwrap_or_else(|e| e.into_inner()).fail();
+            state
+                .lock_py_attached(py)
+                .unwrap_or_else(|e| e.into_inner())
+                .fail();
         }
     });
 }
@@ -148,8 +151,13 @@ fn call_app(
     handle: Handle,
     state: &SharedState,
 ) -> PyResult<()> {
-    let input = Bound::new(py, WsgiInput::new(body, handle, app.body_timeout, app.max_body))?;
-    let errors = py.import(intern!(py, "sys"))?.getattr(intern!(py, "stderr"))?;
+    let input = Bound::new(
+        py,
+        WsgiInput::new(body, handle, app.body_timeout, app.max_body),
+    )?;
+    let errors = py
+        .import(intern!(py, "sys"))?
+        .getattr(intern!(py, "stderr"))?;
     let environ = env.to_dict(py, input.into_any(), errors, app.file_wrapper.bind(py))?;
     let start_response = Bound::new(py, StartResponse::new(Arc::clone(state)))?;
     let result = app.app.bind(py).call1((environ, start_response))?;
@@ -172,7 +180,10 @@ fn as_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
     let b = item.cast::<PyBytes>().map_err(|_| {
         PyTypeError::new_err(format!(
             "the response body must be an iterable of bytes, got {}",
-            item.get_type().name().map(|n| n.to_string()).unwrap_or_default()
+            item.get_type()
+                .name()
+                .map(|n| n.to_string())
+                .unwrap_or_default()
         ))
     })?;
     Ok(Bytes::copy_from_slice(b.as_bytes()))

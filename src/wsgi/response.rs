@@ -166,7 +166,10 @@ impl ResponseState {
 
 /// Hands one chunk on, waiting (without the GIL) while the client is slow.
 pub fn send_chunk(py: Python<'_>, state: &SharedState, data: Bytes) -> PyResult<Sent> {
-    let pushed = state.lock_py_attached(py).unwrap_or_else(|e| e.into_inner()).accept(data)?;
+    let pushed = state
+        .lock_py_attached(py)
+        .unwrap_or_else(|e| e.into_inner())
+        .accept(data)?;
     match pushed {
         None => Ok(Sent::Ok),
         Some((tx, data)) => match py.detach(|| tx.blocking_send(Ok(data))) {
@@ -223,9 +226,9 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
         PyTypeError::new_err("response headers must be a list of (name, value) tuples")
     })? {
         let item = item?;
-        let pair = item
-            .cast::<PyTuple>()
-            .map_err(|_| PyTypeError::new_err("each response header must be a (name, value) tuple"))?;
+        let pair = item.cast::<PyTuple>().map_err(|_| {
+            PyTypeError::new_err("each response header must be a (name, value) tuple")
+        })?;
         if pair.len() != 2 {
             return Err(PyTypeError::new_err(
                 "each response header must be a (name, value) tuple",
@@ -245,19 +248,17 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
                 "hop-by-hop header {name:?} is not allowed from a WSGI application"
             )));
         }
-        let latin: Option<Vec<u8>> = value
-            .chars()
-            .map(|c| u8::try_from(c as u32).ok())
-            .collect();
+        let latin: Option<Vec<u8>> = value.chars().map(|c| u8::try_from(c as u32).ok()).collect();
         let hvalue = latin
             .and_then(|v| HeaderValue::from_bytes(&v).ok())
             .ok_or_else(|| {
                 PyValueError::new_err(format!("invalid value for header {name:?}: {value:?}"))
             })?;
         if hname == CONTENT_LENGTH {
-            let n = value.trim().parse::<u64>().map_err(|_| {
-                PyValueError::new_err(format!("invalid Content-Length {value:?}"))
-            })?;
+            let n = value
+                .trim()
+                .parse::<u64>()
+                .map_err(|_| PyValueError::new_err(format!("invalid Content-Length {value:?}")))?;
             declared = Some(n);
         }
         map.append(hname, hvalue);
@@ -289,7 +290,10 @@ impl StartResponse {
     ) -> PyResult<WriteCallable> {
         let exc_info = exc_info.filter(|e| !e.is_none());
         {
-            let st = self.state.lock_py_attached(py).unwrap_or_else(|e| e.into_inner());
+            let st = self
+                .state
+                .lock_py_attached(py)
+                .unwrap_or_else(|e| e.into_inner());
             if st.head.is_some() {
                 match exc_info {
                     None => {
@@ -307,7 +311,10 @@ impl StartResponse {
         }
         let (status, reason) = parse_status(status)?;
         let (headers, declared_len) = parse_headers(headers)?;
-        let mut st = self.state.lock_py_attached(py).unwrap_or_else(|e| e.into_inner());
+        let mut st = self
+            .state
+            .lock_py_attached(py)
+            .unwrap_or_else(|e| e.into_inner());
         st.head = Some(Head {
             status,
             reason,
@@ -360,7 +367,11 @@ mod tests {
         let st = ResponseState::new(tx);
         let mut st = st.lock().unwrap();
         st.head = Some(head(Some(5)));
-        assert!(st.accept(Bytes::from_static(b"hello world")).unwrap().is_none());
+        assert!(
+            st.accept(Bytes::from_static(b"hello world"))
+                .unwrap()
+                .is_none()
+        );
         let res = rx.try_recv().unwrap();
         assert!(matches!(res.body(), ResponseBody::Full(Some(b)) if b == "hello"));
         // Anything after the declared length is dropped.
@@ -375,7 +386,10 @@ mod tests {
         st.head = Some(head(None));
         let (_, data) = st.accept(Bytes::from_static(b"abc")).unwrap().unwrap();
         assert_eq!(data, "abc");
-        assert!(matches!(rx.try_recv().unwrap().body(), ResponseBody::Stream(_)));
+        assert!(matches!(
+            rx.try_recv().unwrap().body(),
+            ResponseBody::Stream(_)
+        ));
     }
 
     #[test]
