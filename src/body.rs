@@ -19,8 +19,36 @@ pub type Chunk = Result<Bytes, BodyError>;
 
 pub enum ResponseBody {
     Full(Option<Bytes>),
-    Stream(mpsc::Receiver<Chunk>),
+    Stream(StreamBody),
     Boxed(UnsyncBoxBody<Bytes, BodyError>),
+}
+
+/// Chunks from a pool thread. An abort is held back for one poll so that hyper flushes the
+/// bytes already written before it drops the connection: the client then gets everything the
+/// app produced, and sees the cut only where the app failed.
+pub struct StreamBody {
+    rx: mpsc::Receiver<Chunk>,
+    abort: Option<BodyError>,
+}
+
+impl StreamBody {
+    pub fn new(rx: mpsc::Receiver<Chunk>) -> Self {
+        StreamBody { rx, abort: None }
+    }
+
+    fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
+        if let Some(e) = self.abort.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        match self.rx.poll_recv(cx) {
+            Poll::Ready(Some(Err(e))) => {
+                self.abort = Some(e);
+                cx.waker().wake_by_ref();
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
 }
 
 impl ResponseBody {
@@ -44,7 +72,7 @@ impl Body for ResponseBody {
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
         match self.get_mut() {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            ResponseBody::Stream(rx) => rx.poll_recv(cx).map(|c| c.map(|c| c.map(Frame::data))),
+            ResponseBody::Stream(s) => s.poll_chunk(cx).map(|c| c.map(|c| c.map(Frame::data))),
             ResponseBody::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }

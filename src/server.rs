@@ -180,8 +180,7 @@ async fn accept_loop(
         .header_read_timeout(shared.config.header_timeout)
         .keep_alive(true)
         .title_case_headers(true)
-        .max_buf_size(shared.config.max_head.max(8192))
-        .pipeline_flush(true);
+        .max_buf_size(shared.config.max_head.max(8192));
     loop {
         let (stream, peer) = tokio::select! {
             biased;

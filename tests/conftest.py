@@ -1,9 +1,36 @@
 """Fixtures that start the real server (`python -m bartizan ...`) on a
 loopback port and stop its whole process group afterwards."""
 
+import faulthandler
+import os
+import sys
+import threading
+
 import pytest
 
-from tests.support import ServerProcess
+from tests.support import LIVE, ServerProcess
+
+# Every wait in the tests has its own timeout; this is the backstop for a
+# call that can't take one (e.g. an embedded Server.stop() that never
+# returns): after this long, dump all stacks, kill the servers, exit.
+TEST_HANG_LIMIT = 120
+
+
+def _hang_watchdog(nodeid):
+    sys.stderr.write(f"\n*** {nodeid} still running after {TEST_HANG_LIMIT} s: aborting the run\n")
+    faulthandler.dump_traceback(all_threads=True)
+    for proc in list(LIVE):
+        proc.stop()
+    os._exit(3)
+
+
+@pytest.fixture(autouse=True)
+def _bounded_test(request):
+    timer = threading.Timer(TEST_HANG_LIMIT, _hang_watchdog, args=(request.node.nodeid,))
+    timer.daemon = True
+    timer.start()
+    yield
+    timer.cancel()
 
 
 class _Launcher:

@@ -46,6 +46,22 @@ def _pump(stream, lines, cond):
         cond.notify_all()
 
 
+def _die_with_parent():
+    """Runs in the child before exec: if the test process dies (even by
+    SIGKILL), the kernel kills the server too, so no server outlives a run."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except Exception:
+        pass
+
+
+# Every server started and not yet stopped, for the hang watchdog.
+LIVE = set()
+
+
 def split_url(url):
     parts = urlsplit(url)
     return parts.hostname, parts.port
@@ -72,8 +88,10 @@ class ServerProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         self.pid = self.proc.pid
+        LIVE.add(self)
         self._cond = threading.Condition()
         self._stderr = []
         self._stdout = []
@@ -156,6 +174,7 @@ class ServerProcess:
         self.proc.send_signal(sig)
 
     def stop(self):
+        LIVE.discard(self)
         if self.proc.poll() is None:
             try:
                 os.killpg(self.pid, signal.SIGTERM)

@@ -4,15 +4,19 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
+
+from urllib.parse import quote
 
 import pytest
 import requests
 
 from tests.support import (
     START_LINE_RE,
+    RawConnection,
     ServerProcess,
     free_port,
     have_ipv6_loopback,
@@ -77,8 +81,6 @@ def test_bad_option_is_a_user_error(server, args, needle):
 def test_port_in_use_fails_cleanly(server):
     """Binding a port that is taken fails at once with a message naming the
     address, instead of hanging or serving nothing."""
-    import socket
-
     holder = socket.socket()
     holder.bind(("127.0.0.1", 0))
     holder.listen(1)
@@ -163,6 +165,39 @@ def test_signal_stops_server(server, sig):
         pytest.fail(f"server still running 10 s after {sig.name}")
     assert "Traceback" not in srv.stderr_text(), srv.stderr_text()
     assert port_refuses(srv.port)
+
+
+def test_sigterm_lets_in_flight_request_finish(server, tmp_path):
+    """Graceful stop: after SIGTERM the server takes no new connections but
+    lets a running request finish, then exits."""
+    srv = server("tests.apps.errors:app")
+    go = tmp_path / "go"
+    result = {}
+
+    def in_flight():
+        try:
+            with RawConnection(srv.port, timeout=15) as c:
+                result["resp"] = c.request("GET", f"/block?go={quote(str(go), safe='')}")
+        except Exception as e:  # reported below
+            result["error"] = e
+
+    t = threading.Thread(target=in_flight, daemon=True)
+    t.start()
+    time.sleep(0.5)  # the request is now inside the app, waiting for `go`
+    srv.signal(signal.SIGTERM)
+    try:
+        assert wait_for(lambda: port_refuses(srv.port, timeout=0.5), 5), "still accepting connections after SIGTERM"
+        assert srv.proc.poll() is None, "exited without waiting for the in-flight request"
+    finally:
+        go.touch()
+    t.join(timeout=10)
+    assert "error" not in result, result.get("error")
+    resp = result["resp"]
+    assert resp.status == 200 and resp.json() == {"released": True}
+    try:
+        srv.wait_exit(timeout=10)
+    except subprocess.TimeoutExpired:
+        pytest.fail("server did not exit after the in-flight request finished")
 
 
 def test_serve_blocks_and_serves(tmp_path):

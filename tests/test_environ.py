@@ -83,6 +83,12 @@ CASES = [
         rule="PEP 3333 'Unicode Issues': native strings hold the raw bytes decoded as ISO-8859-1",
     ),
     Case(
+        "percent-non-utf8-bytes",
+        target="/%FF%FEx",
+        expect={"PATH_INFO": "/\u00ff\u00fex"},
+        rule="PEP 3333 'Unicode Issues': any byte decodes (latin-1), even if the path is not UTF-8",
+    ),
+    Case(
         "percent-2F-decoded",
         target="/a%2Fb",
         expect={"PATH_INFO": "/a/b"},

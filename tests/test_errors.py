@@ -7,7 +7,6 @@ is aborted so the client can tell the body is incomplete. Either way the
 server goes on serving.
 """
 
-import os
 import re
 import socket
 import threading
@@ -77,7 +76,8 @@ def test_bad_status_is_500(srv, variant):
 @pytest.mark.parametrize("variant", BAD_HEADERS, ids=list(BAD_HEADERS))
 def test_bad_header_is_500(srv, variant):
     """PEP 3333: response_headers is a list of (str, str) tuples; values
-    contain no control characters (no CR/LF, so no header injection);
+    are latin-1 encodable ('Unicode Issues') and contain no control
+    characters (no CR/LF, so no header injection);
     hop-by-hop headers (Connection, Keep-Alive, Transfer-Encoding, Upgrade,
     ...) are the server's business, and supplying them is a fatal error."""
     resp = get(srv, f"/bad-header/{variant}")
@@ -90,7 +90,7 @@ def test_bad_header_is_500(srv, variant):
 # The abort tests repeat the request: whether bytes already handed to the
 # server reach the client before the abort is timing-dependent, and a single
 # try would let a lossy abort pass most of the time.
-ABORT_TRIES = 60
+ABORT_TRIES = 150
 
 
 @pytest.mark.parametrize("path", ["/abort-sized", "/abort-chunked"], ids=["content-length", "chunked"])
@@ -101,17 +101,24 @@ def test_error_after_body_started_aborts_connection(srv, path, tmp_path):
     than a response that looks complete. The blocks yielded before the
     error were handed over for sending and must arrive ('Buffering and
     Streaming': a yielded block is fully transmitted). close() is called."""
+    problems = []
+    markers = []
     for i in range(ABORT_TRIES):
         marker = tmp_path / f"closed-{i}"
+        markers.append(marker)
         try:
             resp = get(srv, f"{path}?marker={quote(str(marker), safe='')}")
         except ConnectionClosed:
-            pytest.fail(f"try {i}: connection closed before the response head, although the app had sent 2000 bytes")
+            problems.append(f"try {i}: closed before the response head")
+            continue
         assert resp.status == 200
         assert resp.complete is False, "a failed response must not look complete"
-        assert resp.body == b"x" * 1000 + b"y" * 1000, f"try {i}: got {len(resp.body)} of the 2000 bytes yielded before the error"
         assert SECRET.encode() not in resp.body
-        assert read_marker_file(marker, 5) == "closed", "close() not called after the iteration error"
+        if resp.body != b"x" * 1000 + b"y" * 1000:
+            problems.append(f"try {i}: {len(resp.body)} of the 2000 bytes yielded before the error")
+    assert not problems, f"{len(problems)} of {ABORT_TRIES} aborted responses lost yielded bytes: {problems[:5]}"
+    missing = [m.name for m in markers if read_marker_file(m, 5) != "closed"]
+    assert not missing, f"close() not called after the iteration error: {missing[:5]}"
     assert_server_still_works(srv)
 
 

@@ -6,6 +6,7 @@ import json
 import os
 import socket
 import struct
+import threading
 import time
 from urllib.parse import quote
 
@@ -287,18 +288,23 @@ def test_short_body_closes_connection(srv):
     the app did yield (PEP 3333 'Buffering and Streaming'). Answering 500
     instead, before anything was sent, is also correct. Repeated because
     losing the already-yielded bytes is timing-dependent."""
-    for i in range(60):
+    tries = 100
+    problems = []
+    for i in range(tries):
         with RawConnection(srv.port) as c:
             c.send(build_request("GET", "/content-length-missing-bytes", host="h"))
             try:
                 resp = c.read_response()
             except ConnectionClosed:
-                pytest.fail(f"try {i}: connection closed without any response head")
+                problems.append(f"try {i}: closed without any response head")
+                continue
         if resp.status == 500:
             continue
         assert resp.status == 200
         assert resp.complete is False, "a truncated response must not look complete"
-        assert resp.body == b"short", f"try {i}: yielded bytes lost: got {resp.body!r}"
+        if resp.body != b"short":
+            problems.append(f"try {i}: got body {resp.body!r}")
+    assert not problems, f"{len(problems)} of {tries} truncated responses lost the yielded bytes: {problems[:5]}"
 
 
 def _next_request_or_announced_close(c, first, target):
@@ -333,6 +339,41 @@ def test_204_has_no_body(srv):
         assert resp.status == 204
         assert resp.header("Transfer-Encoding") is None
         _next_request_or_announced_close(c, resp, "/after-204")
+
+
+def test_response_headers_on_the_wire(srv):
+    """PEP 3333: each header tuple is sent as its own field line, so two
+    Set-Cookie headers stay two lines (RFC 6265 3: they must not be folded
+    into one); header values are str sent as latin-1 ('Unicode Issues')."""
+    with RawConnection(srv.port) as c:
+        c.send(build_request("GET", "/headers", host="h"))
+        resp = c.read_response()
+    assert resp.header_all("Set-Cookie") == ["a=1; Path=/", "b=2; Path=/"]
+    raw_values = [line.split(b":", 1)[1].strip() for line in resp.raw_head.split(b"\r\n")[1:] if line.lower().startswith(b"x-latin:")]
+    assert raw_values == [b"caf\xe9"], raw_values
+
+
+def test_concurrent_requests_get_their_own_responses(srv):
+    """With several worker threads busy at once (wsgi.multithread), each
+    client still gets exactly the response to its own request."""
+    n = 40
+    results = {}
+
+    def one(i):
+        try:
+            with RawConnection(srv.port, timeout=10) as c:
+                results[i] = c.request("GET", f"/sleep?t=0.05&n={i}").body
+        except Exception as e:  # reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=20)
+    assert not any(t.is_alive() for t in threads), "requests hung"
+    wrong = {i: r for i, r in results.items() if r != f"/sleep?t=0.05&n={i}".encode()}
+    assert not wrong and len(results) == n, wrong
 
 
 def test_date_header(srv):

@@ -18,7 +18,7 @@ use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::body::{BodyError, Chunk, ResponseBody};
+use crate::body::{BodyError, Chunk, ResponseBody, StreamBody};
 use crate::errors;
 
 /// Chunks a streaming response may have in flight between the app and the socket.
@@ -111,7 +111,7 @@ impl ResponseState {
                 return Ok(None);
             }
             let (tx, rx) = mpsc::channel(STREAM_DEPTH);
-            if let Some(res) = self.build(ResponseBody::Stream(rx)) {
+            if let Some(res) = self.build(ResponseBody::Stream(StreamBody::new(rx))) {
                 let _ = reply.send(res);
             }
             self.stream = Some(tx);

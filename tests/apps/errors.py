@@ -42,6 +42,7 @@ BAD_HEADERS = {
     "hop-transfer-encoding": [("Transfer-Encoding", "chunked")],
     "hop-upgrade": [("Upgrade", "websocket")],
     "not-a-pair": [("X-Only-Name",)],
+    "non-latin1-value": [("X-Euro", "\u20ac")],
 }
 
 

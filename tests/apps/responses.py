@@ -202,6 +202,20 @@ def app(environ, start_response):
         start_response(code, [("Content-Type", "text/plain")])
         return [b""] if code.startswith(("204", "304")) else [code.encode()]
 
+    if path == "/headers":
+        # Repeated Set-Cookie and a latin-1 header value.
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "text/plain"),
+                ("Set-Cookie", "a=1; Path=/"),
+                ("Set-Cookie", "b=2; Path=/"),
+                ("X-Latin", "caf\u00e9"),
+                ("Content-Length", "0"),
+            ],
+        )
+        return []
+
     if path == "/empty":
         start_response("200 OK", [("Content-Type", "text/plain")])
         return []
