@@ -44,6 +44,10 @@ pub struct Config {
     pub max_head: usize,
     /// Seconds sent in `Retry-After` with a 503.
     pub retry_after: u32,
+    /// Static and media roots served from Rust.
+    pub mounts: Vec<crate::statics::Mount>,
+    /// `Cache-Control: max-age` for static files whose names carry no content hash.
+    pub static_max_age: u32,
 }
 
 impl Default for Config {
@@ -60,6 +64,8 @@ impl Default for Config {
             io_threads: 2,
             max_head: 64 * 1024,
             retry_after: 1,
+            mounts: Vec::new(),
+            static_max_age: 3600,
         }
     }
 }

@@ -8,6 +8,7 @@ pub mod errors;
 pub mod pool;
 pub mod router;
 pub mod server;
+pub mod statics;
 pub mod wsgi;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -85,7 +86,7 @@ impl PyServer {
     #[pyo3(signature = (
         app, binds, *, threads=20, min_threads=1, queue=1024, root_path=String::new(),
         max_body=1u64 << 30, body_timeout=60.0, header_timeout=30.0, io_threads=2,
-        max_head=65536, retry_after=1
+        max_head=65536, retry_after=1, statics=Vec::new(), static_max_age=3600
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -101,7 +102,16 @@ impl PyServer {
         io_threads: usize,
         max_head: usize,
         retry_after: u32,
+        statics: Vec<(String, std::path::PathBuf)>,
+        static_max_age: u32,
     ) -> PyResult<Self> {
+        let mut mounts = Vec::new();
+        for (prefix, dir) in &statics {
+            mounts.push(
+                statics::Mount::new(prefix, dir)
+                    .map_err(|e| PyValueError::new_err(e.to_string()))?,
+            );
+        }
         let mut addrs = Vec::new();
         for b in &binds {
             addrs.extend(parse_bind(b).map_err(PyValueError::new_err)?);
@@ -127,6 +137,8 @@ impl PyServer {
             io_threads,
             max_head,
             retry_after,
+            mounts,
+            static_max_age,
         }
         .validate()
         .map_err(|e| PyValueError::new_err(e.to_string()))?;

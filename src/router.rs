@@ -39,5 +39,13 @@ pub async fn route(
     {
         return Ok(errors::plain(StatusCode::BAD_REQUEST));
     }
+    let req = if shared.statics.is_empty() {
+        req
+    } else {
+        match shared.statics.serve(req).await {
+            Ok(res) => return Ok(res),
+            Err(req) => req,
+        }
+    };
     Ok(wsgi::handle(req, &shared.app, &shared.pool, conn).await)
 }

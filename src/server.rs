@@ -17,6 +17,7 @@ use tokio::sync::watch;
 use crate::config::Config;
 use crate::pool::{Pool, PoolLimits};
 use crate::router;
+use crate::statics::Statics;
 use crate::wsgi::{ConnInfo, WsgiApp};
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +34,7 @@ pub enum ServerError {
 /// What every connection and request shares.
 pub struct Shared {
     pub config: Config,
+    pub statics: Statics,
     pub pool: Pool,
     pub app: Arc<WsgiApp>,
 }
@@ -80,7 +82,9 @@ impl Server {
             max_threads: config.max_threads,
             queue: config.queue,
         });
+        let statics = Statics::new(config.mounts.clone(), config.static_max_age);
         let shared = Arc::new(Shared {
+            statics,
             config,
             pool,
             app: Arc::new(app),

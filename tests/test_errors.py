@@ -244,22 +244,24 @@ def test_validator_sees_no_violations(server, tmp_path):
 
 # --- malformed requests -----------------------------------------------------------
 
-# (id, raw request, acceptable statuses, rule). A malformed request never
-# reaches the app; the server answers 4xx and goes on serving others.
+# (id, raw request, acceptable statuses, must the connection close, rule).
+# A malformed request never reaches the app; the server answers 4xx and goes
+# on serving others. Where the framing can't be trusted, the connection is
+# closed after the answer.
 MALFORMED = [
-    ("garbage-request-line", b"HELLO\r\n\r\n", {400}, "RFC 9112 2.2: a message not matching the grammar SHOULD get 400, then close"),
-    ("bad-version", b"GET / HTTP/9.Z\r\nHost: h\r\n\r\n", {400, 505}, "RFC 9112 2.2/2.3: malformed HTTP-version SHOULD get 400 (or 505)"),
-    ("header-without-colon", b"GET /ok HTTP/1.1\r\nHost: h\r\nNoColonHere\r\n\r\n", {400}, "RFC 9112 2.2/5: a field line without ':' SHOULD get 400"),
-    ("space-before-colon", b"GET /ok HTTP/1.1\r\nHost: h\r\nX-A : b\r\n\r\n", {400}, "RFC 9112 5.1: whitespace between name and colon MUST be rejected with 400"),
-    ("bad-content-length", b"POST /ok HTTP/1.1\r\nHost: h\r\nContent-Length: abc\r\n\r\n", {400}, "RFC 9112 6.3: invalid Content-Length: the server MUST respond 400 and close"),
-    ("conflicting-content-lengths", b"POST /ok HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", {400}, "RFC 9112 6.3: differing Content-Length values: the server MUST respond 400 and close"),
-    ("missing-host", b"GET /ok HTTP/1.1\r\n\r\n", {400}, "RFC 9112 3.2: an HTTP/1.1 request without Host MUST get 400"),
-    ("huge-header", b"GET /ok HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n", {400, 413, 431}, "RFC 9110 15.5 / RFC 6585 5: oversized header fields get a 4xx (431), not a silent close"),
+    ("garbage-request-line", b"HELLO\r\n\r\n", {400}, True, "RFC 9112 2.2: a message not matching the grammar SHOULD get 400, then close"),
+    ("bad-version", b"GET / HTTP/9.Z\r\nHost: h\r\n\r\n", {400, 505}, True, "RFC 9112 2.2/2.3: malformed HTTP-version SHOULD get 400 (or 505), then close"),
+    ("header-without-colon", b"GET /ok HTTP/1.1\r\nHost: h\r\nNoColonHere\r\n\r\n", {400}, True, "RFC 9112 2.2/5: a field line without ':' SHOULD get 400, then close"),
+    ("space-before-colon", b"GET /ok HTTP/1.1\r\nHost: h\r\nX-A : b\r\n\r\n", {400}, False, "RFC 9112 5.1: whitespace between name and colon MUST be rejected with 400"),
+    ("bad-content-length", b"POST /ok HTTP/1.1\r\nHost: h\r\nContent-Length: abc\r\n\r\n", {400}, True, "RFC 9112 6.3: invalid Content-Length: the server MUST respond 400 and then close"),
+    ("conflicting-content-lengths", b"POST /ok HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", {400}, True, "RFC 9112 6.3: differing Content-Length values: the server MUST respond 400 and then close"),
+    ("missing-host", b"GET /ok HTTP/1.1\r\n\r\n", {400}, False, "RFC 9112 3.2: an HTTP/1.1 request without Host MUST get 400"),
+    ("huge-header", b"GET /ok HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n", {400, 413, 431}, False, "RFC 9110 15.5 / RFC 6585 5: oversized header fields get a 4xx (431), not a silent close"),
 ]
 
 
-@pytest.mark.parametrize("raw,statuses,rule", [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
-def test_malformed_request_rejected(srv, raw, statuses, rule):
+@pytest.mark.parametrize("raw,statuses,must_close,rule", [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+def test_malformed_request_rejected(srv, raw, statuses, must_close, rule):
     with RawConnection(srv.port) as c:
         try:
             c.send(raw)
@@ -271,6 +273,8 @@ def test_malformed_request_rejected(srv, raw, statuses, rule):
             pytest.fail(f"{rule}: connection closed without a response")
         assert resp.status in statuses, f"{rule}: got {resp.status}"
         assert b"Traceback" not in resp.body
+        if must_close:
+            assert c.is_closed_by_peer(5), f"{rule}: connection left open"
     assert_server_still_works(srv)
 
 

@@ -48,6 +48,7 @@ class Server:
 
     ``bind`` is a list of ``"host:port"`` strings (``"[::1]:8000"`` for IPv6); without it,
     ``host`` and ``port`` name the one address. Port 0 picks a free port (see ``port``).
+    ``static`` maps URL prefixes to directories served from Rust (``{"/static": "static"}``).
     """
 
     def __init__(
@@ -66,10 +67,14 @@ class Server:
         header_timeout: float = 30.0,
         io_threads: int = 2,
         retry_after: int = 1,
+        static: dict[str, str] | Iterable[tuple[str, str]] | None = None,
+        static_max_age: int = 3600,
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}")
         binds = list(bind) if bind else [format_address(host, port)]
+        mounts = list(static.items() if isinstance(static, dict) else static or [])
+        self.static = [(prefix, os.fspath(directory)) for prefix, directory in mounts]
         self.app = app
         self._core = _CoreServer(
             app,
@@ -83,6 +88,8 @@ class Server:
             header_timeout=header_timeout,
             io_threads=io_threads,
             retry_after=retry_after,
+            statics=self.static,
+            static_max_age=static_max_age,
         )
         self.threads = threads
 

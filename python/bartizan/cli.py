@@ -103,6 +103,29 @@ def build_parser() -> argparse.ArgumentParser:
         help="network threads (%(default)s)",
     )
     p.add_argument(
+        "--static",
+        action="append",
+        default=[],
+        metavar="PREFIX=DIR",
+        help="serve DIR under URL PREFIX from Rust, e.g. /static=./static; repeatable",
+    )
+    p.add_argument(
+        "--static-max-age",
+        type=int,
+        default=3600,
+        help="Cache-Control max-age for static files without a content hash (%(default)s)",
+    )
+    p.add_argument(
+        "--django",
+        action="store_true",
+        help="mount STATIC_ROOT/MEDIA_ROOT at STATIC_URL/MEDIA_URL (automatic for Django apps)",
+    )
+    p.add_argument(
+        "--no-django-static",
+        action="store_true",
+        help="do not mount Django's static and media roots automatically",
+    )
+    p.add_argument(
         "--graceful-timeout",
         type=_seconds,
         default=30.0,
@@ -157,6 +180,42 @@ def load_app(spec: str, factory: bool = False) -> Callable:
     return obj
 
 
+def parse_static(specs: list[str]) -> list[tuple[str, str]]:
+    mounts = []
+    for spec in specs:
+        prefix, sep, directory = spec.partition("=")
+        if not sep or not prefix.startswith("/") or not directory:
+            raise UserError(f"--static {spec!r}: expected PREFIX=DIR, e.g. /static=./static")
+        if not os.path.isdir(directory):
+            raise UserError(f"--static {spec!r}: {directory!r} is not a directory")
+        mounts.append((prefix, directory))
+    return mounts
+
+
+def django_mounts(required: bool) -> list[tuple[str, str]]:
+    """STATIC_URL/STATIC_ROOT and MEDIA_URL/MEDIA_ROOT of the loaded Django project."""
+    django_conf = sys.modules.get("django.conf")
+    configured = django_conf is not None and django_conf.settings.configured
+    if not configured:
+        if required:
+            raise UserError("--django: the app did not configure Django settings")
+        return []
+    settings = django_conf.settings
+    mounts = []
+    for url_name, root_name in (("STATIC_URL", "STATIC_ROOT"), ("MEDIA_URL", "MEDIA_ROOT")):
+        url = getattr(settings, url_name, None) or ""
+        root = getattr(settings, root_name, None)
+        # Only local prefixes can be served here; a CDN URL is someone else's business.
+        if not root or not url.startswith("/") or url == "/":
+            continue
+        root = os.fspath(root)
+        if url_name == "MEDIA_URL":
+            os.makedirs(root, exist_ok=True)
+        if os.path.isdir(root):
+            mounts.append((url.rstrip("/"), root))
+    return mounts
+
+
 def _fail(message: str) -> int:
     print(f"bartizan: {message}", file=sys.stderr, flush=True)
     return 2
@@ -167,7 +226,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.min_threads < 0 or args.min_threads > args.threads:
         return _fail(f"--min-threads must be between 0 and --threads ({args.threads})")
     try:
+        mounts = parse_static(args.static)
         app = load_app(args.app, args.factory)
+        if args.django or not args.no_django_static:
+            explicit = {prefix.rstrip("/") for prefix, _ in mounts}
+            mounts += [m for m in django_mounts(args.django) if m[0] not in explicit]
     except UserError as e:
         return _fail(str(e))
 
@@ -187,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
             root_path=args.root_path,
             max_body=args.max_body,
             io_threads=args.io_threads,
+            static=mounts,
+            static_max_age=args.static_max_age,
             graceful_timeout=args.graceful_timeout,
             on_start=announce,
         )
