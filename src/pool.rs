@@ -289,6 +289,10 @@ impl Inner {
                     probe,
                     started: Instant::now(),
                 });
+                // The watcher sleeps while a grant is outstanding; this one is now used.
+                if st.backlog_behind_running(self.limits.max_threads) {
+                    self.watch.notify_one();
+                }
                 drop(st);
                 if catch_unwind(AssertUnwindSafe(job)).is_err() {
                     tracing::error!("a request handler panicked; the server goes on");
