@@ -48,6 +48,8 @@ pub struct Config {
     pub mounts: Vec<crate::statics::Mount>,
     /// `Cache-Control: max-age` for static files whose names carry no content hash.
     pub static_max_age: u32,
+    /// Peers whose `X-Forwarded-*`/`Forwarded` headers are believed.
+    pub trusted: crate::forwarded::TrustList,
 }
 
 impl Default for Config {
@@ -66,6 +68,7 @@ impl Default for Config {
             retry_after: 1,
             mounts: Vec::new(),
             static_max_age: 3600,
+            trusted: crate::forwarded::TrustList::default(),
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod body;
 pub mod config;
 pub mod errors;
+pub mod forwarded;
 pub mod pool;
 pub mod router;
 pub mod server;
@@ -86,7 +87,8 @@ impl PyServer {
     #[pyo3(signature = (
         app, binds, *, threads=20, min_threads=1, queue=1024, root_path=String::new(),
         max_body=1u64 << 30, body_timeout=60.0, header_timeout=30.0, io_threads=2,
-        max_head=65536, retry_after=1, statics=Vec::new(), static_max_age=3600
+        max_head=65536, retry_after=1, statics=Vec::new(), static_max_age=3600,
+        trusted_proxies=vec!["127.0.0.1".to_string(), "::1".to_string()]
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -104,7 +106,10 @@ impl PyServer {
         retry_after: u32,
         statics: Vec<(String, std::path::PathBuf)>,
         static_max_age: u32,
+        trusted_proxies: Vec<String>,
     ) -> PyResult<Self> {
+        let trusted = forwarded::TrustList::parse(&trusted_proxies)
+            .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let mut mounts = Vec::new();
         for (prefix, dir) in &statics {
             mounts.push(
@@ -139,6 +144,7 @@ impl PyServer {
             retry_after,
             mounts,
             static_max_age,
+            trusted,
         }
         .validate()
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -164,6 +170,7 @@ impl PyServer {
             py,
             self.app.clone_ref(py),
             c.root_path.clone(),
+            c.trusted.clone(),
             c.max_body,
             c.body_timeout,
             c.retry_after,

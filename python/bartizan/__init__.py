@@ -49,6 +49,8 @@ class Server:
     ``bind`` is a list of ``"host:port"`` strings (``"[::1]:8000"`` for IPv6); without it,
     ``host`` and ``port`` name the one address. Port 0 picks a free port (see ``port``).
     ``static`` maps URL prefixes to directories served from Rust (``{"/static": "static"}``).
+    ``trusted_proxies`` lists the IPs and CIDR networks whose ``X-Forwarded-*`` and
+    ``Forwarded`` headers are believed (``[]``: none, ``["*"]``: every peer).
     """
 
     def __init__(
@@ -69,6 +71,7 @@ class Server:
         retry_after: int = 1,
         static: dict[str, str] | Iterable[tuple[str, str]] | None = None,
         static_max_age: int = 3600,
+        trusted_proxies: Iterable[str] = ("127.0.0.1", "::1"),
     ) -> None:
         if not callable(app):
             raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}")
@@ -90,6 +93,7 @@ class Server:
             retry_after=retry_after,
             statics=self.static,
             static_max_age=static_max_age,
+            trusted_proxies=list(trusted_proxies),
         )
         self.threads = threads
 

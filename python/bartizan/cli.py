@@ -126,6 +126,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not mount Django's static and media roots automatically",
     )
     p.add_argument(
+        "--trusted-proxies",
+        default="127.0.0.1,::1",
+        metavar="IPS",
+        help="comma-separated IPs/CIDRs whose X-Forwarded-*/Forwarded headers are believed;"
+        " empty for none (%(default)s)",
+    )
+    p.add_argument(
         "--graceful-timeout",
         type=_seconds,
         default=30.0,
@@ -251,6 +258,7 @@ def main(argv: list[str] | None = None) -> int:
             max_body=args.max_body,
             io_threads=args.io_threads,
             static=mounts,
+            trusted_proxies=[t for t in args.trusted_proxies.split(",") if t.strip()],
             static_max_age=args.static_max_age,
             graceful_timeout=args.graceful_timeout,
             on_start=announce,

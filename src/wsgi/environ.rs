@@ -8,6 +8,8 @@ use std::net::SocketAddr;
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
 use http::request::Parts;
 use http::{HeaderMap, Version};
+
+use crate::forwarded::{self, TrustList};
 use pyo3::prelude::*;
 use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
 use pyo3::{PyAny, intern};
@@ -103,6 +105,7 @@ impl RequestEnv {
         peer: SocketAddr,
         local: SocketAddr,
         url_scheme: &'static str,
+        trust: &TrustList,
     ) -> Result<RequestEnv, EnvError> {
         let uri = &parts.uri;
         let raw_path = uri.path();
@@ -141,14 +144,25 @@ impl RequestEnv {
             .then(|| join_values(headers, &CONTENT_TYPE, ","));
         let content_length = headers.get(CONTENT_LENGTH).map(|v| latin1(v.as_bytes()));
 
-        let host = uri.authority().map(|a| a.as_str().to_string()).or_else(|| {
-            headers
-                .get(HOST)
-                .and_then(|h| h.to_str().ok())
-                .map(str::to_string)
+        // A trusted proxy may tell the real client, scheme and host.
+        let fwd = forwarded::resolve(headers, peer.ip(), trust).unwrap_or_default();
+        let url_scheme = fwd.proto.unwrap_or(url_scheme);
+        if let Some(h) = &fwd.host {
+            match env_headers.iter_mut().find(|(k, _)| k == "HTTP_HOST") {
+                Some(entry) => entry.1 = h.clone(),
+                None => env_headers.push(("HTTP_HOST".to_string(), h.clone())),
+            }
+        }
+        let host = fwd.host.clone().or_else(|| {
+            uri.authority().map(|a| a.as_str().to_string()).or_else(|| {
+                headers
+                    .get(HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .map(str::to_string)
+            })
         });
         let default_port = if url_scheme == "https" { "443" } else { "80" };
-        let (server_name, server_port) = match host.as_deref().and_then(split_host) {
+        let (server_name, mut server_port) = match host.as_deref().and_then(split_host) {
             Some((name, port)) if !name.is_empty() => {
                 let port = match port {
                     Some(p) if valid_port(p) => p.to_string(),
@@ -158,6 +172,16 @@ impl RequestEnv {
                 (name.to_ascii_lowercase(), port)
             }
             _ => (local.ip().to_string(), local.port().to_string()),
+        };
+        if let Some(p) = fwd.port {
+            server_port = p.to_string();
+        }
+        let (remote_addr, remote_port) = match fwd.client {
+            Some((addr, port)) => (addr, port.unwrap_or(peer.port()).to_string()),
+            None => (
+                peer.ip().to_canonical().to_string(),
+                peer.port().to_string(),
+            ),
         };
 
         Ok(RequestEnv {
@@ -175,8 +199,8 @@ impl RequestEnv {
             content_length,
             server_name,
             server_port,
-            remote_addr: peer.ip().to_canonical().to_string(),
-            remote_port: peer.port().to_string(),
+            remote_addr,
+            remote_port,
             url_scheme,
             headers: env_headers,
         })
@@ -246,6 +270,7 @@ mod tests {
             "10.0.0.7:5555".parse().unwrap(),
             "127.0.0.1:8000".parse().unwrap(),
             "http",
+            &TrustList::default(),
         )
     }
 

@@ -23,6 +23,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::errors;
+use crate::forwarded::TrustList;
 use crate::pool::{Pool, SubmitError};
 use environ::{EnvError, RequestEnv};
 use file_wrapper::FileWrapper;
@@ -34,6 +35,7 @@ pub struct WsgiApp {
     app: Py<PyAny>,
     file_wrapper: Py<PyAny>,
     root_path: String,
+    trust: TrustList,
     max_body: u64,
     body_timeout: Duration,
     retry_after: u32,
@@ -44,6 +46,7 @@ impl WsgiApp {
         py: Python<'_>,
         app: Py<PyAny>,
         root_path: String,
+        trust: TrustList,
         max_body: u64,
         body_timeout: Duration,
         retry_after: u32,
@@ -53,6 +56,7 @@ impl WsgiApp {
             app,
             file_wrapper,
             root_path,
+            trust,
             max_body,
             body_timeout,
             retry_after,
@@ -83,11 +87,17 @@ pub async fn handle(
     conn: ConnInfo,
 ) -> Reply {
     let (parts, body) = req.into_parts();
-    let env =
-        match RequestEnv::from_parts(&parts, &app.root_path, conn.peer, conn.local, conn.scheme) {
-            Ok(env) => env,
-            Err(EnvError::OutsideRoot) => return errors::plain(StatusCode::NOT_FOUND),
-        };
+    let env = match RequestEnv::from_parts(
+        &parts,
+        &app.root_path,
+        conn.peer,
+        conn.local,
+        conn.scheme,
+        &app.trust,
+    ) {
+        Ok(env) => env,
+        Err(EnvError::OutsideRoot) => return errors::plain(StatusCode::NOT_FOUND),
+    };
     let declared = parts
         .headers
         .get(CONTENT_LENGTH)

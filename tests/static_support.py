@@ -1,0 +1,155 @@
+"""Helpers for the static-file tests: a directory tree with the files, dotfiles
+and symlinks the tests need, and an exact-bytes fetch over a raw socket.
+
+The tree (under a temporary BASE):
+
+    BASE/secret.txt                  outside every root; holds SECRET
+    BASE/root/                       served at /static
+        real.css, alias.css -> real.css, app.3f2a1b4c5d6e.css
+        x.css, x.css.br, x.css.gz    a file with precompressed siblings
+        page.html, notes.txt, data.json, icon.svg, script.js, pixel.png
+        range.txt                    known bytes for Range requests
+        big.bin                      1 GiB, sparse (all zero bytes)
+        leak -> ../secret.txt        symlink to a file outside the root
+        escape -> ..                 symlink to a directory outside the root
+        .env, .git/config            dotfiles (hold SECRET)
+        sub/inside.txt, sub/.hidden  a subdirectory and a dotfile in it
+        special/only.txt             shadowed by the /static/special mount
+    BASE/special/only.txt            served at /static/special
+    BASE/media/photo.png             served at /media
+"""
+
+import gzip
+import os
+import socket
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tests.support import IO_TIMEOUT, RawResponse
+
+# Must never appear in any response body.
+SECRET = "SECRET-MARKER-5d41402abc4b2a76"
+
+# The smallest valid PNG: 1x1 pixel, greyscale.
+PIXEL_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+    "3a7e9b550000000a4944415478da63600000000200015de2f5bf0000000049454e44ae426082"
+)
+
+BIG_SIZE = 1 << 30
+
+# Bodies the tests compare byte for byte.
+REAL_CSS = b"body { color: rgb(1, 2, 3); }\n"
+X_CSS = b"/* plain */ .x { margin: 0; }\n" * 40
+X_CSS_BR = b"BROTLI-SIBLING-BYTES\x00\x01\x02" + b"\xff" * 50  # served as is; never decoded here
+RANGE_TXT = bytes(range(32, 127)) * 3  # 285 printable bytes
+
+
+@dataclass
+class StaticTree:
+    base: Path
+    root: Path
+    special: Path
+    media: Path
+    files: dict = field(default_factory=dict)  # name under root -> bytes
+
+    def static_args(self):
+        """CLI arguments mounting the three roots; the shorter prefix is given
+        first so that only a longest-prefix rule (not first-match) picks
+        /static/special."""
+        return [
+            "--static", f"/static={self.root}",
+            "--static", f"/static/special={self.special}",
+            "--static", f"/media={self.media}",
+        ]
+
+
+def build_tree(base: Path) -> StaticTree:
+    base = Path(base)
+    root = base / "root"
+    special = base / "special"
+    media = base / "media"
+    for d in (root, root / "sub", root / ".git", root / "special", special, media):
+        d.mkdir(parents=True, exist_ok=True)
+
+    (base / "secret.txt").write_text(SECRET + "\n")
+
+    files = {
+        "real.css": REAL_CSS,
+        "app.3f2a1b4c5d6e.css": b".hashed { color: blue; }\n",
+        "x.css": X_CSS,
+        "x.css.br": X_CSS_BR,
+        "x.css.gz": gzip.compress(X_CSS, mtime=0),
+        "page.html": b"<!doctype html><title>t</title><p>page</p>\n",
+        "notes.txt": b"plain text notes\n",
+        "data.json": b'{"k": "v"}\n',
+        "icon.svg": b'<svg xmlns="http://www.w3.org/2000/svg" width="1" height="1"/>\n',
+        "script.js": b"window.loaded = true;\n",
+        "pixel.png": PIXEL_PNG,
+        "range.txt": RANGE_TXT,
+        "sub/inside.txt": b"inside the subdirectory\n",
+        "special/only.txt": b"from the /static root\n",
+    }
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    for dotfile in (".env", ".git/config", "sub/.hidden"):
+        (root / dotfile).write_text(f"{SECRET}\n")
+    (special / "only.txt").write_bytes(b"from the /static/special mount\n")
+    (media / "photo.png").write_bytes(PIXEL_PNG)
+
+    os.symlink("real.css", root / "alias.css")
+    os.symlink("../secret.txt", root / "leak")
+    os.symlink("..", root / "escape")
+
+    with open(root / "big.bin", "wb") as f:
+        f.truncate(BIG_SIZE)
+
+    return StaticTree(base=base, root=root, special=special, media=media, files=files)
+
+
+def fetch(port, target, method="GET", headers=(), host="127.0.0.1", timeout=IO_TIMEOUT):
+    """One request with `Connection: close`; the response's `body` is every
+    byte after the head until the server closes, unparsed, so a test sees
+    exactly what went on the wire (e.g. no body bytes after HEAD or 304)."""
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
+    lines += [f"{k}: {v}" for k, v in headers]
+    return fetch_raw(port, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), timeout=timeout)
+
+
+def fetch_raw(port, request_bytes, timeout=IO_TIMEOUT):
+    """Send exact request bytes; parse the status line and headers by hand and
+    return everything after them (until EOF) as the body."""
+    deadline = time.monotonic() + timeout
+    data = b""
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
+        s.sendall(request_bytes)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise AssertionError(
+                    f"connection still open {timeout}s after {request_bytes[:200]!r}; got {data[:300]!r}"
+                )
+            s.settimeout(remaining)
+            try:
+                chunk = s.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            if not chunk:
+                break
+            data += chunk
+    head, sep, body = data.partition(b"\r\n\r\n")
+    assert sep, f"no complete response head for {request_bytes[:200]!r}: {data[:300]!r}"
+    lines = head.split(b"\r\n")
+    version, status, reason = (lines[0].decode("latin-1").split(" ", 2) + [""])[:3]
+    assert status.isdigit(), f"bad status line {lines[0]!r}"
+    headers = []
+    for line in lines[1:]:
+        name, _, value = line.decode("latin-1").partition(":")
+        headers.append((name, value.strip()))
+    return RawResponse(version, int(status), reason, headers, body, True, head + sep)
+
+
+def header_tokens(value):
+    """`Accept-Encoding, Origin` -> {'accept-encoding', 'origin'}."""
+    return {t.strip().lower() for t in (value or "").split(",") if t.strip()}
