@@ -50,6 +50,10 @@ pub struct Config {
     pub static_max_age: u32,
     /// Peers whose `X-Forwarded-*`/`Forwarded` headers are believed.
     pub trusted: crate::forwarded::TrustList,
+    /// Forward to app servers instead of running an app (the proxy front).
+    pub proxy: Option<crate::proxy::ProxyConfig>,
+    /// Serve HTTPS with this certificate chain and key.
+    pub tls: Option<crate::tls::TlsFiles>,
 }
 
 impl Default for Config {
@@ -69,6 +73,8 @@ impl Default for Config {
             mounts: Vec::new(),
             static_max_age: 3600,
             trusted: crate::forwarded::TrustList::default(),
+            proxy: None,
+            tls: None,
         }
     }
 }
@@ -112,6 +118,11 @@ impl Config {
                 "root_path",
                 format!("{:?} must be a plain path", self.root_path),
             ));
+        }
+        if let Some(p) = &self.proxy
+            && p.upstreams.is_empty()
+        {
+            return Err(invalid("upstream", "at least one upstream is needed"));
         }
         self.root_path = root.to_string();
         Ok(self)

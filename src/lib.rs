@@ -7,9 +7,11 @@ pub mod config;
 pub mod errors;
 pub mod forwarded;
 pub mod pool;
+pub mod proxy;
 pub mod router;
 pub mod server;
 pub mod statics;
+pub mod tls;
 pub mod wsgi;
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -63,7 +65,7 @@ fn init_logging() {
 /// A WSGI server. Thread-safe: every method may be called from any Python thread.
 #[pyclass(module = "bartizan._bartizan", name = "Server")]
 struct PyServer {
-    app: Py<PyAny>,
+    app: Option<Py<PyAny>>,
     config: Config,
     running: Mutex<Option<Server>>,
 }
@@ -88,11 +90,13 @@ impl PyServer {
         app, binds, *, threads=20, min_threads=1, queue=1024, root_path=String::new(),
         max_body=1u64 << 30, body_timeout=60.0, header_timeout=30.0, io_threads=2,
         max_head=65536, retry_after=1, statics=Vec::new(), static_max_age=3600,
-        trusted_proxies=vec!["127.0.0.1".to_string(), "::1".to_string()]
+        trusted_proxies=vec!["127.0.0.1".to_string(), "::1".to_string()],
+        upstreams=Vec::new(), upstream_wait=30.0, connect_timeout=5.0, response_timeout=60.0,
+        certfile=None, keyfile=None
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
-        app: Py<PyAny>,
+        app: Option<Py<PyAny>>,
         binds: Vec<String>,
         threads: usize,
         min_threads: usize,
@@ -107,6 +111,12 @@ impl PyServer {
         statics: Vec<(String, std::path::PathBuf)>,
         static_max_age: u32,
         trusted_proxies: Vec<String>,
+        upstreams: Vec<String>,
+        upstream_wait: f64,
+        connect_timeout: f64,
+        response_timeout: f64,
+        certfile: Option<std::path::PathBuf>,
+        keyfile: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
         let trusted = forwarded::TrustList::parse(&trusted_proxies)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
@@ -145,9 +155,33 @@ impl PyServer {
             mounts,
             static_max_age,
             trusted,
+            proxy: if upstreams.is_empty() {
+                None
+            } else {
+                Some(proxy::ProxyConfig {
+                    upstreams,
+                    wait: Duration::try_from_secs_f64(upstream_wait.max(0.0)).map_err(|_| {
+                        PyValueError::new_err("option upstream_wait: must be a number of seconds")
+                    })?,
+                    connect_timeout: positive("connect_timeout", connect_timeout)?,
+                    response_timeout: positive("response_timeout", response_timeout)?,
+                })
+            },
+            tls: match (certfile, keyfile) {
+                (Some(cert), Some(key)) => Some(tls::TlsFiles { cert, key }),
+                (None, None) => None,
+                _ => {
+                    return Err(PyValueError::new_err(
+                        "options certfile and keyfile go together",
+                    ));
+                }
+            },
         }
         .validate()
         .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        if app.is_none() && config.proxy.is_none() {
+            return Err(PyValueError::new_err("an app or upstreams are needed"));
+        }
         Ok(PyServer {
             app,
             config,
@@ -166,15 +200,21 @@ impl PyServer {
             return Err(PyRuntimeError::new_err("the server is already running"));
         }
         let c = &self.config;
-        let app = wsgi::WsgiApp::new(
-            py,
-            self.app.clone_ref(py),
-            c.root_path.clone(),
-            c.trusted.clone(),
-            c.max_body,
-            c.body_timeout,
-            c.retry_after,
-        )?;
+        let app = self
+            .app
+            .as_ref()
+            .map(|app| {
+                wsgi::WsgiApp::new(
+                    py,
+                    app.clone_ref(py),
+                    c.root_path.clone(),
+                    c.trusted.clone(),
+                    c.max_body,
+                    c.body_timeout,
+                    c.retry_after,
+                )
+            })
+            .transpose()?;
         let config = self.config.clone();
         let server = py
             .detach(|| Server::start(config, app))

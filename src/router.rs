@@ -1,6 +1,6 @@
 //! Per request: decide who answers. Requests the server can judge on its own (a missing
 //! `Host`, an oversized head) are answered here; static mounts and the proxy front plug in
-//! here too; everything else goes to the WSGI app.
+//! here too; everything else goes to the WSGI app, or upstream in proxy mode.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use http::{Request, StatusCode, Version};
 use hyper::body::Incoming;
 
 use crate::errors;
-use crate::server::Shared;
+use crate::server::{Handler, Shared};
 use crate::wsgi::{self, ConnInfo, response::Reply};
 
 /// Bytes of request line and headers, as counted against `max_head`.
@@ -47,5 +47,8 @@ pub async fn route(
             Err(req) => req,
         }
     };
-    Ok(wsgi::handle(req, &shared.app, &shared.pool, conn).await)
+    Ok(match &shared.handler {
+        Handler::Wsgi(app) => wsgi::handle(req, app, &shared.pool, conn).await,
+        Handler::Proxy(proxy) => proxy.handle(req, conn).await,
+    })
 }

@@ -8,20 +8,23 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 
 use crate::config::Config;
 use crate::pool::{Pool, PoolLimits};
+use crate::proxy::Proxy;
 use crate::router;
 use crate::statics::Statics;
+use crate::tls::{self, TlsAcceptor};
 use crate::wsgi::{ConnInfo, WsgiApp};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
+    #[error("TLS: {0}")]
+    Tls(String),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -31,12 +34,18 @@ pub enum ServerError {
     Runtime(std::io::Error),
 }
 
+/// Who answers requests that no static mount takes.
+pub enum Handler {
+    Wsgi(Arc<WsgiApp>),
+    Proxy(Proxy),
+}
+
 /// What every connection and request shares.
 pub struct Shared {
     pub config: Config,
     pub statics: Statics,
     pub pool: Pool,
-    pub app: Arc<WsgiApp>,
+    pub handler: Handler,
 }
 
 pub struct Server {
@@ -44,8 +53,9 @@ pub struct Server {
     shared: Arc<Shared>,
     addrs: Vec<SocketAddr>,
     shutdown: watch::Sender<bool>,
-    /// Resolves when every accept loop has handed its connections to `graceful`.
-    acceptors: Vec<tokio::task::JoinHandle<GracefulShutdown>>,
+    acceptors: Vec<tokio::task::JoinHandle<()>>,
+    /// Every connection task holds a clone; `recv` gives `None` once the last one ends.
+    open_conns: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
 }
 
 fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
@@ -62,7 +72,21 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
 }
 
 impl Server {
-    pub fn start(config: Config, app: WsgiApp) -> Result<Server, ServerError> {
+    /// Serves `app`, or forwards to upstreams when the config has a proxy section.
+    pub fn start(config: Config, app: Option<WsgiApp>) -> Result<Server, ServerError> {
+        let handler = match (&config.proxy, app) {
+            (Some(p), _) => Handler::Proxy(Proxy::new(p.clone())),
+            (None, Some(app)) => Handler::Wsgi(Arc::new(app)),
+            (None, None) => {
+                return Err(ServerError::Runtime(std::io::Error::other(
+                    "neither an app nor upstreams to serve",
+                )));
+            }
+        };
+        let tls = match &config.tls {
+            Some(files) => Some(tls::acceptor(files).map_err(ServerError::Tls)?),
+            None => None,
+        };
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.io_threads)
             .thread_name("bartizan-io")
@@ -78,7 +102,11 @@ impl Server {
             std_listeners.push(l);
         }
         let pool = Pool::new(PoolLimits {
-            min_threads: config.min_threads,
+            // A proxy never runs Python: no thread until (never) asked for.
+            min_threads: match handler {
+                Handler::Wsgi(_) => config.min_threads,
+                Handler::Proxy(_) => 0,
+            },
             max_threads: config.max_threads,
             queue: config.queue,
         });
@@ -87,11 +115,12 @@ impl Server {
             statics,
             config,
             pool,
-            app: Arc::new(app),
+            handler,
         });
         let (shutdown, _) = watch::channel(false);
         let mut addrs = Vec::new();
         let mut acceptors = Vec::new();
+        let (conn_tx, conn_rx) = mpsc::channel(1);
         for l in std_listeners {
             let _guard = runtime.enter();
             let listener = TcpListener::from_std(l).map_err(ServerError::Runtime)?;
@@ -101,7 +130,9 @@ impl Server {
                 listener,
                 local,
                 Arc::clone(&shared),
+                tls.clone(),
                 shutdown.subscribe(),
+                conn_tx.clone(),
             )));
         }
         tracing::debug!(?addrs, "listening");
@@ -111,6 +142,7 @@ impl Server {
             addrs,
             shutdown,
             acceptors,
+            open_conns: Some((conn_tx, conn_rx)),
         })
     }
 
@@ -136,12 +168,16 @@ impl Server {
         let deadline = timeout.map(|t| Instant::now() + t);
         let _ = self.shutdown.send(true);
         let acceptors = std::mem::take(&mut self.acceptors);
+        let open_conns = self.open_conns.take();
         let finished = runtime.block_on(async move {
             let all = async {
                 for a in acceptors {
-                    if let Ok(graceful) = a.await {
-                        graceful.shutdown().await;
-                    }
+                    let _ = a.await;
+                }
+                if let Some((tx, mut rx)) = open_conns {
+                    drop(tx);
+                    // Connections close as their in-flight request ends (idle ones at once).
+                    let _ = rx.recv().await;
                 }
             };
             match deadline {
@@ -175,9 +211,10 @@ async fn accept_loop(
     listener: TcpListener,
     local: SocketAddr,
     shared: Arc<Shared>,
+    tls: Option<TlsAcceptor>,
     mut shutdown: watch::Receiver<bool>,
-) -> GracefulShutdown {
-    let graceful = GracefulShutdown::new();
+    open_conns: mpsc::Sender<()>,
+) {
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -203,17 +240,67 @@ async fn accept_loop(
         let conn_info = ConnInfo {
             peer,
             local,
-            scheme: "http",
+            scheme: if tls.is_some() { "https" } else { "http" },
         };
         let shared = Arc::clone(&shared);
-        let svc = service_fn(move |req| router::route(req, Arc::clone(&shared), conn_info));
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
+        let builder = builder.clone();
+        let watcher = ConnWatch {
+            shutdown: shutdown.clone(),
+            _open: open_conns.clone(),
+        };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!("connection from {peer}: {e}");
+            match tls {
+                None => serve(stream, shared, conn_info, builder, watcher).await,
+                Some(acceptor) => {
+                    let timeout = shared.config.header_timeout;
+                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => serve(stream, shared, conn_info, builder, watcher).await,
+                        Ok(Err(e)) => tracing::debug!("TLS handshake with {peer}: {e}"),
+                        Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
+                    }
+                }
             }
         });
     }
-    graceful
+}
+
+/// Ties a connection to the server's lifetime: told when to wind down, and counted as open
+/// until it ends.
+struct ConnWatch {
+    shutdown: watch::Receiver<bool>,
+    _open: mpsc::Sender<()>,
+}
+
+/// One HTTP/1 connection over plain TCP or TLS, watched for graceful shutdown.
+async fn serve<I>(
+    io: I,
+    shared: Arc<Shared>,
+    conn_info: ConnInfo,
+    builder: http1::Builder,
+    mut watcher: ConnWatch,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| router::route(req, Arc::clone(&shared), conn_info));
+    // Upgrades let WebSocket handshakes through the proxy front.
+    let conn = builder
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades();
+    tokio::pin!(conn);
+    let stop = async {
+        // The guard `wait_for` returns must not live across an await.
+        let _ = watcher.shutdown.wait_for(|stop| *stop).await.map(|_| ());
+    };
+    let result = tokio::select! {
+        r = conn.as_mut() => r,
+        () = stop => {
+            // Finish the request in flight, close at once if idle.
+            conn.as_mut().graceful_shutdown();
+            conn.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!("connection from {}: {e}", conn_info.peer);
+    }
 }

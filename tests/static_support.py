@@ -5,7 +5,8 @@ The tree (under a temporary BASE):
 
     BASE/secret.txt                  outside every root; holds SECRET
     BASE/root/                       served at /static
-        real.css, alias.css -> real.css, app.3f2a1b4c5d6e.css
+        real.css, alias.css -> real.css
+        app.3f2a1b4c5d6e.css (hashed), app.3f2a1b4c5d6.css (11 digits: not)
         x.css, x.css.br, x.css.gz    a file with precompressed siblings
         page.html, notes.txt, data.json, icon.svg, script.js, pixel.png
         range.txt                    known bytes for Range requests
@@ -78,6 +79,7 @@ def build_tree(base: Path) -> StaticTree:
     files = {
         "real.css": REAL_CSS,
         "app.3f2a1b4c5d6e.css": b".hashed { color: blue; }\n",
+        "app.3f2a1b4c5d6.css": b".eleven { color: blue; }\n",
         "x.css": X_CSS,
         "x.css.br": X_CSS_BR,
         "x.css.gz": gzip.compress(X_CSS, mtime=0),

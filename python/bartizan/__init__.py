@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable
 from bartizan._bartizan import FileWrapper
 from bartizan._bartizan import Server as _CoreServer
 
-__all__ = ["FileWrapper", "Server", "serve", "format_address"]
+__all__ = ["FileWrapper", "Proxy", "Server", "serve", "format_address"]
 
 # Servers still running at interpreter exit are stopped first: their threads must not be
 # inside Python while it shuts down.
@@ -55,7 +55,7 @@ class Server:
 
     def __init__(
         self,
-        app: Callable,
+        app: Callable | None,
         host: str = "127.0.0.1",
         port: int = 8000,
         *,
@@ -72,8 +72,15 @@ class Server:
         static: dict[str, str] | Iterable[tuple[str, str]] | None = None,
         static_max_age: int = 3600,
         trusted_proxies: Iterable[str] = ("127.0.0.1", "::1"),
+        upstreams: Iterable[str] = (),
+        upstream_wait: float = 30.0,
+        connect_timeout: float = 5.0,
+        response_timeout: float = 60.0,
+        certfile: str | os.PathLike | None = None,
+        keyfile: str | os.PathLike | None = None,
     ) -> None:
-        if not callable(app):
+        upstreams = list(upstreams)
+        if not upstreams and not callable(app):
             raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}")
         binds = list(bind) if bind else [format_address(host, port)]
         mounts = list(static.items() if isinstance(static, dict) else static or [])
@@ -94,7 +101,14 @@ class Server:
             statics=self.static,
             static_max_age=static_max_age,
             trusted_proxies=list(trusted_proxies),
+            upstreams=upstreams,
+            upstream_wait=upstream_wait,
+            connect_timeout=connect_timeout,
+            response_timeout=response_timeout,
+            certfile=os.fspath(certfile) if certfile else None,
+            keyfile=os.fspath(keyfile) if keyfile else None,
         )
+        self.scheme = "https" if certfile else "http"
         self.threads = threads
 
     def start(self) -> Server:
@@ -143,7 +157,7 @@ class Server:
 
     @property
     def urls(self) -> list[str]:
-        return [f"http://{a}" for a in self.addresses]
+        return [f"{self.scheme}://{a}" for a in self.addresses]
 
     def __enter__(self) -> Server:
         return self.start()
@@ -152,17 +166,33 @@ class Server:
         self.stop()
 
 
+class Proxy(Server):
+    """The reverse-proxy front: listens publicly and forwards to app servers.
+
+    ``upstreams`` are ``"host:port"`` strings, used round-robin. While none accepts a
+    connection (an app server restarting), a request waits up to ``upstream_wait`` seconds
+    before it gets a 502. ``static`` mounts are served by the proxy itself.
+    """
+
+    def __init__(self, upstreams: Iterable[str], host: str = "127.0.0.1", port: int = 8000, **options):
+        upstreams = list(upstreams)
+        if not upstreams:
+            raise ValueError("option upstream: at least one upstream is needed")
+        super().__init__(None, host, port, upstreams=upstreams, **options)
+
+
 def serve(
-    app: Callable,
+    app: Callable | None,
     *,
     graceful_timeout: float = 30.0,
     on_start: Callable[[Server], None] | None = None,
     **options,
 ) -> int:
-    """Serve ``app`` until SIGINT or SIGTERM; returns how many requests were cut off.
+    """Serve ``app`` (or, with ``upstreams=``, proxy) until SIGINT or SIGTERM.
 
-    The first signal stops taking connections and lets in-flight requests finish for up to
-    ``graceful_timeout`` seconds; a second one stops at once.
+    Returns how many requests were cut off. The first signal stops taking connections and
+    lets in-flight requests finish for up to ``graceful_timeout`` seconds; a second one stops
+    at once.
     """
     server = Server(app, **options).start()
     if on_start is not None:

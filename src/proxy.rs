@@ -1,0 +1,419 @@
+//! The reverse-proxy front ("portal"): listens publicly and forwards to one or more app
+//! servers, so an app server can restart while clients wait instead of failing.
+//!
+//! - Upstreams are picked round-robin; one that refuses a connection is skipped for a while
+//!   (passive health check) and the next one tried.
+//! - While no upstream accepts, the request waits and connecting is retried with backoff for up
+//!   to `wait`; only then does the client get a 502. A request is only ever retried while it
+//!   has not been written upstream (hyper hands it back), so a body is never replayed.
+//! - Method, path and query go upstream byte for byte; hop-by-hop headers are dropped;
+//!   `X-Forwarded-For` and `Forwarded` get the peer appended, so a client can never pose as
+//!   someone else to an app server that trusts this front.
+//! - Connections to each upstream are kept alive and reused; bodies stream both ways.
+//! - WebSocket (and any `Upgrade`) handshakes pass through and the two sockets are spliced.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::body::{BodyError, ResponseBody};
+use crate::errors;
+use crate::wsgi::ConnInfo;
+use crate::wsgi::response::Reply;
+
+/// How long an upstream that refused a connection is skipped while others are tried.
+const SKIP_DOWN: Duration = Duration::from_secs(2);
+const BACKOFF_START: Duration = Duration::from_millis(25);
+const BACKOFF_MAX: Duration = Duration::from_millis(500);
+/// Idle connections kept per upstream.
+const MAX_IDLE: usize = 256;
+
+#[derive(Debug, Clone)]
+pub struct ProxyConfig {
+    /// `host:port` of each app server.
+    pub upstreams: Vec<String>,
+    /// How long a request waits for an upstream to accept a connection.
+    pub wait: Duration,
+    pub connect_timeout: Duration,
+    /// How long the upstream may take to send response headers.
+    pub response_timeout: Duration,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ProxyError {
+    #[error("no upstream accepted a connection in time")]
+    Unavailable,
+    #[error("upstream timed out")]
+    Timeout,
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+}
+
+impl ProxyError {
+    fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::Unavailable | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+}
+
+struct Upstream {
+    addr: String,
+    idle: Mutex<Vec<SendRequest<Incoming>>>,
+    down_until: Mutex<Option<Instant>>,
+}
+
+impl Upstream {
+    fn is_down(&self) -> bool {
+        let d = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        d.is_some_and(|t| Instant::now() < t)
+    }
+
+    fn mark(&self, down: bool) {
+        let mut d = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        *d = down.then(|| Instant::now() + SKIP_DOWN);
+    }
+
+    fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        while let Some(s) = idle.pop() {
+            if s.is_ready() {
+                return Some(s);
+            }
+        }
+        None
+    }
+
+    /// Puts a connection back once its current response has been read through.
+    fn recycle(self: &Arc<Self>, mut sender: SendRequest<Incoming>) {
+        let me = Arc::clone(self);
+        tokio::spawn(async move {
+            if sender.ready().await.is_ok() {
+                let mut idle = me.idle.lock().unwrap_or_else(|e| e.into_inner());
+                if idle.len() < MAX_IDLE {
+                    idle.push(sender);
+                }
+            }
+        });
+    }
+
+    async fn connect(&self) -> std::io::Result<SendRequest<Incoming>> {
+        let stream = TcpStream::connect(&self.addr).await?;
+        let _ = stream.set_nodelay(true);
+        let (sender, conn) = hyper::client::conn::http1::Builder::new()
+            .title_case_headers(true)
+            .handshake(TokioIo::new(stream))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(async move {
+            let _ = conn.with_upgrades().await;
+        });
+        Ok(sender)
+    }
+}
+
+pub struct Proxy {
+    upstreams: Vec<Arc<Upstream>>,
+    next: AtomicUsize,
+    config: ProxyConfig,
+}
+
+/// Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
+const HOP_BY_HOP: [HeaderName; 7] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+fn wants_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Drops hop-by-hop headers, including those the `Connection` header names. With `upgrade`,
+/// `Upgrade` and `Connection: upgrade` stay so the handshake reaches the other side.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let upgrade_value = headers.get(header::UPGRADE).cloned();
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if upgrade && let Some(u) = upgrade_value {
+        headers.insert(header::UPGRADE, u);
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+}
+
+/// RFC 7239 node for an address: IPv6 quoted and bracketed.
+fn forwarded_node(ip: IpAddr) -> String {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => v4.to_string(),
+        IpAddr::V6(v6) => format!("\"[{v6}]\""),
+    }
+}
+
+fn append(headers: &mut HeaderMap, name: HeaderName, value: String) {
+    let joined = match headers
+        .get_all(&name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .fold(String::new(), |mut acc, v| {
+            if !acc.is_empty() {
+                acc.push_str(", ");
+            }
+            acc.push_str(v);
+            acc
+        }) {
+        prev if prev.is_empty() => value,
+        prev => format!("{prev}, {value}"),
+    };
+    if let Ok(v) = HeaderValue::from_str(&joined) {
+        headers.insert(name, v);
+    }
+}
+
+impl Proxy {
+    pub fn new(config: ProxyConfig) -> Proxy {
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|a| {
+                Arc::new(Upstream {
+                    addr: a.clone(),
+                    idle: Mutex::new(Vec::new()),
+                    down_until: Mutex::new(None),
+                })
+            })
+            .collect();
+        Proxy {
+            upstreams,
+            next: AtomicUsize::new(0),
+            config,
+        }
+    }
+
+    /// A connection to some upstream, waiting (with backoff) until `deadline` for one to
+    /// accept.
+    async fn checkout(
+        &self,
+        deadline: Instant,
+    ) -> Result<(Arc<Upstream>, SendRequest<Incoming>), ProxyError> {
+        let n = self.upstreams.len();
+        let mut backoff = BACKOFF_START;
+        let mut timed_out = false;
+        loop {
+            let start = self.next.fetch_add(1, Ordering::Relaxed);
+            let all_down = self.upstreams.iter().all(|u| u.is_down());
+            for k in 0..n {
+                let up = &self.upstreams[(start + k) % n];
+                if up.is_down() && !all_down {
+                    continue;
+                }
+                if let Some(s) = up.take_idle() {
+                    return Ok((Arc::clone(up), s));
+                }
+                let left = deadline.saturating_duration_since(Instant::now());
+                let limit = self.config.connect_timeout.min(left.max(BACKOFF_START));
+                match tokio::time::timeout(limit, up.connect()).await {
+                    Ok(Ok(s)) => {
+                        up.mark(false);
+                        return Ok((Arc::clone(up), s));
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!("upstream {}: {e}", up.addr);
+                        up.mark(true);
+                    }
+                    Err(_) => {
+                        timed_out = true;
+                        up.mark(true);
+                    }
+                }
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(if timed_out {
+                    ProxyError::Timeout
+                } else {
+                    ProxyError::Unavailable
+                });
+            }
+            tokio::time::sleep(backoff.min(deadline - now)).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    /// Forwards one request; every failure becomes a short plain error page.
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Reply {
+        let upgrade = wants_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (mut parts, body) = req.into_parts();
+        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+            parts
+                .uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        });
+        // Origin form upstream, exactly the bytes the client sent.
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        parts.uri = match Uri::builder().path_and_query(path).build() {
+            Ok(u) => u,
+            Err(_) => return errors::plain(StatusCode::BAD_REQUEST),
+        };
+        let h = &mut parts.headers;
+        strip_hop_by_hop(h, upgrade);
+        if let Some(host) = &host {
+            h.insert(header::HOST, host.clone());
+            h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        }
+        let peer = conn.peer.ip().to_canonical();
+        append(
+            h,
+            HeaderName::from_static("x-forwarded-for"),
+            peer.to_string(),
+        );
+        h.insert(
+            HeaderName::from_static("x-forwarded-proto"),
+            HeaderValue::from_static(conn.scheme),
+        );
+        let mut fwd = format!("for={};proto={}", forwarded_node(peer), conn.scheme);
+        if let Some(host) = host.as_ref().and_then(|v| v.to_str().ok()) {
+            fwd.push_str(&format!(";host=\"{host}\""));
+        }
+        append(h, header::FORWARDED, fwd);
+        let mut req = Request::from_parts(parts, body);
+
+        let deadline = Instant::now() + self.config.wait;
+        let mut res = loop {
+            let (up, mut sender) = match self.checkout(deadline).await {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::warn!("proxy: {e}");
+                    return errors::plain(e.status());
+                }
+            };
+            let sent =
+                tokio::time::timeout(self.config.response_timeout, sender.try_send_request(req))
+                    .await;
+            match sent {
+                Err(_) => return errors::plain(ProxyError::Timeout.status()),
+                Ok(Ok(res)) => {
+                    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+                        up.recycle(sender);
+                    }
+                    break res;
+                }
+                Ok(Err(mut e)) => match e.take_message() {
+                    // Not written upstream (a stale kept-alive connection, say): try again.
+                    Some(back) => {
+                        req = back;
+                        continue;
+                    }
+                    None => {
+                        let e = ProxyError::Upstream(e.into_error().to_string());
+                        tracing::warn!("proxy: {e}");
+                        return errors::plain(e.status());
+                    }
+                },
+            }
+        };
+
+        if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+            let Some(client_upgrade) = client_upgrade else {
+                return errors::plain(StatusCode::BAD_GATEWAY);
+            };
+            let upstream_upgrade = hyper::upgrade::on(&mut res);
+            tokio::spawn(async move {
+                let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade)
+                else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(
+                    &mut TokioIo::new(client),
+                    &mut TokioIo::new(upstream),
+                )
+                .await;
+            });
+            let (parts, _) = res.into_parts();
+            return Response::from_parts(parts, ResponseBody::empty());
+        }
+
+        let (mut parts, body) = res.into_parts();
+        strip_hop_by_hop(&mut parts.headers, false);
+        let body = body
+            .map_err(|e| BodyError(format!("upstream body: {e}")))
+            .boxed_unsync();
+        Response::from_parts(parts, ResponseBody::Boxed(body))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_including_named_ones() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "close, x-secret".parse().unwrap());
+        h.insert("x-secret", "1".parse().unwrap());
+        h.insert("keep-alive", "timeout=5".parse().unwrap());
+        h.insert(header::TRANSFER_ENCODING, "chunked".parse().unwrap());
+        h.insert("x-kept", "1".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn upgrade_survives_when_asked() {
+        let mut h = HeaderMap::new();
+        h.insert(header::CONNECTION, "keep-alive, Upgrade".parse().unwrap());
+        h.insert(header::UPGRADE, "websocket".parse().unwrap());
+        assert!(wants_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h[header::UPGRADE], "websocket");
+        assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn forwarding_headers_are_appended() {
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "6.6.6.6".parse().unwrap());
+        append(
+            &mut h,
+            HeaderName::from_static("x-forwarded-for"),
+            "1.2.3.4".into(),
+        );
+        assert_eq!(h["x-forwarded-for"], "6.6.6.6, 1.2.3.4");
+        assert_eq!(forwarded_node("::1".parse().unwrap()), "\"[::1]\"");
+        assert_eq!(forwarded_node("::ffff:1.2.3.4".parse().unwrap()), "1.2.3.4");
+    }
+}
