@@ -17,6 +17,7 @@ import os
 import signal
 import sys
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterable
 
@@ -197,13 +198,12 @@ def serve(
     server = Server(app, **options).start()
     if on_start is not None:
         on_start(server)
-    stop_now = threading.Event()
-    stopping = threading.Event()
+    # Signal handlers only count: taking a lock in a handler can deadlock against the very
+    # frame it interrupted, so the loops below poll with short sleeps instead.
+    signals_seen: list[int] = []
 
     def on_signal(signum: int, frame: object) -> None:
-        if stopping.is_set():
-            stop_now.set()
-        stopping.set()
+        signals_seen.append(signum)
 
     in_main = threading.current_thread() is threading.main_thread()
     previous = {}
@@ -211,17 +211,17 @@ def serve(
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
     try:
-        while not stopping.wait(0.5):
-            pass
+        while not signals_seen and server.running:
+            time.sleep(0.1)
         # Stop on a helper thread so a second signal can still cut the wait short.
         result: list[int] = []
         t = threading.Thread(
             target=lambda: result.append(server.stop(graceful_timeout)), daemon=True
         )
         t.start()
-        while t.is_alive() and not stop_now.is_set():
-            t.join(0.2)
-        if stop_now.is_set() and t.is_alive():
+        while t.is_alive() and len(signals_seen) < 2:
+            time.sleep(0.05)
+        if t.is_alive():
             # Asked twice: leave now, without waiting for app threads that may never return.
             sys.stderr.flush()
             os._exit(1)
