@@ -17,12 +17,16 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE};
-use http::{HeaderValue, Request, Response, StatusCode, Uri};
-use http_body_util::BodyExt;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Empty};
+
+type EmptyBody = Empty<Bytes>;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower_http::services::ServeDir;
-use tower_http::services::fs::{Backend, DefaultServeDirFallback, File, Metadata};
+use tower_http::services::fs::{
+    Backend, DefaultServeDirFallback, File, Metadata, ServeFileSystemResponseBody,
+};
 
 use crate::body::{BodyError, ResponseBody};
 use crate::errors;
@@ -91,6 +95,8 @@ impl Statics {
                     .redirect_to_trailing_slash(false)
                     .precompressed_br()
                     .precompressed_gzip()
+                    // One range or the whole file: multipart answers are rarely wanted.
+                    .ignore_multi_range_requests(true)
                     .with_buf_chunk_size(CHUNK);
                 (m, dir)
             })
@@ -113,6 +119,15 @@ impl Statics {
             .map(|i| (i, &path[self.mounts[i].0.prefix.len()..]))
     }
 
+    async fn call(
+        &self,
+        dir: &ServeDir<DefaultServeDirFallback, RootedBackend>,
+        parts: http::request::Parts,
+    ) -> io::Result<Response<ServeFileSystemResponseBody>> {
+        let req = Request::from_parts(parts, EmptyBody::new());
+        dir.clone().try_call(req).await
+    }
+
     /// Answers the request if its path is under a mount; gives it back otherwise.
     pub async fn serve<B>(&self, req: Request<B>) -> Result<Response<ResponseBody>, Request<B>> {
         let Some((i, rest)) = self.find(req.uri().path()) else {
@@ -133,22 +148,46 @@ impl Statics {
             Err(_) => return Ok(errors::plain(StatusCode::NOT_FOUND)),
         };
         parts.uri = uri;
-        let inner = Request::from_parts(parts, http_body_util::Empty::<Bytes>::new());
-        let res = match dir.clone().try_call(inner).await {
-            Ok(res) => res,
+        // RFC 9110 14.2: a Range in a unit other than bytes is ignored, not refused.
+        if parts
+            .headers
+            .get(RANGE)
+            .is_some_and(|r| !r.as_bytes().starts_with(b"bytes="))
+        {
+            parts.headers.remove(RANGE);
+        }
+        let if_range = parts.headers.remove(IF_RANGE);
+        let res = match (&if_range, parts.headers.contains_key(RANGE)) {
+            (Some(validator), true) => {
+                // `ServeDir` has no If-Range: ask for the whole file first, and keep the
+                // range only if the validator still matches what would be sent.
+                let mut whole = parts.clone();
+                whole.headers.remove(RANGE);
+                match self.call(dir, whole).await {
+                    Ok(full) if !if_range_matches(validator, full.headers()) => Ok(full),
+                    Ok(_) => self.call(dir, parts).await,
+                    Err(e) => Err(e),
+                }
+            }
+            _ => self.call(dir, parts).await,
+        };
+        let res = match res {
+            Ok(res) if res.status() != StatusCode::NOT_FOUND => res,
+            Ok(_) => return Ok(missing(&mount.root, &relative)),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotFound | io::ErrorKind::NotADirectory
+                ) =>
+            {
+                return Ok(missing(&mount.root, &relative));
+            }
             Err(e) => {
                 tracing::warn!("static file {relative}: {e}");
                 return Ok(errors::plain(StatusCode::INTERNAL_SERVER_ERROR));
             }
         };
         let status = res.status();
-        if status == StatusCode::NOT_FOUND {
-            let path = mount.root.join(&relative);
-            if inside_root(&mount.root, &path).is_some_and(|p| p.is_dir()) {
-                return Ok(errors::plain(StatusCode::FORBIDDEN));
-            }
-            return Ok(errors::plain(StatusCode::NOT_FOUND));
-        }
         let (mut parts, body) = res.into_parts();
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             let cache = if is_hashed_name(&relative) {
@@ -201,6 +240,27 @@ fn safe_relative(rest: &str) -> Option<String> {
     Some(trimmed.trim_end_matches('/').to_string())
 }
 
+/// Nothing to send: a directory (never listed) is 403, anything else 404.
+fn missing(root: &Path, relative: &str) -> Response<ResponseBody> {
+    if inside_root(root, &root.join(relative)).is_some_and(|p| p.is_dir()) {
+        errors::plain(StatusCode::FORBIDDEN)
+    } else {
+        errors::plain(StatusCode::NOT_FOUND)
+    }
+}
+
+/// RFC 9110 13.1.5: a strong ETag equal to the current one, or a date equal to the current
+/// Last-Modified. Anything else means the client's copy is stale: send it all.
+fn if_range_matches(validator: &HeaderValue, current: &HeaderMap) -> bool {
+    let v = validator.as_bytes();
+    if v.starts_with(b"\"") {
+        return current.get(ETAG).is_some_and(|e| e.as_bytes() == v);
+    }
+    current
+        .get(LAST_MODIFIED)
+        .is_some_and(|lm| lm.as_bytes() == v)
+}
+
 /// `app.3f2a1b4c5d6e.css`: the content hash Django's `ManifestStaticFilesStorage` puts in a
 /// name (12 hex digits) makes the file safe to cache for good.
 fn is_hashed_name(path: &str) -> bool {
@@ -244,7 +304,7 @@ pub struct RootedBackend {
 }
 
 fn not_found() -> io::Error {
-    io::Error::new(io::ErrorKind::NotFound, "outside the root")
+    io::Error::new(io::ErrorKind::NotFound, "no such file inside the root")
 }
 
 pub struct FileMeta(std::fs::Metadata);

@@ -125,9 +125,9 @@ def test_demo_page_styled_and_scripted(demo, browser, tmp_path):
         for m, p in events
         if m == "Network.responseReceived" and p["requestId"] in page_ids
     }
+    assert not failed, f"failed sub-requests: {failed}"
     unanswered = sorted(sent[rid] for rid in page_ids if sent[rid] not in responses)
     assert not unanswered, f"requests without a response: {unanswered}"
-    assert not failed, f"failed sub-requests: {failed}"
     bad = {url: r["status"] for url, r in responses.items() if r["status"] >= 400}
     assert not bad, f"responses with an error status: {bad}"
     for name, mime in (("site.css", "text/css"), ("site.js", "javascript")):
