@@ -54,6 +54,9 @@ pub struct Config {
     pub proxy: Option<crate::proxy::ProxyConfig>,
     /// Serve HTTPS with this certificate chain and key.
     pub tls: Option<crate::tls::TlsFiles>,
+    /// Already-listening sockets handed over by a parent process (workers share them).
+    pub listen_fds: Vec<i32>,
+    pub access_log: Option<crate::access_log::LogConfig>,
 }
 
 impl Default for Config {
@@ -75,6 +78,8 @@ impl Default for Config {
             trusted: crate::forwarded::TrustList::default(),
             proxy: None,
             tls: None,
+            listen_fds: Vec::new(),
+            access_log: None,
         }
     }
 }
@@ -82,7 +87,7 @@ impl Default for Config {
 impl Config {
     /// Checks every option and normalises `root_path` (no trailing slash).
     pub fn validate(mut self) -> Result<Self, ConfigError> {
-        if self.binds.is_empty() {
+        if self.binds.is_empty() && self.listen_fds.is_empty() {
             return Err(invalid("bind", "at least one address is needed"));
         }
         if self.max_threads == 0 {

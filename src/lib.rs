@@ -2,10 +2,12 @@
 //! everything else (sockets, HTTP, the pool) lives in Rust and runs on background threads, so
 //! `start()` returns at once and the calling process keeps running its own Python.
 
+pub mod access_log;
 pub mod body;
 pub mod config;
 pub mod errors;
 pub mod forwarded;
+pub mod metrics;
 pub mod pool;
 pub mod proxy;
 pub mod router;
@@ -92,7 +94,8 @@ impl PyServer {
         max_head=65536, retry_after=1, statics=Vec::new(), static_max_age=3600,
         trusted_proxies=vec!["127.0.0.1".to_string(), "::1".to_string()],
         upstreams=Vec::new(), upstream_wait=30.0, connect_timeout=5.0, response_timeout=60.0,
-        certfile=None, keyfile=None
+        certfile=None, keyfile=None, listen_fds=Vec::new(), access_log=None,
+        access_log_format="combined"
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -117,7 +120,23 @@ impl PyServer {
         response_timeout: f64,
         certfile: Option<std::path::PathBuf>,
         keyfile: Option<std::path::PathBuf>,
+        listen_fds: Vec<i32>,
+        access_log: Option<String>,
+        access_log_format: &str,
     ) -> PyResult<Self> {
+        let format = match access_log_format {
+            "combined" => access_log::LogFormat::Combined,
+            "json" => access_log::LogFormat::Json,
+            other => {
+                return Err(PyValueError::new_err(format!(
+                    "option access_log_format: {other:?} is not 'combined' or 'json'"
+                )));
+            }
+        };
+        let access_log = access_log.map(|p| access_log::LogConfig {
+            path: (p != "-").then(|| p.into()),
+            format,
+        });
         let trusted = forwarded::TrustList::parse(&trusted_proxies)
             .map_err(|e| PyValueError::new_err(e.to_string()))?;
         let mut mounts = Vec::new();
@@ -167,6 +186,8 @@ impl PyServer {
                     response_timeout: positive("response_timeout", response_timeout)?,
                 })
             },
+            listen_fds,
+            access_log,
             tls: match (certfile, keyfile) {
                 (Some(cert), Some(key)) => Some(tls::TlsFiles { cert, key }),
                 (None, None) => None,
@@ -225,8 +246,8 @@ impl PyServer {
 
     /// Stops listening and finishes in-flight requests for up to `timeout` seconds (None:
     /// wait for them all). Returns how many requests were still running when it gave up.
-    #[pyo3(signature = (timeout=None))]
-    fn stop(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<usize> {
+    #[pyo3(signature = (timeout=None, retire=false))]
+    fn stop(&self, py: Python<'_>, timeout: Option<f64>, retire: bool) -> PyResult<usize> {
         let timeout = secs(timeout)?;
         let server = self
             .running
@@ -234,7 +255,7 @@ impl PyServer {
             .unwrap_or_else(|e| e.into_inner())
             .take();
         Ok(match server {
-            Some(mut s) => py.detach(move || s.stop(timeout)),
+            Some(mut s) => py.detach(move || s.stop(timeout, retire)),
             None => 0,
         })
     }
@@ -269,6 +290,16 @@ impl PyServer {
         let shared = std::sync::Arc::clone(server.shared());
         drop(guard);
         Ok(py.detach(move || shared.pool.drain(timeout)))
+    }
+
+    /// Prometheus text for this process; `labels` like `worker="3"` go on every sample.
+    #[pyo3(signature = (labels=""))]
+    fn metrics_text(&self, py: Python<'_>, labels: &str) -> PyResult<String> {
+        self.with_server(py, |s| {
+            let sh = s.shared();
+            sh.metrics
+                .render(labels, sh.pool.queued(), sh.pool.pending())
+        })
     }
 
     #[getter]

@@ -1,15 +1,22 @@
-//! Per request: decide who answers. Requests the server can judge on its own (a missing
+//! Per request: decide who answers, and count and log the answer. Requests the server can judge on its own (a missing
 //! `Host`, an oversized head) are answered here; static mounts and the proxy front plug in
 //! here too; everything else goes to the WSGI app, or upstream in proxy mode.
 
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use http::header::HOST;
-use http::{Request, StatusCode, Version};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use http::header::{CONNECTION, HOST};
+use http::{HeaderValue, Request, StatusCode, Version};
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use crate::access_log::{LoggedBody, RequestFacts};
+use crate::body::ResponseBody;
 use crate::errors;
+use crate::forwarded;
 use crate::server::{Handler, Shared};
 use crate::wsgi::{self, ConnInfo, response::Reply};
 
@@ -28,27 +35,66 @@ pub async fn route(
     shared: Arc<Shared>,
     conn: ConnInfo,
 ) -> Result<Reply, Infallible> {
+    let started = Instant::now();
+    let _in_flight = shared.metrics.start();
+    let facts = shared
+        .access_log
+        .as_ref()
+        .map(|_| log_facts(&req, &shared, conn));
+    let mut res = dispatch(req, &shared, conn).await;
+    shared
+        .metrics
+        .record(res.status().as_u16(), started.elapsed());
+    if shared.retiring.load(Ordering::Relaxed) && res.status() != StatusCode::SWITCHING_PROTOCOLS {
+        // This process is handing over: the client reconnects, to a newer one.
+        res.headers_mut()
+            .insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    if let (Some(log), Some(facts)) = (&shared.access_log, facts) {
+        let status = res.status().as_u16();
+        res = res.map(|body| {
+            ResponseBody::Boxed(
+                LoggedBody::new(body, Arc::clone(log), facts, status).boxed_unsync(),
+            )
+        });
+    }
+    Ok(res)
+}
+
+fn log_facts(req: &Request<Incoming>, shared: &Shared, conn: ConnInfo) -> RequestFacts {
+    let remote = forwarded::resolve(req.headers(), conn.peer.ip(), &shared.config.trusted)
+        .and_then(|f| f.client)
+        .map(|c| c.0)
+        .unwrap_or_else(|| conn.peer.ip().to_canonical().to_string());
+    let target = match req.uri().path_and_query() {
+        Some(pq) if req.uri().authority().is_none() => pq.as_str().to_string(),
+        _ => req.uri().to_string(),
+    };
+    RequestFacts::new(remote, req.method(), target, req.version(), req.headers())
+}
+
+async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: ConnInfo) -> Reply {
     // hyper bounds its read buffer, not the parsed head; the configured limit is enforced here.
     if head_size(&req) > shared.config.max_head {
-        return Ok(errors::plain(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE));
+        return errors::plain(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     }
     // RFC 9112 3.2: an HTTP/1.1 request without Host is malformed.
     if req.version() == Version::HTTP_11
         && req.uri().authority().is_none()
         && !req.headers().contains_key(HOST)
     {
-        return Ok(errors::plain(StatusCode::BAD_REQUEST));
+        return errors::plain(StatusCode::BAD_REQUEST);
     }
     let req = if shared.statics.is_empty() {
         req
     } else {
         match shared.statics.serve(req).await {
-            Ok(res) => return Ok(res),
+            Ok(res) => return res,
             Err(req) => req,
         }
     };
-    Ok(match &shared.handler {
+    match &shared.handler {
         Handler::Wsgi(app) => wsgi::handle(req, app, &shared.pool, conn).await,
         Handler::Proxy(proxy) => proxy.handle(req, conn).await,
-    })
+    }
 }

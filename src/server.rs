@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use hyper::server::conn::http1;
@@ -13,7 +14,9 @@ use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
+use crate::access_log::AccessLog;
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::pool::{Pool, PoolLimits};
 use crate::proxy::Proxy;
 use crate::router;
@@ -43,6 +46,11 @@ pub enum Handler {
 /// What every connection and request shares.
 pub struct Shared {
     pub config: Config,
+    pub metrics: Metrics,
+    pub access_log: Option<Arc<AccessLog>>,
+    /// Set when this process hands over to a newer one (reload): connections are closed
+    /// after their next response rather than while idle.
+    pub retiring: AtomicBool,
     pub statics: Statics,
     pub pool: Pool,
     pub handler: Handler,
@@ -58,6 +66,9 @@ pub struct Server {
     open_conns: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
 }
 
+/// How long a retiring process keeps an idle keep-alive connection for a last request.
+const RETIRE_GRACE: Duration = Duration::from_secs(2);
+
 fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -69,6 +80,21 @@ fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     socket.listen(1024)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// Takes a listening socket another process opened (a supervisor sharing one port between
+/// workers); our copy is a dup, so closing it leaves the others listening.
+fn adopt(fd: i32) -> std::io::Result<std::net::TcpListener> {
+    use std::os::fd::FromRawFd;
+    // SAFETY: dup returns a new descriptor we own, or -1 which is checked before use.
+    let own = unsafe { libc::dup(fd) };
+    if own < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `own` is a fresh descriptor owned by nobody else.
+    let listener = unsafe { std::net::TcpListener::from_raw_fd(own) };
+    listener.set_nonblocking(true)?;
+    Ok(listener)
 }
 
 impl Server {
@@ -101,6 +127,9 @@ impl Server {
             })?;
             std_listeners.push(l);
         }
+        for fd in &config.listen_fds {
+            std_listeners.push(adopt(*fd).map_err(ServerError::Runtime)?);
+        }
         let pool = Pool::new(PoolLimits {
             // A proxy never runs Python: no thread until (never) asked for.
             min_threads: match handler {
@@ -111,7 +140,14 @@ impl Server {
             queue: config.queue,
         });
         let statics = Statics::new(config.mounts.clone(), config.static_max_age);
+        let access_log = match &config.access_log {
+            Some(c) => Some(Arc::new(AccessLog::open(c).map_err(ServerError::Runtime)?)),
+            None => None,
+        };
         let shared = Arc::new(Shared {
+            metrics: Metrics::default(),
+            access_log,
+            retiring: AtomicBool::new(false),
             statics,
             config,
             pool,
@@ -161,10 +197,14 @@ impl Server {
     /// Stops listening, closes idle connections, lets in-flight requests finish for up to
     /// `timeout`, then stops the threads. Returns how many requests were cut off.
     /// Must be called without the GIL: the requests being finished need it.
-    pub fn stop(&mut self, timeout: Option<Duration>) -> usize {
+    /// With `retire`, connections are handed over gently (reload): each is closed after its
+    /// next response, or after a short idle grace, so no client sees its idle connection cut
+    /// just as it sends a request.
+    pub fn stop(&mut self, timeout: Option<Duration>, retire: bool) -> usize {
         let Some(runtime) = self.runtime.take() else {
             return 0;
         };
+        self.shared.retiring.store(retire, Ordering::Relaxed);
         let deadline = timeout.map(|t| Instant::now() + t);
         let _ = self.shutdown.send(true);
         let acceptors = std::mem::take(&mut self.acceptors);
@@ -282,7 +322,10 @@ async fn serve<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| router::route(req, Arc::clone(&shared), conn_info));
+    let svc = {
+        let shared = Arc::clone(&shared);
+        service_fn(move |req| router::route(req, Arc::clone(&shared), conn_info))
+    };
     // Upgrades let WebSocket handshakes through the proxy front.
     let conn = builder
         .serve_connection(TokioIo::new(io), svc)
@@ -295,9 +338,19 @@ async fn serve<I>(
     let result = tokio::select! {
         r = conn.as_mut() => r,
         () = stop => {
-            // Finish the request in flight, close at once if idle.
-            conn.as_mut().graceful_shutdown();
-            conn.await
+            let handed_over = if shared.retiring.load(Ordering::Relaxed) {
+                tokio::time::timeout(RETIRE_GRACE, conn.as_mut()).await.ok()
+            } else {
+                None
+            };
+            match handed_over {
+                Some(r) => r,
+                None => {
+                    // Finish the request in flight, close at once if idle.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            }
         }
     };
     if let Err(e) = result {
