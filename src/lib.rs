@@ -69,6 +69,7 @@ fn init_logging() {
 struct PyServer {
     app: Option<Py<PyAny>>,
     config: Config,
+    multiprocess: bool,
     running: Mutex<Option<Server>>,
 }
 
@@ -95,7 +96,7 @@ impl PyServer {
         trusted_proxies=vec!["127.0.0.1".to_string(), "::1".to_string()],
         upstreams=Vec::new(), upstream_wait=30.0, connect_timeout=5.0, response_timeout=60.0,
         certfile=None, keyfile=None, listen_fds=Vec::new(), access_log=None,
-        access_log_format="combined"
+        access_log_format="combined", multiprocess=false
     ))]
     #[allow(clippy::too_many_arguments)]
     fn new(
@@ -123,6 +124,7 @@ impl PyServer {
         listen_fds: Vec<i32>,
         access_log: Option<String>,
         access_log_format: &str,
+        multiprocess: bool,
     ) -> PyResult<Self> {
         let format = match access_log_format {
             "combined" => access_log::LogFormat::Combined,
@@ -204,6 +206,7 @@ impl PyServer {
             return Err(PyValueError::new_err("an app or upstreams are needed"));
         }
         Ok(PyServer {
+            multiprocess,
             app,
             config,
             running: Mutex::new(None),
@@ -234,6 +237,10 @@ impl PyServer {
                     c.body_timeout,
                     c.retry_after,
                 )
+                .map(|mut app| {
+                    app.multiprocess = self.multiprocess;
+                    app
+                })
             })
             .transpose()?;
         let config = self.config.clone();

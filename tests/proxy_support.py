@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import time
 
 import pytest
 
@@ -185,9 +184,3 @@ def ws_recv(conn):
     assert fin, "echo frames are unfragmented"
     assert not masked, "RFC 6455 5.1: a server must not mask frames it sends"
     return opcode, payload
-
-
-def timed(fn, *args, **kwargs):
-    t0 = time.monotonic()
-    out = fn(*args, **kwargs)
-    return out, time.monotonic() - t0

@@ -202,12 +202,42 @@ class ServerProcess:
         return rss_kb(self.pid)
 
 
+def tree_pids(pid):
+    """`pid` and all its descendants: the CLI serves from worker processes."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
 def rss_kb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError(f"no VmRSS for pid {pid}")
+    """Resident memory of the server: the process and its workers together."""
+    total, seen = 0, False
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        seen = True
+        except OSError:
+            pass
+    if not seen:
+        raise AssertionError(f"no VmRSS for pid {pid}")
+    return total
 
 
 class RssSampler:

@@ -14,7 +14,6 @@ import hashlib
 import http.client
 import json
 import os
-import socket
 import ssl
 import threading
 import time
@@ -496,6 +495,7 @@ def test_tls_front(server, stack, tmp_path):
     assert env["wsgi.url_scheme"] == "https"
     assert env.get("HTTPS") == "on"
     assert env["HTTP_X_FORWARDED_PROTO"] == "https"
+    assert forwarded_elements(env["HTTP_FORWARDED"])[-1].get("proto") == "https", env["HTTP_FORWARDED"]
     assert env["RAW_URI"] == "/secure?x=1"
 
 

@@ -18,6 +18,7 @@ from tests.support import (
     RssSampler,
     build_request,
     read_marker_file,
+    tree_pids,
     wait_for,
 )
 
@@ -208,16 +209,17 @@ def data_file(tmp_path):
 
 
 def _server_has_open(pid, path):
-    try:
-        fds = os.listdir(f"/proc/{pid}/fd")
-    except OSError:
-        return False
-    for fd in fds:
+    for p in tree_pids(pid):
         try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") == str(path):
-                return True
+            fds = os.listdir(f"/proc/{p}/fd")
         except OSError:
-            pass
+            continue
+        for fd in fds:
+            try:
+                if os.readlink(f"/proc/{p}/fd/{fd}") == str(path):
+                    return True
+            except OSError:
+                pass
     return False
 
 

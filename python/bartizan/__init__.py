@@ -79,11 +79,21 @@ class Server:
         response_timeout: float = 60.0,
         certfile: str | os.PathLike | None = None,
         keyfile: str | os.PathLike | None = None,
+        listen_fds: Iterable[int] = (),
+        access_log: str | None = None,
+        access_log_format: str = "combined",
+        multiprocess: bool = False,
     ) -> None:
         upstreams = list(upstreams)
         if not upstreams and not callable(app):
             raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}")
-        binds = list(bind) if bind else [format_address(host, port)]
+        listen_fds = list(listen_fds)
+        if bind:
+            binds = list(bind)
+        elif listen_fds:
+            binds = []  # sockets handed over by a supervisor
+        else:
+            binds = [format_address(host, port)]
         mounts = list(static.items() if isinstance(static, dict) else static or [])
         self.static = [(prefix, os.fspath(directory)) for prefix, directory in mounts]
         self.app = app
@@ -108,6 +118,10 @@ class Server:
             response_timeout=response_timeout,
             certfile=os.fspath(certfile) if certfile else None,
             keyfile=os.fspath(keyfile) if keyfile else None,
+            listen_fds=listen_fds,
+            access_log=os.fspath(access_log) if access_log else None,
+            access_log_format=access_log_format,
+            multiprocess=multiprocess,
         )
         self.scheme = "https" if certfile else "http"
         self.threads = threads
@@ -136,6 +150,10 @@ class Server:
     def drain(self, timeout: float | None = None) -> int:
         """Wait for in-flight requests; returns how many are still running at the deadline."""
         return self._core.drain(timeout)
+
+    def metrics_text(self, labels: str = "") -> str:
+        """Prometheus text for this server (``labels`` like ``worker="1"`` on each sample)."""
+        return self._core.metrics_text(labels)
 
     @property
     def pending(self) -> int:

@@ -1,7 +1,7 @@
 """`bartizan MODULE:APP [options]`: serve a WSGI app from the command line.
 
 User mistakes (a bad option, an app that cannot be imported) end with one clear line and
-exit code 2, never a traceback.
+exit code 2, never a traceback. The app itself runs in worker processes (see supervisor.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 
 import bartizan
+from bartizan.supervisor import Supervisor, split_bind
 
 DEMO_APP = "bartizan.demo.wsgi:application"
 
@@ -138,6 +139,35 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="seconds in-flight requests get to finish on stop (%(default)s)",
     )
+    p.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=1,
+        help="worker processes sharing the port; SIGHUP reloads them (%(default)s)",
+    )
+    p.add_argument(
+        "--reload",
+        action="store_true",
+        help="reload the workers when a .py file under the current directory changes",
+    )
+    p.add_argument(
+        "--access-log",
+        nargs="?",
+        const="-",
+        metavar="PATH",
+        help="log each request (to PATH, or '-' for standard output); off by default",
+    )
+    p.add_argument(
+        "--access-log-format",
+        choices=["combined", "json"],
+        default="combined",
+        help="%(default)s: Combined Log Format plus the duration in microseconds",
+    )
+    p.add_argument(
+        "--metrics",
+        metavar="ADDR:PORT",
+        help="serve Prometheus metrics for all workers at http://ADDR:PORT/metrics",
+    )
     return p
 
 
@@ -226,6 +256,136 @@ def django_mounts(required: bool) -> list[tuple[str, str]]:
 def _fail(message: str) -> int:
     print(f"bartizan: {message}", file=sys.stderr, flush=True)
     return 2
+
+
+def build_proxy_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="bartizan proxy",
+        description="Reverse-proxy front: listen publicly, forward to app servers.",
+    )
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
+    p.add_argument("--port", type=_port, default=8000, help="port to listen on (%(default)s)")
+    p.add_argument("--bind", action="append", metavar="ADDR:PORT", help="listen here; repeatable")
+    p.add_argument(
+        "--upstream",
+        action="append",
+        required=True,
+        metavar="HOST:PORT",
+        help="an app server; repeatable (round-robin with passive health checks)",
+    )
+    p.add_argument(
+        "--upstream-wait",
+        type=_seconds,
+        default=30.0,
+        help="seconds a request waits for an upstream to come back before 502 (%(default)s)",
+    )
+    p.add_argument("--connect-timeout", type=_seconds, default=5.0, help="(%(default)s)")
+    p.add_argument(
+        "--response-timeout",
+        type=_seconds,
+        default=60.0,
+        help="seconds an upstream may take to send response headers; then 504 (%(default)s)",
+    )
+    p.add_argument("--certfile", help="PEM certificate chain: serve HTTPS")
+    p.add_argument("--keyfile", help="PEM private key for --certfile")
+    p.add_argument("--static", action="append", default=[], metavar="PREFIX=DIR")
+    p.add_argument("--static-max-age", type=int, default=3600)
+    p.add_argument("--io-threads", type=_positive_int, default=2)
+    p.add_argument("--graceful-timeout", type=_seconds, default=30.0)
+    return p
+
+
+def proxy_main(argv: list[str]) -> int:
+    args = build_proxy_parser().parse_args(argv)
+    if bool(args.certfile) != bool(args.keyfile):
+        return _fail("--certfile and --keyfile go together")
+    for f in (args.certfile, args.keyfile):
+        if f and not os.path.isfile(f):
+            return _fail(f"{f!r} is not a file")
+    try:
+        mounts = parse_static(args.static)
+    except UserError as e:
+        return _fail(str(e))
+
+    def announce(server: bartizan.Server) -> None:
+        urls = ", ".join(server.urls)
+        ups = ", ".join(args.upstream)
+        print(f"bartizan: proxy listening on {urls} -> {ups}", file=sys.stderr, flush=True)
+
+    try:
+        bartizan.serve(
+            None,
+            host=args.host,
+            port=args.port,
+            bind=args.bind,
+            upstreams=args.upstream,
+            upstream_wait=args.upstream_wait,
+            connect_timeout=args.connect_timeout,
+            response_timeout=args.response_timeout,
+            certfile=args.certfile,
+            keyfile=args.keyfile,
+            static=mounts,
+            static_max_age=args.static_max_age,
+            io_threads=args.io_threads,
+            graceful_timeout=args.graceful_timeout,
+            on_start=announce,
+        )
+    except ValueError as e:
+        return _fail(str(e))
+    except OSError as e:
+        print(f"bartizan: {e}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["proxy"]:
+        return proxy_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    if args.min_threads < 0 or args.min_threads > args.threads:
+        return _fail(f"--min-threads must be between 0 and --threads ({args.threads})")
+    try:
+        mounts = parse_static(args.static)
+    except UserError as e:
+        return _fail(str(e))
+    if args.metrics:
+        try:
+            split_bind(args.metrics)
+        except ValueError:
+            return _fail(f"--metrics {args.metrics!r}: expected ADDR:PORT")
+    binds = args.bind or [bartizan.format_address(args.host, args.port)]
+    for b in binds:
+        try:
+            split_bind(b)
+        except ValueError:
+            return _fail(f"--bind {b!r}: expected HOST:PORT, e.g. 0.0.0.0:8000 or [::1]:8000")
+    worker_config = {
+        "app": args.app,
+        "factory": args.factory,
+        "static": mounts,
+        "django": "on" if args.django else "off" if args.no_django_static else "auto",
+        "graceful_timeout": args.graceful_timeout,
+        "threads": args.threads,
+        "min_threads": args.min_threads,
+        "queue": args.queue,
+        "root_path": args.root_path,
+        "max_body": args.max_body,
+        "io_threads": args.io_threads,
+        "static_max_age": args.static_max_age,
+        "trusted_proxies": [t for t in args.trusted_proxies.split(",") if t.strip()],
+        "access_log": args.access_log,
+        "access_log_format": args.access_log_format,
+    }
+    return Supervisor(
+        worker_config,
+        binds,
+        workers=args.workers,
+        threads=args.threads,
+        graceful_timeout=args.graceful_timeout,
+        reload=args.reload,
+        metrics=args.metrics,
+    ).run()
 
 
 def build_proxy_parser() -> argparse.ArgumentParser:

@@ -213,6 +213,7 @@ impl RequestEnv {
         input: Bound<'py, PyAny>,
         errors: Bound<'py, PyAny>,
         file_wrapper: &Bound<'py, PyAny>,
+        multiprocess: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
         let d = PyDict::new(py);
         let s = |v: &str| PyString::new(py, v);
@@ -248,7 +249,10 @@ impl RequestEnv {
         let t = PyBool::new(py, true);
         let f = PyBool::new(py, false);
         d.set_item(intern!(py, "wsgi.multithread"), t)?;
-        d.set_item(intern!(py, "wsgi.multiprocess"), f)?;
+        d.set_item(
+            intern!(py, "wsgi.multiprocess"),
+            PyBool::new(py, multiprocess),
+        )?;
         d.set_item(intern!(py, "wsgi.run_once"), f)?;
         // The input returns EOF at the end of the body, chunked or not.
         d.set_item(intern!(py, "wsgi.input_terminated"), t)?;

@@ -39,6 +39,8 @@ pub struct WsgiApp {
     max_body: u64,
     body_timeout: Duration,
     retry_after: u32,
+    /// Other processes serve the same app (workers): PEP 3333's `wsgi.multiprocess`.
+    pub multiprocess: bool,
 }
 
 impl WsgiApp {
@@ -60,6 +62,7 @@ impl WsgiApp {
             max_body,
             body_timeout,
             retry_after,
+            multiprocess: false,
         })
     }
 }
@@ -168,7 +171,13 @@ fn call_app(
     let errors = py
         .import(intern!(py, "sys"))?
         .getattr(intern!(py, "stderr"))?;
-    let environ = env.to_dict(py, input.into_any(), errors, app.file_wrapper.bind(py))?;
+    let environ = env.to_dict(
+        py,
+        input.into_any(),
+        errors,
+        app.file_wrapper.bind(py),
+        app.multiprocess,
+    )?;
     let start_response = Bound::new(py, StartResponse::new(Arc::clone(state)))?;
     let result = app.app.bind(py).call1((environ, start_response))?;
     let sent = send_body(py, &result, state);

@@ -1,0 +1,376 @@
+"""The CLI's master process: owns the listening sockets and runs worker processes on them.
+
+The sockets are opened once, here, and handed to every worker, so a port is never closed
+while the server runs: workers come and go (a crash, a reload) without a refused
+connection. The master runs no app code and no server threads of its own.
+
+- A worker that dies is restarted with backoff, and says so in a log line.
+- SIGHUP (or a changed ``.py`` file with ``--reload``): a new set of workers imports the
+  app afresh; once all of them are serving, the old ones retire (they answer what they have
+  and close each connection after its next response). If the new app fails to start, the
+  old workers keep serving and the reason is logged.
+- SIGTERM / SIGINT: every worker stops taking connections and finishes its in-flight
+  requests within the graceful timeout; a second signal ends them at once.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+READY_TIMEOUT = 120.0
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+# A worker that lived this long was healthy: its next crash starts the backoff afresh.
+BACKOFF_RESET_AFTER = 60.0
+RELOAD_POLL = 1.0
+RELOAD_DEBOUNCE = 0.5
+
+
+def log(message: str) -> None:
+    print(f"bartizan: {message}", file=sys.stderr, flush=True)
+
+
+def open_listener(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if family == socket.AF_INET6:
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+    sock.bind((host, port))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    return sock
+
+
+def split_bind(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise ValueError(f"option bind: {addr!r} is not HOST:PORT")
+    return host, int(port)
+
+
+class Worker:
+    def __init__(self, proc: subprocess.Popen, ready_r: int) -> None:
+        self.proc = proc
+        self.ready_r = ready_r
+        self.started = time.monotonic()
+        self.retiring = False
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class Supervisor:
+    def __init__(
+        self,
+        worker_config: dict,
+        binds: list[str],
+        workers: int,
+        threads: int,
+        graceful_timeout: float,
+        reload: bool = False,
+        metrics: str | None = None,
+    ) -> None:
+        self.worker_config = worker_config
+        self.binds = binds
+        self.count = workers
+        self.threads = threads
+        self.graceful_timeout = graceful_timeout
+        self.reload_on_change = reload
+        self.metrics_addr = metrics
+        self.sockets: list[socket.socket] = []
+        self.workers: list[Worker] = []
+        self.signals: list[int] = []
+        self.backoff = BACKOFF_START
+        self.metrics_dir = tempfile.mkdtemp(prefix="bartizan-metrics-")
+
+    # -- workers ----------------------------------------------------------------------------
+    def spawn(self) -> Worker:
+        ready_r, ready_w = os.pipe()
+        fds = [s.fileno() for s in self.sockets]
+        config = dict(
+            self.worker_config,
+            listen_fds=fds,
+            ready_fd=ready_w,
+            metrics_dir=self.metrics_dir if self.metrics_addr else None,
+            master_pid=os.getpid(),
+            multiprocess=self.count > 1,
+        )
+        env = dict(os.environ, BARTIZAN_WORKER_CONFIG=json.dumps(config))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "bartizan.worker"],
+            env=env,
+            pass_fds=[*fds, ready_w],
+            stdin=subprocess.DEVNULL,
+        )
+        os.close(ready_w)
+        return Worker(proc, ready_r)
+
+    def wait_ready(self, batch: list[Worker]) -> int | None:
+        """None when every worker in ``batch`` serves; else the exit code of one that failed."""
+        pending = {w.ready_r: w for w in batch}
+        deadline = time.monotonic() + READY_TIMEOUT
+        while pending:
+            if len(self.signals) and signal.SIGHUP not in self.signals:
+                return 1  # asked to stop while starting
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return 1
+            readable, _, _ = select.select(list(pending), [], [], min(left, 0.2))
+            for fd in readable:
+                data = os.read(fd, 16)
+                worker = pending.pop(fd)
+                os.close(fd)
+                if not data.startswith(b"ok"):
+                    return worker.proc.wait()
+        return None
+
+    def start_generation(self) -> list[Worker] | int:
+        batch = [self.spawn() for _ in range(self.count)]
+        failed = self.wait_ready(batch)
+        if failed is None:
+            return batch
+        for w in batch:
+            if w.proc.poll() is None:
+                w.proc.kill()
+            w.proc.wait()
+        return failed
+
+    def retire(self, old: list[Worker]) -> None:
+        for w in old:
+            w.retiring = True
+            if w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGUSR1)
+
+    def reap(self) -> None:
+        for w in list(self.workers):
+            code = w.proc.poll()
+            if code is None:
+                continue
+            self.workers.remove(w)
+            if w.retiring:
+                continue
+            lived = time.monotonic() - w.started
+            if lived > BACKOFF_RESET_AFTER:
+                self.backoff = BACKOFF_START
+            log(f"worker {w.pid} exited with code {code}; starting another in {self.backoff:.1f} s")
+            self.sleep_handling_signals(self.backoff)
+            self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+            if self.stopping():
+                return
+            replacement = self.start_generation_of(1)
+            if isinstance(replacement, list):
+                self.workers.extend(replacement)
+                log(f"worker {replacement[0].pid} started")
+
+    def start_generation_of(self, n: int) -> list[Worker] | int:
+        saved, self.count = self.count, n
+        try:
+            return self.start_generation()
+        finally:
+            self.count = saved
+
+    # -- reload -----------------------------------------------------------------------------
+    def reload(self, reason: str) -> None:
+        log(f"reloading ({reason})")
+        batch = self.start_generation()
+        if isinstance(batch, int):
+            log(f"reload failed: the new app did not start (exit code {batch}); old workers keep serving")
+            return
+        old = [w for w in self.workers if not w.retiring]
+        self.workers.extend(batch)
+        self.retire(old)
+        pids = ", ".join(str(w.pid) for w in batch)
+        log(f"reloaded: workers {pids} serving; {len(old)} old worker(s) draining")
+
+    def source_mtimes(self) -> dict[str, float]:
+        found = {}
+        for root, dirs, files in os.walk(os.getcwd()):
+            dirs[:] = [
+                d for d in dirs if not d.startswith(".") and d not in ("__pycache__", "node_modules", "target")
+            ]
+            for f in files:
+                if f.endswith(".py"):
+                    p = os.path.join(root, f)
+                    try:
+                        found[p] = os.stat(p).st_mtime
+                    except OSError:
+                        pass
+        return found
+
+    # -- signals ----------------------------------------------------------------------------
+    def on_signal(self, signum: int, frame: object) -> None:
+        # Only record: the main loop acts. Locks in a handler can deadlock the interrupted frame.
+        self.signals.append(signum)
+
+    def stopping(self) -> bool:
+        return any(s in (signal.SIGTERM, signal.SIGINT) for s in self.signals)
+
+    def sleep_handling_signals(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end and not self.stopping():
+            time.sleep(0.05)
+
+    # -- metrics ----------------------------------------------------------------------------
+    def metrics_text(self) -> str:
+        """Every live worker's samples, grouped by metric family as the format requires."""
+        heads: dict[str, list[str]] = {}
+        samples: dict[str, list[str]] = {}
+        live = {w.pid for w in self.workers}
+        for name in sorted(os.listdir(self.metrics_dir)):
+            pid = name.split(".")[0]
+            if not pid.isdigit() or int(pid) not in live:
+                continue
+            try:
+                with open(os.path.join(self.metrics_dir, name)) as f:
+                    text = f.read()
+            except OSError:
+                continue
+            family = None
+            for line in text.splitlines():
+                parts = line.split(maxsplit=3)
+                if line.startswith("# ") and len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
+                    family = parts[2]
+                    head = heads.setdefault(family, [])
+                    samples.setdefault(family, [])
+                    if not any(h.split()[1] == parts[1] for h in head):
+                        head.append(line)
+                elif line and family:
+                    samples[family].append(line)
+        out = []
+        for family, head in heads.items():
+            out.extend(head)
+            out.extend(samples[family])
+        out.append("# HELP bartizan_worker_rss_bytes Resident memory of each worker process.")
+        out.append("# TYPE bartizan_worker_rss_bytes gauge")
+        for w in self.workers:
+            rss = rss_bytes(w.pid)
+            if rss is not None:
+                out.append(f'bartizan_worker_rss_bytes{{worker="{w.pid}"}} {rss}')
+        out.append("# HELP bartizan_workers Worker processes running.")
+        out.append("# TYPE bartizan_workers gauge")
+        out.append(f"bartizan_workers {len(self.workers)}")
+        return "\n".join(out) + "\n"
+
+    def serve_metrics(self) -> None:
+        host, port = split_bind(self.metrics_addr)
+        supervisor = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+                if self.path.split("?")[0] not in ("/", "/metrics"):
+                    self.send_error(404)
+                    return
+                body = supervisor.metrics_text().encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        ThreadingHTTPServer.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        httpd = ThreadingHTTPServer((host, port), Handler)
+        httpd.daemon_threads = True
+        self.metrics_port = httpd.server_address[1]
+        threading.Thread(target=httpd.serve_forever, daemon=True, name="metrics").start()
+
+    # -- the main loop ----------------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            for b in self.binds:
+                self.sockets.append(open_listener(*split_bind(b)))
+        except OSError as e:
+            log(f"cannot listen on {b}: {e}")
+            return 1
+        if self.metrics_addr:
+            try:
+                self.serve_metrics()
+            except (OSError, ValueError) as e:
+                log(f"cannot serve metrics on {self.metrics_addr}: {e}")
+                return 1
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, self.on_signal)
+        first = self.start_generation()
+        if isinstance(first, int):
+            # The worker already said why (one line, e.g. the app would not import).
+            return first if first > 0 else 1
+        self.workers = first
+        urls = ", ".join(url_of(s) for s in self.sockets)
+        extra = f", workers: {self.count}" if self.count > 1 else ""
+        log(f"listening on {urls} (threads: {self.threads}{extra})")
+        if self.metrics_addr:
+            log(f"metrics on http://{self.metrics_addr.rsplit(':', 1)[0]}:{self.metrics_port}/metrics")
+        mtimes = self.source_mtimes() if self.reload_on_change else {}
+        next_scan = time.monotonic() + RELOAD_POLL
+        while not self.stopping():
+            if signal.SIGHUP in self.signals:
+                self.signals = [s for s in self.signals if s != signal.SIGHUP]
+                self.reload("SIGHUP")
+            if self.reload_on_change and time.monotonic() >= next_scan:
+                now = self.source_mtimes()
+                if now != mtimes:
+                    # Debounce: editors save in bursts.
+                    time.sleep(RELOAD_DEBOUNCE)
+                    mtimes = self.source_mtimes()
+                    self.reload("source changed")
+                next_scan = time.monotonic() + RELOAD_POLL
+            self.reap()
+            time.sleep(0.05)
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        for w in self.workers:
+            if w.proc.poll() is None:
+                w.proc.send_signal(signal.SIGTERM)
+        seen = len(self.signals)
+        deadline = time.monotonic() + self.graceful_timeout + 5
+        while any(w.proc.poll() is None for w in self.workers):
+            if len(self.signals) > seen or time.monotonic() > deadline:
+                # Asked twice, or past the deadline: now.
+                for w in self.workers:
+                    if w.proc.poll() is None:
+                        w.proc.kill()
+                break
+            time.sleep(0.05)
+        for w in self.workers:
+            w.proc.wait()
+        for s in self.sockets:
+            s.close()
+        for name in os.listdir(self.metrics_dir):
+            os.unlink(os.path.join(self.metrics_dir, name))
+        os.rmdir(self.metrics_dir)
+        log("stopped")
+        return 0
+
+
+def url_of(sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
+
+
+def rss_bytes(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
