@@ -195,5 +195,5 @@ class CDP:
         try:
             while True:
                 self._dispatch(json.loads(self.ws.recv_text(deadline)))
-        except (TimeoutError, socket.timeout):
+        except TimeoutError:
             pass

@@ -18,7 +18,15 @@ import subprocess
 import pytest
 
 from tests.apps.ws_echo import FrameReader, accept_value, encode_frame
-from tests.support import IO_TIMEOUT, LIVE, START_TIMEOUT, RawConnection, ServerStartError, split_url, wait_for
+from tests.support import (
+    IO_TIMEOUT,
+    LIVE,
+    START_TIMEOUT,
+    RawConnection,
+    ServerStartError,
+    split_url,
+    wait_for,
+)
 
 PROXY_LINE_RE = re.compile(
     r"^bartizan: proxy listening on (?P<urls>https?://\S+(?:, https?://\S+)*) -> (?P<ups>\S+(?:, \S+)*)$"

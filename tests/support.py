@@ -394,7 +394,7 @@ class RawConnection:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                raise socket.timeout(f"connection still open after {timeout}s")
+                raise TimeoutError(f"connection still open after {timeout}s")
             self.sock.settimeout(remaining)
             try:
                 chunk = self.sock.recv(262144)
@@ -409,7 +409,7 @@ class RawConnection:
         without sending anything more."""
         try:
             rest = self.read_to_eof(timeout)
-        except socket.timeout:
+        except TimeoutError:
             return False
         assert rest == b"", f"unexpected bytes after response: {rest[:200]!r}"
         return True

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import threading
 import time
-
 from urllib.parse import quote
 
 import pytest

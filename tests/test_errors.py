@@ -8,7 +8,6 @@ server goes on serving.
 """
 
 import re
-import socket
 import threading
 import time
 from urllib.parse import quote
@@ -292,7 +291,7 @@ def test_content_length_with_transfer_encoding_closes(srv):
         c.send(raw)
         try:
             data = c.read_to_eof(5)
-        except socket.timeout:
+        except TimeoutError:
             pytest.fail("connection kept open after a request with both Content-Length and Transfer-Encoding")
     statuses = re.findall(rb"^HTTP/1\.[01] (\d{3})", data, re.M)
     assert len(statuses) <= 1, f"the smuggled request was answered: {data!r}"

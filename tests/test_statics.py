@@ -11,10 +11,10 @@ import time
 import uuid
 from pathlib import Path
 
+import bartizan
 import pytest
 import requests
 
-import bartizan
 from tests.static_support import (
     BIG_SIZE,
     RANGE_TXT,

@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from bartizan._bartizan import FileWrapper
 from bartizan._bartizan import Server as _CoreServer
 
-__all__ = ["FileWrapper", "Proxy", "Server", "serve", "format_address"]
+__all__ = ["FileWrapper", "Proxy", "Server", "format_address", "serve"]
 
 # Servers still running at interpreter exit are stopped first: their threads must not be
 # inside Python while it shuts down.
@@ -132,13 +132,15 @@ class Server:
         _live.add(self)
         return self
 
-    def stop(self, timeout: float | None = None) -> int:
+    def stop(self, timeout: float | None = None, retire: bool = False) -> int:
         """Stop listening, let in-flight requests finish (up to ``timeout`` seconds).
 
-        Returns how many requests were still running when it gave up.
+        With ``retire``, connections are handed over gently (a reload): each closes after
+        its next response instead of being cut while idle. Returns how many requests were
+        still running when it gave up.
         """
         _live.discard(self)
-        return self._core.stop(timeout)
+        return self._core.stop(timeout, retire)
 
     def lock(self, hold: bool = False) -> None:
         """New app requests get 503 (with ``hold``: wait) until ``unlock()``."""
@@ -193,7 +195,9 @@ class Proxy(Server):
     before it gets a 502. ``static`` mounts are served by the proxy itself.
     """
 
-    def __init__(self, upstreams: Iterable[str], host: str = "127.0.0.1", port: int = 8000, **options):
+    def __init__(
+        self, upstreams: Iterable[str], host: str = "127.0.0.1", port: int = 8000, **options
+    ):
         upstreams = list(upstreams)
         if not upstreams:
             raise ValueError("option upstream: at least one upstream is needed")

@@ -88,9 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="requests that may wait for a thread before 503 (%(default)s)",
     )
     p.add_argument("--root-path", default="", help="serve the app under this URL prefix")
-    p.add_argument(
-        "--factory", action="store_true", help="MODULE:NAME is called to make the app"
-    )
+    p.add_argument("--factory", action="store_true", help="MODULE:NAME is called to make the app")
     p.add_argument(
         "--max-body",
         type=_positive_int,
@@ -386,132 +384,6 @@ def main(argv: list[str] | None = None) -> int:
         reload=args.reload,
         metrics=args.metrics,
     ).run()
-
-
-def build_proxy_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="bartizan proxy",
-        description="Reverse-proxy front: listen publicly, forward to app servers.",
-    )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
-    p.add_argument("--port", type=_port, default=8000, help="port to listen on (%(default)s)")
-    p.add_argument("--bind", action="append", metavar="ADDR:PORT", help="listen here; repeatable")
-    p.add_argument(
-        "--upstream",
-        action="append",
-        required=True,
-        metavar="HOST:PORT",
-        help="an app server; repeatable (round-robin with passive health checks)",
-    )
-    p.add_argument(
-        "--upstream-wait",
-        type=_seconds,
-        default=30.0,
-        help="seconds a request waits for an upstream to come back before 502 (%(default)s)",
-    )
-    p.add_argument("--connect-timeout", type=_seconds, default=5.0, help="(%(default)s)")
-    p.add_argument(
-        "--response-timeout",
-        type=_seconds,
-        default=60.0,
-        help="seconds an upstream may take to send response headers; then 504 (%(default)s)",
-    )
-    p.add_argument("--certfile", help="PEM certificate chain: serve HTTPS")
-    p.add_argument("--keyfile", help="PEM private key for --certfile")
-    p.add_argument("--static", action="append", default=[], metavar="PREFIX=DIR")
-    p.add_argument("--static-max-age", type=int, default=3600)
-    p.add_argument("--io-threads", type=_positive_int, default=2)
-    p.add_argument("--graceful-timeout", type=_seconds, default=30.0)
-    return p
-
-
-def proxy_main(argv: list[str]) -> int:
-    args = build_proxy_parser().parse_args(argv)
-    if bool(args.certfile) != bool(args.keyfile):
-        return _fail("--certfile and --keyfile go together")
-    for f in (args.certfile, args.keyfile):
-        if f and not os.path.isfile(f):
-            return _fail(f"{f!r} is not a file")
-    try:
-        mounts = parse_static(args.static)
-    except UserError as e:
-        return _fail(str(e))
-
-    def announce(server: bartizan.Server) -> None:
-        urls = ", ".join(server.urls)
-        ups = ", ".join(args.upstream)
-        print(f"bartizan: proxy listening on {urls} -> {ups}", file=sys.stderr, flush=True)
-
-    try:
-        bartizan.serve(
-            None,
-            host=args.host,
-            port=args.port,
-            bind=args.bind,
-            upstreams=args.upstream,
-            upstream_wait=args.upstream_wait,
-            connect_timeout=args.connect_timeout,
-            response_timeout=args.response_timeout,
-            certfile=args.certfile,
-            keyfile=args.keyfile,
-            static=mounts,
-            static_max_age=args.static_max_age,
-            io_threads=args.io_threads,
-            graceful_timeout=args.graceful_timeout,
-            on_start=announce,
-        )
-    except ValueError as e:
-        return _fail(str(e))
-    except OSError as e:
-        print(f"bartizan: {e}", file=sys.stderr, flush=True)
-        return 1
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["proxy"]:
-        return proxy_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    if args.min_threads < 0 or args.min_threads > args.threads:
-        return _fail(f"--min-threads must be between 0 and --threads ({args.threads})")
-    try:
-        mounts = parse_static(args.static)
-        app = load_app(args.app, args.factory)
-        if args.django or not args.no_django_static:
-            explicit = {prefix.rstrip("/") for prefix, _ in mounts}
-            mounts += [m for m in django_mounts(args.django) if m[0] not in explicit]
-    except UserError as e:
-        return _fail(str(e))
-
-    def announce(server: bartizan.Server) -> None:
-        urls = ", ".join(server.urls)
-        print(f"bartizan: listening on {urls} (threads: {args.threads})", file=sys.stderr, flush=True)
-
-    try:
-        bartizan.serve(
-            app,
-            host=args.host,
-            port=args.port,
-            bind=args.bind,
-            threads=args.threads,
-            min_threads=args.min_threads,
-            queue=args.queue,
-            root_path=args.root_path,
-            max_body=args.max_body,
-            io_threads=args.io_threads,
-            static=mounts,
-            trusted_proxies=[t for t in args.trusted_proxies.split(",") if t.strip()],
-            static_max_age=args.static_max_age,
-            graceful_timeout=args.graceful_timeout,
-            on_start=announce,
-        )
-    except ValueError as e:
-        return _fail(str(e))
-    except OSError as e:
-        print(f"bartizan: {e}", file=sys.stderr, flush=True)
-        return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -187,7 +187,9 @@ class Supervisor:
         log(f"reloading ({reason})")
         batch = self.start_generation()
         if isinstance(batch, int):
-            log(f"reload failed: the new app did not start (exit code {batch}); old workers keep serving")
+            log(
+                f"reload failed: the new app did not start (exit code {batch}); old workers keep serving"
+            )
             return
         old = [w for w in self.workers if not w.retiring]
         self.workers.extend(batch)
@@ -199,7 +201,9 @@ class Supervisor:
         found = {}
         for root, dirs, files in os.walk(os.getcwd()):
             dirs[:] = [
-                d for d in dirs if not d.startswith(".") and d not in ("__pycache__", "node_modules", "target")
+                d
+                for d in dirs
+                if not d.startswith(".") and d not in ("__pycache__", "node_modules", "target")
             ]
             for f in files:
                 if f.endswith(".py"):
@@ -269,7 +273,7 @@ class Supervisor:
         supervisor = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+            def do_GET(self) -> None:
                 if self.path.split("?")[0] not in ("/", "/metrics"):
                     self.send_error(404)
                     return
@@ -314,7 +318,9 @@ class Supervisor:
         extra = f", workers: {self.count}" if self.count > 1 else ""
         log(f"listening on {urls} (threads: {self.threads}{extra})")
         if self.metrics_addr:
-            log(f"metrics on http://{self.metrics_addr.rsplit(':', 1)[0]}:{self.metrics_port}/metrics")
+            log(
+                f"metrics on http://{self.metrics_addr.rsplit(':', 1)[0]}:{self.metrics_port}/metrics"
+            )
         mtimes = self.source_mtimes() if self.reload_on_change else {}
         next_scan = time.monotonic() + RELOAD_POLL
         while not self.stopping():
@@ -334,6 +340,9 @@ class Supervisor:
         return self.shutdown()
 
     def shutdown(self) -> int:
+        # Refuse new connections at once; the workers finish what they have.
+        for s in self.sockets:
+            s.close()
         for w in self.workers:
             if w.proc.poll() is None:
                 w.proc.send_signal(signal.SIGTERM)
@@ -349,8 +358,6 @@ class Supervisor:
             time.sleep(0.05)
         for w in self.workers:
             w.proc.wait()
-        for s in self.sockets:
-            s.close()
         for name in os.listdir(self.metrics_dir):
             os.unlink(os.path.join(self.metrics_dir, name))
         os.rmdir(self.metrics_dir)

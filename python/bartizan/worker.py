@@ -41,6 +41,9 @@ def main() -> int:
         print(f"bartizan: {e}", file=sys.stderr, flush=True)
         return 1
 
+    # The server holds its own duplicates: closing ours lets a stop really close the port.
+    for fd in config.get("listen_fds", []):
+        os.close(fd)
     signals: list[int] = []
     for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
         signal.signal(sig, lambda signum, frame: signals.append(signum))

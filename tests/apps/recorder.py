@@ -11,6 +11,6 @@ def app(environ, start_response):
     if record:
         with open(record, "a", encoding="utf-8") as f:
             f.write(f"{environ.get('REQUEST_METHOD')} {path}\n")
-    body = f"app saw {path}".encode("utf-8")
+    body = f"app saw {path}".encode()
     start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("X-From-App", "yes")])
     return [body]
