@@ -159,6 +159,11 @@ fn clf_quote(s: &str) -> String {
     out
 }
 
+/// CLF writes an absent field as `-`.
+fn dash_if_empty(s: String) -> String {
+    if s.is_empty() { "-".to_string() } else { s }
+}
+
 fn protocol(v: Version) -> &'static str {
     match v {
         Version::HTTP_10 => "HTTP/1.0",
@@ -183,8 +188,8 @@ fn line(format: LogFormat, f: &RequestFacts, status: u16, bytes: u64) -> String 
             } else {
                 bytes.to_string()
             },
-            clf_quote(&f.referer),
-            clf_quote(&f.user_agent),
+            dash_if_empty(clf_quote(&f.referer)),
+            dash_if_empty(clf_quote(&f.user_agent)),
             micros
         ),
         LogFormat::Json => {
@@ -305,7 +310,7 @@ mod tests {
         let l = line(LogFormat::Combined, &f, 200, 5);
         assert!(l.starts_with("1.2.3.4 - - ["), "{l}");
         assert!(
-            l.contains("\"GET /a?b=\\\"c\\\" HTTP/1.1\" 200 5 \"\" \"evil\\\" agent\" "),
+            l.contains("\"GET /a?b=\\\"c\\\" HTTP/1.1\" 200 5 \"-\" \"evil\\\" agent\" "),
             "{l}"
         );
         let j: serde_json::Value =
