@@ -188,7 +188,8 @@ class Supervisor:
         batch = self.start_generation()
         if isinstance(batch, int):
             log(
-                f"reload failed: the new app did not start (exit code {batch}); old workers keep serving"
+                f"reload failed: the new app did not start (exit code {batch});"
+                " old workers keep serving"
             )
             return
         old = [w for w in self.workers if not w.retiring]
@@ -318,9 +319,8 @@ class Supervisor:
         extra = f", workers: {self.count}" if self.count > 1 else ""
         log(f"listening on {urls} (threads: {self.threads}{extra})")
         if self.metrics_addr:
-            log(
-                f"metrics on http://{self.metrics_addr.rsplit(':', 1)[0]}:{self.metrics_port}/metrics"
-            )
+            host = self.metrics_addr.rsplit(":", 1)[0]
+            log(f"metrics on http://{host}:{self.metrics_port}/metrics")
         mtimes = self.source_mtimes() if self.reload_on_change else {}
         next_scan = time.monotonic() + RELOAD_POLL
         while not self.stopping():
