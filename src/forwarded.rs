@@ -108,17 +108,31 @@ fn parse_rfc7239_node(s: &str) -> Option<Node> {
         let ip = addr.parse::<std::net::Ipv6Addr>().ok()?;
         let port = match after.strip_prefix(':') {
             None if after.is_empty() => None,
-            Some(p) => p.parse::<u16>().ok(),
+            Some(p) => rfc7239_port(p)?,
             None => return None,
         };
         return Some(Node::Ip(IpAddr::V6(ip), port));
     }
     let (addr, port) = match s.split_once(':') {
-        Some((a, p)) => (a, p.parse::<u16>().ok()),
+        Some((a, p)) => (a, rfc7239_port(p)?),
         None => (s, None),
     };
     let ip = addr.parse::<std::net::Ipv4Addr>().ok()?;
     Some(Node::Ip(IpAddr::V4(ip), port))
+}
+
+/// RFC 7239 6.1: a port is a number or an obfuscated `_name` (which tells us nothing).
+/// `None` means malformed; `Some(None)` a valid port we cannot use.
+fn rfc7239_port(p: &str) -> Option<Option<u16>> {
+    if let Ok(n) = p.parse::<u16>() {
+        return Some(Some(n));
+    }
+    let obfuscated = p.len() > 1
+        && p.starts_with('_')
+        && p[1..]
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    obfuscated.then_some(None)
 }
 
 fn all_values(headers: &HeaderMap, name: &str) -> Option<String> {

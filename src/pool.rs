@@ -47,12 +47,18 @@ pub struct PoolLimits {
     pub queue: usize,
 }
 
+/// Runs a worker thread's whole life inside some per-thread context (for the WSGI pool: a
+/// Python thread state kept for the thread's lifetime, so thread-locals such as Django's
+/// database connections survive from one request to the next).
+pub type ThreadWrap = Arc<dyn Fn(&mut (dyn FnMut() + Send)) + Send + Sync>;
+
 pub struct Pool {
     inner: Arc<Inner>,
 }
 
 struct Inner {
     limits: PoolLimits,
+    wrap: Option<ThreadWrap>,
     state: Mutex<State>,
     /// Workers wait here for an admissible job.
     work: Condvar,
@@ -105,8 +111,13 @@ impl State {
 
 impl Pool {
     pub fn new(limits: PoolLimits) -> Pool {
+        Pool::with_wrap(limits, None)
+    }
+
+    pub fn with_wrap(limits: PoolLimits, wrap: Option<ThreadWrap>) -> Pool {
         let inner = Arc::new(Inner {
             limits,
+            wrap,
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             watch: Condvar::new(),
@@ -265,8 +276,17 @@ impl Inner {
         let me = Arc::clone(inner);
         match thread::Builder::new()
             .name(format!("bartizan-wsgi-{id}"))
-            .spawn(move || me.worker_loop(id))
-        {
+            .spawn(move || match me.wrap.clone() {
+                Some(wrap) => {
+                    let mut run = Some(me);
+                    wrap(&mut || {
+                        if let Some(me) = run.take() {
+                            me.worker_loop(id);
+                        }
+                    });
+                }
+                None => me.worker_loop(id),
+            }) {
             Ok(h) => st.handles.push(h),
             Err(e) => {
                 st.threads -= 1;

@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Request, Response, StatusCode, Uri};
+use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
@@ -36,6 +37,43 @@ const BACKOFF_START: Duration = Duration::from_millis(25);
 const BACKOFF_MAX: Duration = Duration::from_millis(500);
 /// Idle connections kept per upstream.
 const MAX_IDLE: usize = 256;
+/// Times a bodiless idempotent request is sent again after its connection died.
+const MAX_REPLAYS: u32 = 3;
+
+/// What goes upstream: the client's body as it streams in, or nothing (a replayed request).
+pub enum UpstreamBody {
+    Client(Incoming),
+    Empty,
+}
+
+impl http_body::Body for UpstreamBody {
+    type Data = bytes::Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, hyper::Error>>> {
+        match self.get_mut() {
+            UpstreamBody::Client(b) => std::pin::Pin::new(b).poll_frame(cx),
+            UpstreamBody::Empty => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpstreamBody::Client(b) => b.is_end_stream(),
+            UpstreamBody::Empty => true,
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpstreamBody::Client(b) => b.size_hint(),
+            UpstreamBody::Empty => http_body::SizeHint::with_exact(0),
+        }
+    }
+}
 
 #[derive(Debug, Clone)]
 pub struct ProxyConfig {
@@ -69,7 +107,7 @@ impl ProxyError {
 
 struct Upstream {
     addr: String,
-    idle: Mutex<Vec<SendRequest<Incoming>>>,
+    idle: Mutex<Vec<SendRequest<UpstreamBody>>>,
     down_until: Mutex<Option<Instant>>,
 }
 
@@ -84,7 +122,11 @@ impl Upstream {
         *d = down.then(|| Instant::now() + SKIP_DOWN);
     }
 
-    fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+    fn forget_idle(&self) {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+
+    fn take_idle(&self) -> Option<SendRequest<UpstreamBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         while let Some(s) = idle.pop() {
             if s.is_ready() {
@@ -95,7 +137,7 @@ impl Upstream {
     }
 
     /// Puts a connection back once its current response has been read through.
-    fn recycle(self: &Arc<Self>, mut sender: SendRequest<Incoming>) {
+    fn recycle(self: &Arc<Self>, mut sender: SendRequest<UpstreamBody>) {
         let me = Arc::clone(self);
         tokio::spawn(async move {
             if sender.ready().await.is_ok() {
@@ -107,7 +149,7 @@ impl Upstream {
         });
     }
 
-    async fn connect(&self) -> std::io::Result<SendRequest<Incoming>> {
+    async fn connect(&self) -> std::io::Result<SendRequest<UpstreamBody>> {
         let stream = TcpStream::connect(&self.addr).await?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
@@ -222,7 +264,7 @@ impl Proxy {
     async fn checkout(
         &self,
         deadline: Instant,
-    ) -> Result<(Arc<Upstream>, SendRequest<Incoming>), ProxyError> {
+    ) -> Result<(Arc<Upstream>, SendRequest<UpstreamBody>), ProxyError> {
         let n = self.upstreams.len();
         let mut backoff = BACKOFF_START;
         let mut timed_out = false;
@@ -309,7 +351,18 @@ impl Proxy {
             fwd.push_str(&format!(";host=\"{host}\""));
         }
         append(h, header::FORWARDED, fwd);
-        let mut req = Request::from_parts(parts, body);
+        // A bodiless idempotent request may be sent again if its connection dies before an
+        // answer (RFC 9110 9.2.2): keep its head to rebuild it. A body is never replayed.
+        let replayable =
+            (!upgrade && body.is_end_stream() && parts.method.is_idempotent()).then(|| {
+                (
+                    parts.method.clone(),
+                    parts.uri.clone(),
+                    parts.headers.clone(),
+                )
+            });
+        let mut replays = 0;
+        let mut req = Request::from_parts(parts, UpstreamBody::Client(body));
 
         let deadline = Instant::now() + self.config.wait;
         let mut res = loop {
@@ -338,6 +391,21 @@ impl Proxy {
                         continue;
                     }
                     None => {
+                        // The connection died under the request: its upstream is likely
+                        // gone, and so are its other pooled connections.
+                        up.forget_idle();
+                        if let Some((method, uri, headers)) = &replayable
+                            && replays < MAX_REPLAYS
+                            && Instant::now() < deadline
+                        {
+                            replays += 1;
+                            let mut again = Request::new(UpstreamBody::Empty);
+                            *again.method_mut() = method.clone();
+                            *again.uri_mut() = uri.clone();
+                            *again.headers_mut() = headers.clone();
+                            req = again;
+                            continue;
+                        }
                         let e = ProxyError::Upstream(e.into_error().to_string());
                         tracing::warn!("proxy: {e}");
                         return errors::plain(e.status());

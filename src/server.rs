@@ -17,12 +17,13 @@ use tokio::sync::{mpsc, watch};
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pool::{Pool, PoolLimits};
+use crate::pool::{Pool, PoolLimits, ThreadWrap};
 use crate::proxy::Proxy;
 use crate::router;
 use crate::statics::Statics;
 use crate::tls::{self, TlsAcceptor};
 use crate::wsgi::{ConnInfo, WsgiApp};
+use pyo3::Python;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {
@@ -130,15 +131,26 @@ impl Server {
         for fd in &config.listen_fds {
             std_listeners.push(adopt(*fd).map_err(ServerError::Runtime)?);
         }
-        let pool = Pool::new(PoolLimits {
-            // A proxy never runs Python: no thread until (never) asked for.
-            min_threads: match handler {
-                Handler::Wsgi(_) => config.min_threads,
-                Handler::Proxy(_) => 0,
+        let wrap: Option<ThreadWrap> = match handler {
+            Handler::Wsgi(_) => Some(Arc::new(|run: &mut (dyn FnMut() + Send)| {
+                // Attach once for the thread's life and run detached: each request then
+                // re-attaches to the same thread state instead of creating one.
+                Python::attach(|py| py.detach(run));
+            })),
+            Handler::Proxy(_) => None,
+        };
+        let pool = Pool::with_wrap(
+            PoolLimits {
+                // A proxy never runs Python: no thread until (never) asked for.
+                min_threads: match handler {
+                    Handler::Wsgi(_) => config.min_threads,
+                    Handler::Proxy(_) => 0,
+                },
+                max_threads: config.max_threads,
+                queue: config.queue,
             },
-            max_threads: config.max_threads,
-            queue: config.queue,
-        });
+            wrap,
+        );
         let statics = Statics::new(config.mounts.clone(), config.static_max_age);
         let access_log = match &config.access_log {
             Some(c) => Some(Arc::new(AccessLog::open(c).map_err(ServerError::Runtime)?)),

@@ -490,14 +490,74 @@ def test_failed_reload_keeps_the_old_workers_serving(cli, tmp_path):
     assert_settled(srv.port, [int(p) for p in m.group("pids").split(",")], "v2")
 
 
+def test_reload_lets_a_request_in_flight_on_an_old_worker_finish(cli, tmp_path):
+    """A request running on an old worker when SIGHUP arrives is not cut: the
+    old worker keeps running until it has answered (200), then exits."""
+    env, _, _ = app_env(tmp_path, "v1")
+    srv = cli(LIFECYCLE, env=env)
+    [old] = worker_pids(srv)
+    go, started = tmp_path / "go", tmp_path / "started"
+    target = f"/block?go={quote(str(go), safe='')}&started={quote(str(started), safe='')}"
+    t, out = in_thread(lambda: raw_request(srv.port, "GET", target, timeout=20))
+    try:
+        assert wait_for(started.exists, 5), "the request never reached the app"
+        srv.signal(signal.SIGHUP)
+        m = wait_line(srv, RELOADED_RE, 20)
+        [new] = [int(p) for p in m.group("pids").split(",")]
+        time.sleep(0.5)
+        assert alive(old), "the old worker exited while its request was still running"
+        assert t.is_alive(), f"the in-flight request ended before it was released: {out}"
+        assert get_json(srv.port)["pid"] == new or wait_for(lambda: get_json(srv.port)["pid"] == new, 2)
+    finally:
+        go.touch()
+    t.join(10)
+    assert "error" not in out, out.get("error")
+    assert out["value"].status == 200 and out["value"].json() == {"released": True}, out["value"]
+    assert wait_for(lambda: not alive(old), 5), "the old worker did not exit after answering its last request"
+    assert f"bartizan: worker {old} stopped after draining 1 requests" in srv.stderr_lines(), srv.stderr_text()
+
+
+def test_single_worker_respawn_refuses_no_connection(cli):
+    """With one worker, killing it refuses no connection: the master keeps the
+    listening socket open, so a request made while no worker runs waits and
+    is answered (200) by the replacement."""
+    srv = cli(LIFECYCLE)
+    [victim] = worker_pids(srv)
+    os.kill(victim, signal.SIGKILL)
+    assert wait_for(lambda: not alive(victim), 2)
+    t0 = time.monotonic()
+    try:
+        data = get_json(srv.port)
+    except (OSError, ConnectionClosed) as e:
+        pytest.fail(f"request while the only worker was down failed: {e!r}; stderr:\n{srv.stderr_text()}")
+    assert data["pid"] != victim
+    assert time.monotonic() - t0 < 10
+    new = int(wait_line(srv, re.compile(r"^bartizan: worker (\d+) started$"), 5).group(1))
+    assert data["pid"] == new, f"answered by {data['pid']}, the log names {new} as the new worker"
+
+
+def test_workers_exit_when_the_master_is_killed(cli):
+    """A worker whose master is gone (SIGKILL, so the master could not stop
+    it) does not linger: it stops on its own within a few seconds."""
+    srv = cli(LIFECYCLE, "--workers", "2")
+    workers = worker_pids(srv)
+    assert len(workers) == 2
+    os.kill(srv.pid, signal.SIGKILL)
+    srv.proc.wait(timeout=5)
+    assert wait_for(lambda: not any(alive(p) for p in workers), 5), (
+        f"workers still running 5 s after the master died: {[p for p in workers if alive(p)]}"
+    )
+
+
 class LoadClient(threading.Thread):
     """Loops keep-alive GETs; on `Connection: close` it reconnects (as an
     HTTP/1.1 client must). Any socket error, reset, timeout, truncated body or
     non-2xx status is a failure."""
 
-    def __init__(self, port, stop, limit):
+    def __init__(self, port, stop, limit, path="/hello", body=b"hello\n"):
         super().__init__(daemon=True)
         self.port, self.stop, self.limit = port, stop, limit
+        self.path, self.body = path, body
         self.ok = 0
         self.reconnects = 0
         self.failures = []
@@ -508,8 +568,8 @@ class LoadClient(threading.Thread):
             try:
                 if conn is None:
                     conn = RawConnection(self.port, timeout=5)
-                r = conn.request("GET", "/hello")
-                if not (200 <= r.status < 300) or not r.complete or r.body != b"hello\n":
+                r = conn.request("GET", self.path)
+                if not (200 <= r.status < 300) or not r.complete or r.body != self.body:
                     self.failures.append(f"status {r.status}, complete={r.complete}, body={r.body[:40]!r}")
                 else:
                     self.ok += 1
@@ -530,11 +590,13 @@ def test_load_across_five_sighup_reloads_loses_nothing(cli, tmp_path):
     """Zero-downtime reload, measured: 8 keep-alive client threads loop GET
     requests while the master is sent SIGHUP 5 times about 1 s apart; every
     request must succeed (0 socket errors/resets/timeouts, 0 non-2xx), and
-    hundreds of requests must have been made."""
+    hundreds of requests must have been made. Two of the threads ask for a
+    slow (50 ms) page, so requests are in flight whenever a worker retires."""
     env, _, _ = app_env(tmp_path, "v1")
     srv = cli(LIFECYCLE, "--workers", "2", env=env)
     stop = threading.Event()
-    clients = [LoadClient(srv.port, stop, limit=200_000) for _ in range(8)]
+    clients = [LoadClient(srv.port, stop, limit=200_000) for _ in range(6)]
+    clients += [LoadClient(srv.port, stop, limit=200_000, path="/sleep?s=0.05", body=b"slept\n") for _ in range(2)]
     for c in clients:
         c.start()
     try:
