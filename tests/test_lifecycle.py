@@ -2,16 +2,13 @@
 master + worker processes (graceful stop, second signal, worker respawn,
 SIGHUP and --reload hand-over without dropped requests)."""
 
-import json
 import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import threading
 import time
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -32,10 +29,14 @@ LIFECYCLE = "tests.apps.lifecycle:app"
 
 # The start line of the CLI; with more than one worker it names the count.
 LISTEN_RE = re.compile(
-    r"^bartizan: listening on (?P<url>http://\S+) \(threads: (?P<threads>\d+)(?:, workers: (?P<workers>\d+))?\)$"
+    r"^bartizan: listening on (?P<url>http://\S+) "
+    r"\(threads: (?P<threads>\d+)(?:, workers: (?P<workers>\d+))?\)$"
 )
 METRICS_RE = re.compile(r"^bartizan: metrics on (?P<url>http://\S+)$")
-RELOADED_RE = re.compile(r"^bartizan: reloaded: workers (?P<pids>[\d, ]+) serving; (?P<old>\d+) old worker\(s\) draining$")
+RELOADED_RE = re.compile(
+    r"^bartizan: reloaded: workers (?P<pids>[\d, ]+) serving; "
+    r"(?P<old>\d+) old worker\(s\) draining$"
+)
 
 
 # --- launching the CLI -----------------------------------------------------------
@@ -51,7 +52,8 @@ def wait_line(proc, pattern, timeout, count=1):
             return matches[count - 1]
         if time.monotonic() >= deadline:
             raise AssertionError(
-                f"no{'' if count == 1 else f' {count} lines'} matching {pattern.pattern!r} within {timeout} s "
+                f"no{'' if count == 1 else f' {count} lines'} matching {pattern.pattern!r} "
+                f"within {timeout} s "
                 f"(exit code {proc.proc.poll()}); stderr:\n{proc.stderr_text()}"
             )
         time.sleep(0.05)
@@ -139,7 +141,10 @@ def assert_settled(port, pids, version, within=2.0):
         last = get_json(port)
         streak = streak + 1 if (last["pid"] in pids and last["version"] == version) else 0
         if streak < 10 and time.monotonic() > deadline:
-            raise AssertionError(f"{within} s after the reload, a fresh connection got {last} (new workers {pids}, {version!r})")
+            raise AssertionError(
+                f"{within} s after the reload, a fresh connection got {last} "
+                f"(new workers {pids}, {version!r})"
+            )
 
 
 def in_thread(fn):
@@ -182,7 +187,9 @@ class GatedApp:
             # thread is left inside Python when the interpreter exits.
             self.teardown.wait(60)
         body = f"done {path}".encode()
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        )
         return [body]
 
 
@@ -243,7 +250,9 @@ def test_embedded_lock_hold_waits_until_unlock(embedded):
     assert not t.is_alive(), "the held request was not served within 5 s of unlock()"
     assert "error" not in out, out
     assert out["value"].status == 200 and out["value"].body == b"done /held"
-    assert wait_for(lambda: s.pending == 0, 2), f"pending is {s.pending} after the request was answered"
+    assert wait_for(lambda: s.pending == 0, 2), (
+        f"pending is {s.pending} after the request was answered"
+    )
 
 
 def test_embedded_pending_and_drain(embedded):
@@ -251,7 +260,9 @@ def test_embedded_pending_and_drain(embedded):
     returns how many still run (1 while the request blocks, 0 once it ended)."""
     s, app = embedded
     t, out = in_thread(lambda: raw_request(s.port, "GET", "/gate", timeout=20))
-    assert wait_for(lambda: s.pending == 1, 5), f"pending is {s.pending}, expected 1 running request"
+    assert wait_for(lambda: s.pending == 1, 5), (
+        f"pending is {s.pending}, expected 1 running request"
+    )
     t0 = time.monotonic()
     left = s.drain(0.5)
     took = time.monotonic() - t0
@@ -273,8 +284,8 @@ def test_embedded_stuck_request_bounds_drain_and_stop(embedded):
     """With a request that never finishes, drain(t) and stop(t) return after
     about t seconds (they don't hang) and report it (>= 1); after stop() the
     port refuses connections."""
-    s, app = embedded
-    t, out = in_thread(lambda: raw_request(s.port, "GET", "/stuck", timeout=20))
+    s, _app = embedded
+    in_thread(lambda: raw_request(s.port, "GET", "/stuck", timeout=20))
     assert wait_for(lambda: s.pending == 1, 5)
     t0 = time.monotonic()
     left = s.drain(1.0)
@@ -307,10 +318,16 @@ def test_sigterm_drains_in_flight_closes_idle_and_exits_zero(cli, tmp_path):
     try:
         assert wait_for(started.exists, 5), "the request never reached the app"
         srv.signal(signal.SIGTERM)
-        assert wait_for(lambda: port_refuses(srv.port, timeout=0.5), 2), "still accepting connections 2 s after SIGTERM"
-        assert idle.is_closed_by_peer(timeout=2), "idle keep-alive connection still open 2 s after SIGTERM"
+        assert wait_for(lambda: port_refuses(srv.port, timeout=0.5), 2), (
+            "still accepting connections 2 s after SIGTERM"
+        )
+        assert idle.is_closed_by_peer(timeout=2), (
+            "idle keep-alive connection still open 2 s after SIGTERM"
+        )
         time.sleep(0.3)
-        assert srv.proc.poll() is None, f"exited before the in-flight request finished; stderr:\n{srv.stderr_text()}"
+        assert srv.proc.poll() is None, (
+            f"exited before the in-flight request finished; stderr:\n{srv.stderr_text()}"
+        )
         assert t.is_alive(), f"the in-flight request ended before it was released: {out}"
     finally:
         idle.close()
@@ -321,7 +338,9 @@ def test_sigterm_drains_in_flight_closes_idle_and_exits_zero(cli, tmp_path):
     try:
         rc = srv.wait_exit(timeout=10)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"still running 10 s after the last request ended; stderr:\n{srv.stderr_text()}")
+        pytest.fail(
+            f"still running 10 s after the last request ended; stderr:\n{srv.stderr_text()}"
+        )
     assert rc == 0, f"exit code {rc}; stderr:\n{srv.stderr_text()}"
     lines = srv.stderr_lines()
     assert f"bartizan: worker {worker} stopped after draining 1 requests" in lines, "\n".join(lines)
@@ -335,14 +354,21 @@ def test_graceful_timeout_bounds_the_wait_for_a_stuck_request(cli, tmp_path):
     client's connection is closed without a response."""
     srv = cli(LIFECYCLE, "--graceful-timeout", "1")
     started = tmp_path / "started"
-    t, out = in_thread(lambda: raw_request(srv.port, "GET", f"/forever?started={quote(str(started), safe='')}", timeout=20))
+    t, out = in_thread(
+        lambda: raw_request(
+            srv.port, "GET", f"/forever?started={quote(str(started), safe='')}", timeout=20
+        )
+    )
     assert wait_for(started.exists, 5), "the request never reached the app"
     t0 = time.monotonic()
     srv.signal(signal.SIGTERM)
     try:
         rc = srv.wait_exit(timeout=10)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"still running 10 s after SIGTERM with --graceful-timeout 1; stderr:\n{srv.stderr_text()}")
+        pytest.fail(
+            "still running 10 s after SIGTERM with --graceful-timeout 1; "
+            f"stderr:\n{srv.stderr_text()}"
+        )
     took = time.monotonic() - t0
     assert 0.8 <= took < 4.0, f"exited {took:.2f} s after SIGTERM with --graceful-timeout 1"
     assert rc == 0, f"exit code {rc}; stderr:\n{srv.stderr_text()}"
@@ -355,13 +381,22 @@ def test_second_sigint_exits_at_once_with_a_stuck_request(cli, tmp_path):
     """A first SIGINT starts a graceful stop that waits for a stuck request
     (--graceful-timeout 30); a second SIGINT ends the server at once."""
     srv = cli(LIFECYCLE, "--graceful-timeout", "30")
+    workers = worker_pids(srv)
     started = tmp_path / "started"
-    in_thread(lambda: raw_request(srv.port, "GET", f"/forever?started={quote(str(started), safe='')}", timeout=30))
+    in_thread(
+        lambda: raw_request(
+            srv.port, "GET", f"/forever?started={quote(str(started), safe='')}", timeout=30
+        )
+    )
     assert wait_for(started.exists, 5), "the request never reached the app"
     srv.signal(signal.SIGINT)
-    assert wait_for(lambda: port_refuses(srv.port, timeout=0.5), 2), "still accepting connections 2 s after SIGINT"
+    assert wait_for(lambda: port_refuses(srv.port, timeout=0.5), 2), (
+        "still accepting connections 2 s after SIGINT"
+    )
     time.sleep(1.0)
-    assert srv.proc.poll() is None, "exited on the first SIGINT although a request was in flight (graceful timeout 30 s)"
+    assert srv.proc.poll() is None, (
+        "exited on the first SIGINT although a request was in flight (graceful timeout 30 s)"
+    )
     t0 = time.monotonic()
     srv.signal(signal.SIGINT)
     try:
@@ -369,7 +404,9 @@ def test_second_sigint_exits_at_once_with_a_stuck_request(cli, tmp_path):
     except subprocess.TimeoutExpired:
         pytest.fail(f"still running 5 s after a second SIGINT; stderr:\n{srv.stderr_text()}")
     assert time.monotonic() - t0 < 3, "the second SIGINT did not end the server at once"
-    assert wait_for(lambda: worker_pids(srv) == [], 3), f"workers outlived the master: {worker_pids(srv)}"
+    assert wait_for(lambda: not any(alive(p) for p in workers), 3), (
+        f"workers outlived the master: {[p for p in workers if alive(p)]}"
+    )
 
 
 # --- CLI: worker processes ------------------------------------------------------------------
@@ -385,17 +422,23 @@ def test_workers_are_child_processes_sharing_the_port(cli, workers):
     srv = cli(*args)
     assert srv.declared_workers == (workers if workers > 1 else None), srv.start_line
     pids = worker_pids(srv)
-    assert len(pids) == workers, f"expected {workers} worker process(es) under the master, found {pids}"
+    assert len(pids) == workers, (
+        f"expected {workers} worker process(es) under the master, found {pids}"
+    )
     seen = set()
     deadline = time.monotonic() + 10
     for _ in range(400):
         data = get_json(srv.port)
-        assert data["pid"] in pids, f"answered by pid {data['pid']}, not one of the workers {pids} (master {srv.pid})"
+        assert data["pid"] in pids, (
+            f"answered by pid {data['pid']}, not one of the workers {pids} (master {srv.pid})"
+        )
         assert data["multiprocess"] is (workers > 1), data
         seen.add(data["pid"])
         if len(seen) == workers or time.monotonic() > deadline:
             break
-    assert seen == set(pids), f"only {sorted(seen)} of the workers {pids} answered in 400 connections"
+    assert seen == set(pids), (
+        f"only {sorted(seen)} of the workers {pids} answered in 400 connections"
+    )
 
 
 def test_killed_worker_is_replaced_while_the_site_keeps_answering(cli):
@@ -419,9 +462,17 @@ def test_killed_worker_is_replaced_while_the_site_keeps_answering(cli):
                 served_by.add(r.json()["pid"])
         except (OSError, ConnectionClosed) as e:
             failures.append(repr(e))
-    assert not failures, f"requests failed while a worker was down: {failures[:10]} ({len(failures)} in all)"
+    assert not failures, (
+        f"requests failed while a worker was down: {failures[:10]} ({len(failures)} in all)"
+    )
     assert served_by and victim not in served_by, f"served by {served_by} after {victim} was killed"
-    m = wait_line(srv, re.compile(rf"^bartizan: worker {victim} exited with code \S+; starting another in [\d.]+ s$"), 5)
+    m = wait_line(
+        srv,
+        re.compile(
+            rf"^bartizan: worker {victim} exited with code \S+; starting another in [\d.]+ s$"
+        ),
+        5,
+    )
     assert m
     new = int(wait_line(srv, re.compile(r"^bartizan: worker (\d+) started$"), 10).group(1))
     assert new not in pids
@@ -464,7 +515,9 @@ def test_sighup_reload_imports_the_app_afresh(cli, tmp_path):
     assert int(m.group("old")) == 2, m.group(0)
     assert len(new) == 2 and not set(new) & set(old), f"new workers {new}, old {old}"
     assert_settled(srv.port, new, "v2")
-    assert wait_for(lambda: worker_pids(srv) == new, 10), f"workers {worker_pids(srv)}; old {old} should have exited"
+    assert wait_for(lambda: worker_pids(srv) == new, 10), (
+        f"workers {worker_pids(srv)}; old {old} should have exited"
+    )
 
 
 def test_failed_reload_keeps_the_old_workers_serving(cli, tmp_path):
@@ -478,9 +531,13 @@ def test_failed_reload_keeps_the_old_workers_serving(cli, tmp_path):
     flag.write_text("fail")
     srv.signal(signal.SIGHUP)
     wait_line(srv, re.compile(r"^bartizan: reload failed: "), 20)
-    assert "import refused on purpose" in srv.stderr_text(), "the reason for the failed reload is not logged"
+    assert "import refused on purpose" in srv.stderr_text(), (
+        "the reason for the failed reload is not logged"
+    )
     assert srv.proc.poll() is None, "the master exited after a failed reload"
-    assert worker_pids(srv) == old, f"workers changed after a failed reload: {worker_pids(srv)} (were {old})"
+    assert worker_pids(srv) == old, (
+        f"workers changed after a failed reload: {worker_pids(srv)} (were {old})"
+    )
     for _ in range(10):
         data = get_json(srv.port)
         assert data["version"] == "v1" and data["pid"] in old, data
@@ -507,14 +564,20 @@ def test_reload_lets_a_request_in_flight_on_an_old_worker_finish(cli, tmp_path):
         time.sleep(0.5)
         assert alive(old), "the old worker exited while its request was still running"
         assert t.is_alive(), f"the in-flight request ended before it was released: {out}"
-        assert get_json(srv.port)["pid"] == new or wait_for(lambda: get_json(srv.port)["pid"] == new, 2)
+        assert get_json(srv.port)["pid"] == new or wait_for(
+            lambda: get_json(srv.port)["pid"] == new, 2
+        )
     finally:
         go.touch()
     t.join(10)
     assert "error" not in out, out.get("error")
     assert out["value"].status == 200 and out["value"].json() == {"released": True}, out["value"]
-    assert wait_for(lambda: not alive(old), 5), "the old worker did not exit after answering its last request"
-    assert f"bartizan: worker {old} stopped after draining 1 requests" in srv.stderr_lines(), srv.stderr_text()
+    assert wait_for(lambda: not alive(old), 5), (
+        "the old worker did not exit after answering its last request"
+    )
+    assert f"bartizan: worker {old} stopped after draining 1 requests" in srv.stderr_lines(), (
+        srv.stderr_text()
+    )
 
 
 def test_single_worker_respawn_refuses_no_connection(cli):
@@ -529,7 +592,9 @@ def test_single_worker_respawn_refuses_no_connection(cli):
     try:
         data = get_json(srv.port)
     except (OSError, ConnectionClosed) as e:
-        pytest.fail(f"request while the only worker was down failed: {e!r}; stderr:\n{srv.stderr_text()}")
+        pytest.fail(
+            f"request while the only worker was down failed: {e!r}; stderr:\n{srv.stderr_text()}"
+        )
     assert data["pid"] != victim
     assert time.monotonic() - t0 < 10
     new = int(wait_line(srv, re.compile(r"^bartizan: worker (\d+) started$"), 5).group(1))
@@ -570,7 +635,9 @@ class LoadClient(threading.Thread):
                     conn = RawConnection(self.port, timeout=5)
                 r = conn.request("GET", self.path)
                 if not (200 <= r.status < 300) or not r.complete or r.body != self.body:
-                    self.failures.append(f"status {r.status}, complete={r.complete}, body={r.body[:40]!r}")
+                    self.failures.append(
+                        f"status {r.status}, complete={r.complete}, body={r.body[:40]!r}"
+                    )
                 else:
                     self.ok += 1
                 if (r.header("Connection") or "").lower() == "close" or not r.complete:
@@ -596,7 +663,10 @@ def test_load_across_five_sighup_reloads_loses_nothing(cli, tmp_path):
     srv = cli(LIFECYCLE, "--workers", "2", env=env)
     stop = threading.Event()
     clients = [LoadClient(srv.port, stop, limit=200_000) for _ in range(6)]
-    clients += [LoadClient(srv.port, stop, limit=200_000, path="/sleep?s=0.05", body=b"slept\n") for _ in range(2)]
+    clients += [
+        LoadClient(srv.port, stop, limit=200_000, path="/sleep?s=0.05", body=b"slept\n")
+        for _ in range(2)
+    ]
     for c in clients:
         c.start()
     try:
@@ -616,7 +686,9 @@ def test_load_across_five_sighup_reloads_loses_nothing(cli, tmp_path):
     summary = f"{ok} ok, {len(failures)} failed, {reconnects} reconnects"
     assert not failures, f"{summary}; first failures: {failures[:10]}"
     assert ok > 500, summary
-    assert reconnects >= 8, f"{summary}: retiring workers should have closed the keep-alive connections"
+    assert reconnects >= 8, (
+        f"{summary}: retiring workers should have closed the keep-alive connections"
+    )
     assert count_lines(srv, RELOADED_RE) == 5, srv.stderr_text()
     assert srv.proc.poll() is None
 
@@ -634,6 +706,6 @@ def test_reload_option_restarts_workers_when_source_changes(cli, tmp_path):
     time.sleep(1.2)  # past the first scan, so the edit is a change and not the baseline
     module.write_text(module.read_text().replace('"first edition"', '"second edition, rewritten"'))
     wait_line(srv, re.compile(r"^bartizan: reloading \(source changed\)$"), 10)
-    assert wait_for(lambda: raw_request(srv.port, "GET", "/").body == b"second edition, rewritten", 10), (
-        f"still answering {raw_request(srv.port, 'GET', '/').body!r}; stderr:\n{srv.stderr_text()}"
-    )
+    assert wait_for(
+        lambda: raw_request(srv.port, "GET", "/").body == b"second edition, rewritten", 10
+    ), f"still answering {raw_request(srv.port, 'GET', '/').body!r}; stderr:\n{srv.stderr_text()}"

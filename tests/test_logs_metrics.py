@@ -15,13 +15,22 @@ from tests.support import raw_request, wait_for
 from tests.test_lifecycle import LIFECYCLE, Cli, in_thread, worker_pids
 
 CLF_RE = re.compile(
-    r'^(?P<remote>\S+) - - \[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} \+0000)\] '
-    r'"(?P<method>[A-Z]+) (?P<target>\S+) (?P<protocol>HTTP/\d\.\d)" (?P<status>\d{3}) (?P<bytes>\d+|-) '
+    r"^(?P<remote>\S+) - - \[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} \+0000)\] "
+    r'"(?P<method>[A-Z]+) (?P<target>\S+) (?P<protocol>HTTP/\d\.\d)" '
+    r"(?P<status>\d{3}) (?P<bytes>\d+|-) "
     r'"(?P<referer>(?:[^"\\]|\\.)*)" "(?P<ua>(?:[^"\\]|\\.)*)" (?P<duration>\d+)$'
 )
 JSON_KEYS = {
-    "time", "remote_addr", "method", "target", "protocol", "status",
-    "bytes", "referer", "user_agent", "duration_us",
+    "time",
+    "remote_addr",
+    "method",
+    "target",
+    "protocol",
+    "status",
+    "bytes",
+    "referer",
+    "user_agent",
+    "duration_us",
 }
 XFF = ("X-Forwarded-For", "203.0.113.9")
 
@@ -69,7 +78,12 @@ def test_access_log_combined_format(cli, tmp_path):
     before = datetime.now(timezone.utc).replace(microsecond=0)
     requests_made = [
         raw_request(srv.port, "GET", "/hello?q=1&x=%20y"),
-        raw_request(srv.port, "GET", "/hello", headers=[("Referer", "http://example.test/from"), ("User-Agent", "lifecycle-test/1.0")]),
+        raw_request(
+            srv.port,
+            "GET",
+            "/hello",
+            headers=[("Referer", "http://example.test/from"), ("User-Agent", "lifecycle-test/1.0")],
+        ),
         raw_request(srv.port, "GET", "/empty"),
         raw_request(srv.port, "GET", "/missing"),
         raw_request(srv.port, "GET", "/sleep?s=0.2"),
@@ -77,20 +91,26 @@ def test_access_log_combined_format(cli, tmp_path):
     after = datetime.now(timezone.utc)
     assert [r.status for r in requests_made] == [200, 200, 204, 404, 200]
     lines = wait_lines(log, 5)
-    assert len(lines) == 5, f"expected one line per request (5), got {len(lines)}:\n" + "\n".join(lines)
+    assert len(lines) == 5, f"expected one line per request (5), got {len(lines)}:\n" + "\n".join(
+        lines
+    )
     entries = []
     for line in lines:
         m = CLF_RE.match(line)
         assert m, f"not Combined Log Format + duration: {line!r}"
         entries.append(m.groupdict() | {"line": line})
     logged = by_target(entries, "target")
-    assert set(logged) == {"/hello?q=1&x=%20y", "/hello", "/empty", "/missing", "/sleep?s=0.2"}, list(logged)
+    assert set(logged) == {"/hello?q=1&x=%20y", "/hello", "/empty", "/missing", "/sleep?s=0.2"}, (
+        list(logged)
+    )
 
     for e in entries:
         assert e["remote"] == "127.0.0.1", e["line"]
         assert e["method"] == "GET" and e["protocol"] == "HTTP/1.1", e["line"]
         t = datetime.strptime(e["time"], "%d/%b/%Y:%H:%M:%S %z")
-        assert before.timestamp() - 2 <= t.timestamp() <= after.timestamp() + 2, f"time {e['time']} is not now: {e['line']}"
+        assert before.timestamp() - 2 <= t.timestamp() <= after.timestamp() + 2, (
+            f"time {e['time']} is not now: {e['line']}"
+        )
 
     q = logged["/hello?q=1&x=%20y"]
     assert (q["status"], q["bytes"], q["referer"], q["ua"]) == ("200", "6", "-", "-"), q["line"]
@@ -102,7 +122,9 @@ def test_access_log_combined_format(cli, tmp_path):
     n = logged["/missing"]
     assert (n["status"], n["bytes"]) == ("404", str(len(requests_made[3].body))), n["line"]
     s = logged["/sleep?s=0.2"]
-    assert 200_000 <= int(s["duration"]) < 10_000_000, f"a 0.2 s request logged {s['duration']} us: {s['line']}"
+    assert 200_000 <= int(s["duration"]) < 10_000_000, (
+        f"a 0.2 s request logged {s['duration']} us: {s['line']}"
+    )
     assert int(q["duration"]) < 200_000, f"a quick request logged {q['duration']} us: {q['line']}"
 
 
@@ -118,7 +140,12 @@ def test_access_log_from_several_workers_has_one_whole_line_per_request(cli, tmp
     def client(k):
         for i in range(per_thread):
             try:
-                r = raw_request(srv.port, "GET", f"/hello?t={k}&i={i}", headers=[("User-Agent", f"client-{k}-" + "x" * 200)])
+                r = raw_request(
+                    srv.port,
+                    "GET",
+                    f"/hello?t={k}&i={i}",
+                    headers=[("User-Agent", f"client-{k}-" + "x" * 200)],
+                )
                 if r.status != 200:
                     failures.append(r.status)
             except Exception as e:  # counted below
@@ -132,13 +159,16 @@ def test_access_log_from_several_workers_has_one_whole_line_per_request(cli, tmp
     assert not failures, failures[:5]
     old = raw_request(srv.port, "GET", "/hello?old", version="HTTP/1.0")
     assert old.status == 200
-    expected = {f"/hello?t={k}&i={i}" for k in range(threads) for i in range(per_thread)} | {"/hello?old"}
+    expected = {f"/hello?t={k}&i={i}" for k in range(threads) for i in range(per_thread)} | {
+        "/hello?old"
+    }
     lines = wait_lines(log, len(expected))
     bad = [line for line in lines if not CLF_RE.match(line)]
     assert not bad, f"{len(bad)} malformed lines, e.g. {bad[:3]}"
     targets = [CLF_RE.match(line).group("target") for line in lines]
     assert len(targets) == len(expected) and set(targets) == expected, (
-        f"{len(targets)} lines for {len(expected)} requests; missing {sorted(expected - set(targets))[:5]}"
+        f"{len(targets)} lines for {len(expected)} requests; "
+        f"missing {sorted(expected - set(targets))[:5]}"
     )
     [line10] = [line for line in lines if "/hello?old" in line]
     assert CLF_RE.match(line10).group("protocol") == "HTTP/1.0", line10
@@ -171,7 +201,12 @@ def test_access_log_json_format(cli, tmp_path):
     log = tmp_path / "access.jsonl"
     srv = cli(LIFECYCLE, "--access-log", str(log), "--access-log-format", "json")
     t0 = time.time()
-    r1 = raw_request(srv.port, "GET", "/hello?a=1", headers=[("User-Agent", 'agent "quoted"'), ("Referer", "http://r.test/"), XFF])
+    r1 = raw_request(
+        srv.port,
+        "GET",
+        "/hello?a=1",
+        headers=[("User-Agent", 'agent "quoted"'), ("Referer", "http://r.test/"), XFF],
+    )
     r2 = raw_request(srv.port, "GET", "/empty")
     r3 = raw_request(srv.port, "GET", "/sleep?s=0.1")
     assert (r1.status, r2.status, r3.status) == (200, 204, 200)
@@ -219,13 +254,19 @@ def test_access_log_is_off_by_default_and_dash_means_stdout(cli, tmp_path):
     lines = loud.stdout_text().splitlines()
     assert len(lines) == 3, lines
     assert all(CLF_RE.match(line) for line in lines), lines
-    assert sorted(CLF_RE.match(line).group("target") for line in lines) == ["/hello?n=0", "/hello?n=1", "/hello?n=2"]
+    assert sorted(CLF_RE.match(line).group("target") for line in lines) == [
+        "/hello?n=0",
+        "/hello?n=1",
+        "/hello?n=2",
+    ]
 
 
 # --- metrics over the CLI ------------------------------------------------------------------
 
 
-SAMPLE_RE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$")
+SAMPLE_RE = re.compile(
+    r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>[^}]*)\})? (?P<value>\S+)$"
+)
 
 
 def parse_metrics(text):
@@ -251,7 +292,9 @@ def parse_metrics(text):
         assert m, f"malformed sample line {line!r}"
         name = m.group("name")
         family = re.sub(r"_(bucket|sum|count)$", "", name) if name not in types else name
-        assert family == current, f"sample {line!r} is not under its family's TYPE line (current: {current})"
+        assert family == current, (
+            f"sample {line!r} is not under its family's TYPE line (current: {current})"
+        )
         labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group("labels") or ""))
         samples.append((name, labels, float(m.group("value"))))
     return samples, types
@@ -266,7 +309,11 @@ def fetch_metrics(url):
 
 
 def total(samples, name, **want):
-    return sum(v for n, labels, v in samples if n == name and all(labels.get(k) == w for k, w in want.items()))
+    return sum(
+        v
+        for n, labels, v in samples
+        if n == name and all(labels.get(k) == w for k, w in want.items())
+    )
 
 
 def test_metrics_endpoint_counts_requests_of_all_workers(cli, tmp_path):
@@ -277,7 +324,9 @@ def test_metrics_endpoint_counts_requests_of_all_workers(cli, tmp_path):
     equals its _count and its requests, and worker_rss_bytes > 1 MB;
     bartizan_workers is N; each TYPE line appears once."""
     srv = cli(LIFECYCLE, "--workers", "2", "--metrics", "127.0.0.1:0")
-    assert srv.metrics_url.endswith("/metrics") and urlsplit(srv.metrics_url).port != srv.port, srv.metrics_url
+    assert srv.metrics_url.endswith("/metrics") and urlsplit(srv.metrics_url).port != srv.port, (
+        srv.metrics_url
+    )
     workers = worker_pids(srv)
     assert len(workers) == 2, workers
     ok_count, missing_count = 30, 4
@@ -288,30 +337,55 @@ def test_metrics_endpoint_counts_requests_of_all_workers(cli, tmp_path):
 
     def counted():
         samples, _ = parse_metrics(fetch_metrics(srv.metrics_url))
-        return (total(samples, "bartizan_requests_total", status="200"), total(samples, "bartizan_requests_total", status="404"))
+        return (
+            total(samples, "bartizan_requests_total", status="200"),
+            total(samples, "bartizan_requests_total", status="404"),
+        )
 
     wait_for(lambda: counted() == (ok_count, missing_count), 4, interval=0.2)
     text = fetch_metrics(srv.metrics_url)
     samples, types = parse_metrics(text)
-    assert (total(samples, "bartizan_requests_total", status="200"), total(samples, "bartizan_requests_total", status="404")) == (
+    assert (
+        total(samples, "bartizan_requests_total", status="200"),
+        total(samples, "bartizan_requests_total", status="404"),
+    ) == (
         ok_count,
         missing_count,
     ), text
     assert types.get("bartizan_requests_total") == "counter", types
     assert types.get("bartizan_request_duration_seconds") == "histogram", types
-    for family in ("bartizan_requests_in_flight", "bartizan_queue_length", "bartizan_worker_rss_bytes", "bartizan_workers"):
+    for family in (
+        "bartizan_requests_in_flight",
+        "bartizan_queue_length",
+        "bartizan_worker_rss_bytes",
+        "bartizan_workers",
+    ):
         assert types.get(family) == "gauge", f"{family}: {types}"
 
     labelled = {labels.get("worker") for n, labels, _ in samples if n == "bartizan_requests_total"}
-    assert labelled <= {str(p) for p in workers}, f"worker labels {labelled} are not the workers {workers}"
+    assert labelled <= {str(p) for p in workers}, (
+        f"worker labels {labelled} are not the workers {workers}"
+    )
     for pid in map(str, workers):
-        for name in ("bartizan_requests_in_flight", "bartizan_queue_length", "bartizan_request_duration_seconds_count"):
-            assert any(n == name and labels.get("worker") == pid for n, labels, _ in samples), f"no {name} for worker {pid}:\n{text}"
+        for name in (
+            "bartizan_requests_in_flight",
+            "bartizan_queue_length",
+            "bartizan_request_duration_seconds_count",
+        ):
+            assert any(n == name and labels.get("worker") == pid for n, labels, _ in samples), (
+                f"no {name} for worker {pid}:\n{text}"
+            )
         inf = total(samples, "bartizan_request_duration_seconds_bucket", worker=pid, le="+Inf")
         count = total(samples, "bartizan_request_duration_seconds_count", worker=pid)
         answered = total(samples, "bartizan_requests_total", worker=pid)
-        assert inf == count == answered, f"worker {pid}: +Inf bucket {inf}, _count {count}, requests_total {answered}"
-        rss = [v for n, labels, v in samples if n == "bartizan_worker_rss_bytes" and labels.get("worker") == pid]
+        assert inf == count == answered, (
+            f"worker {pid}: +Inf bucket {inf}, _count {count}, requests_total {answered}"
+        )
+        rss = [
+            v
+            for n, labels, v in samples
+            if n == "bartizan_worker_rss_bytes" and labels.get("worker") == pid
+        ]
         assert len(rss) == 1 and rss[0] > 1_000_000, f"worker {pid} rss samples {rss}"
     assert total(samples, "bartizan_request_duration_seconds_count") == ok_count + missing_count
     assert [v for n, _, v in samples if n == "bartizan_workers"] == [2.0], text
@@ -323,7 +397,12 @@ def test_metrics_in_flight_gauge_follows_a_running_request(cli, tmp_path):
     srv = cli(LIFECYCLE, "--metrics", "127.0.0.1:0")
     go, started = tmp_path / "go", tmp_path / "started"
     t, out = in_thread(
-        lambda: raw_request(srv.port, "GET", f"/block?go={quote(str(go), safe='')}&started={quote(str(started), safe='')}", timeout=20)
+        lambda: raw_request(
+            srv.port,
+            "GET",
+            f"/block?go={quote(str(go), safe='')}&started={quote(str(started), safe='')}",
+            timeout=20,
+        )
     )
 
     def in_flight():
@@ -337,7 +416,9 @@ def test_metrics_in_flight_gauge_follows_a_running_request(cli, tmp_path):
         go.touch()
     t.join(10)
     assert out.get("value") is not None and out["value"].status == 200, out
-    assert wait_for(lambda: in_flight() == 0, 4, interval=0.2), f"in flight after the answer: {in_flight()}"
+    assert wait_for(lambda: in_flight() == 0, 4, interval=0.2), (
+        f"in flight after the answer: {in_flight()}"
+    )
 
 
 # --- metrics, embedded ----------------------------------------------------------------------------
@@ -349,7 +430,6 @@ def test_embedded_metrics_text_counts_and_gauges():
     histogram, and queue_length / in_flight for requests held by
     lock(hold=True); `labels` go on every sample."""
     import bartizan
-
 
     def app(environ, start_response):
         path = environ["PATH_INFO"]
@@ -367,7 +447,7 @@ def test_embedded_metrics_text_counts_and_gauges():
         s.lock()
         assert raw_request(s.port, "GET", "/ok").status == 503
         s.unlock()
-        samples, types = parse_metrics(s.metrics_text())
+        samples, _ = parse_metrics(s.metrics_text())
         assert total(samples, "bartizan_requests_total", status="200") == 3
         assert total(samples, "bartizan_requests_total", status="404") == 2
         assert total(samples, "bartizan_requests_total", status="503") == 1
@@ -377,7 +457,9 @@ def test_embedded_metrics_text_counts_and_gauges():
         assert total(samples, "bartizan_queue_length") == 0
 
         s.lock(hold=True)
-        held = [in_thread(lambda: raw_request(s.port, "GET", "/held", timeout=10)) for _ in range(2)]
+        held = [
+            in_thread(lambda: raw_request(s.port, "GET", "/held", timeout=10)) for _ in range(2)
+        ]
         try:
             assert wait_for(lambda: s.pending == 2, 5), s.pending
             samples, _ = parse_metrics(s.metrics_text())
@@ -388,7 +470,13 @@ def test_embedded_metrics_text_counts_and_gauges():
         for t, out in held:
             t.join(5)
             assert out.get("value") is not None and out["value"].status == 200, out
-        assert wait_for(lambda: total(parse_metrics(s.metrics_text())[0], "bartizan_requests_total", status="200") == 5, 3)
+        assert wait_for(
+            lambda: (
+                total(parse_metrics(s.metrics_text())[0], "bartizan_requests_total", status="200")
+                == 5
+            ),
+            3,
+        )
 
         labelled, _ = parse_metrics(s.metrics_text('worker="w1"'))
         assert labelled and all(labels.get("worker") == "w1" for _, labels, _ in labelled), labelled

@@ -81,7 +81,12 @@ def app(environ, start_response):
         deadline = time.monotonic() + 60
         while not os.path.exists(go) and time.monotonic() < deadline:
             time.sleep(0.02)
-        return _send(start_response, "200 OK", json.dumps({"released": os.path.exists(go)}).encode(), "application/json")
+        return _send(
+            start_response,
+            "200 OK",
+            json.dumps({"released": os.path.exists(go)}).encode(),
+            "application/json",
+        )
     if path == "/forever":
         _touch(q.get("started"))
         while True:
