@@ -393,6 +393,11 @@ impl Inner {
                     }
                 });
             if all_blocked && st.backlog_behind_running(usize::MAX) {
+                tracing::debug!(
+                    running = st.running.len(),
+                    queued = st.queue.len(),
+                    "every running request is blocked; admitting one more"
+                );
                 st.grants += 1;
                 if st.idle == 0 && st.threads < self.limits.max_threads {
                     Inner::spawn_worker(&self, &mut st);
