@@ -151,7 +151,8 @@ impl Server {
             },
             wrap,
         );
-        let statics = Statics::new(config.mounts.clone(), config.static_max_age);
+        let statics = Statics::new(config.mounts.clone(), config.static_max_age)
+            .map_err(ServerError::Runtime)?;
         let access_log = match &config.access_log {
             Some(c) => Some(Arc::new(AccessLog::open(c).map_err(ServerError::Runtime)?)),
             None => None,

@@ -81,15 +81,13 @@ pub struct Statics {
 }
 
 impl Statics {
-    pub fn new(mut mounts: Vec<Mount>, max_age: u32) -> Statics {
+    pub fn new(mut mounts: Vec<Mount>, max_age: u32) -> io::Result<Statics> {
         // Longest prefix first, so `/static/admin` wins over `/static`.
         mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
         let mounts = mounts
             .into_iter()
             .map(|m| {
-                let backend = RootedBackend {
-                    root: Arc::new(m.root.clone()),
-                };
+                let backend = RootedBackend::new(&m.root)?;
                 let dir = ServeDir::with_backend(&m.root, backend)
                     .append_index_html_on_directories(false)
                     .redirect_to_trailing_slash(false)
@@ -98,10 +96,10 @@ impl Statics {
                     // One range or the whole file: multipart answers are rarely wanted.
                     .ignore_multi_range_requests(true)
                     .with_buf_chunk_size(CHUNK);
-                (m, dir)
+                Ok((m, dir))
             })
-            .collect();
-        Statics { mounts, max_age }
+            .collect::<io::Result<_>>()?;
+        Ok(Statics { mounts, max_age })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -294,13 +292,85 @@ fn inside_root(root: &Path, path: &Path) -> Option<PathBuf> {
     real.starts_with(root).then_some(real)
 }
 
-/// The file-system backend for `ServeDir`: the same calls as plain `tokio::fs`, but nothing
-/// that resolves outside the root is ever opened or even stat'ed. Lookups run in place on
-/// the network thread: stat and open of a cached directory entry take microseconds, less than
-/// a hop to the blocking pool.
+/// The file-system backend for `ServeDir`. Nothing that resolves outside the root is ever
+/// opened or even stat'ed: on Linux every path is opened with `openat2(RESOLVE_BENEATH)`
+/// relative to the root directory, so the kernel itself refuses `..` and any symlink that
+/// leaves the root, in one system call; elsewhere the path is resolved and checked first.
+///
+/// File system calls run in place on the network thread rather than on tokio's blocking
+/// pool: on a served (cached) tree an open, a stat or a 64 KiB read takes microseconds,
+/// while each hop to the blocking pool costs two thread wake-ups. Measured with
+/// `bench/run static`; `sendfile` is not available through hyper's write path.
 #[derive(Clone, Debug)]
 pub struct RootedBackend {
     root: Arc<PathBuf>,
+    root_dir: Arc<std::fs::File>,
+}
+
+impl RootedBackend {
+    fn new(root: &Path) -> io::Result<RootedBackend> {
+        Ok(RootedBackend {
+            root: Arc::new(root.to_path_buf()),
+            root_dir: Arc::new(std::fs::File::open(root)?),
+        })
+    }
+
+    /// Opens `path` (under the root) for reading, or for a stat only (`O_PATH`).
+    fn open_beneath(&self, path: &Path, path_only: bool) -> io::Result<std::fs::File> {
+        let rel = path.strip_prefix(&*self.root).map_err(|_| not_found())?;
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::{AsRawFd, FromRawFd};
+            use std::os::unix::ffi::OsStrExt;
+            use std::sync::atomic::{AtomicBool, Ordering};
+            static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+            if !NO_OPENAT2.load(Ordering::Relaxed) {
+                let rel = if rel.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    rel
+                };
+                let c =
+                    std::ffi::CString::new(rel.as_os_str().as_bytes()).map_err(|_| not_found())?;
+                let flags = if path_only {
+                    libc::O_PATH
+                } else {
+                    libc::O_RDONLY
+                };
+                // SAFETY: open_how is plain data; zeroed is its documented default.
+                let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+                how.flags = (flags | libc::O_CLOEXEC) as u64;
+                how.resolve = libc::RESOLVE_BENEATH | libc::RESOLVE_NO_MAGICLINKS;
+                // SAFETY: the directory fd is open for the backend's lifetime, `c` is a valid
+                // C string and `how` a valid open_how of the size passed.
+                let fd = unsafe {
+                    libc::syscall(
+                        libc::SYS_openat2,
+                        self.root_dir.as_raw_fd(),
+                        c.as_ptr(),
+                        &how as *const libc::open_how,
+                        std::mem::size_of::<libc::open_how>(),
+                    )
+                };
+                if fd >= 0 {
+                    // SAFETY: the kernel just returned this descriptor to us alone.
+                    return Ok(unsafe { std::fs::File::from_raw_fd(fd as i32) });
+                }
+                let err = io::Error::last_os_error();
+                match err.raw_os_error() {
+                    // Older kernels (or a sandbox that filters it): resolve and check instead.
+                    Some(libc::ENOSYS) | Some(libc::EPERM) => {
+                        NO_OPENAT2.store(true, Ordering::Relaxed)
+                    }
+                    // Escapes the root (EXDEV) or loops (ELOOP): as good as not there.
+                    Some(libc::EXDEV) | Some(libc::ELOOP) => return Err(not_found()),
+                    _ => return Err(err),
+                }
+            }
+        }
+        let real = inside_root(&self.root, path).ok_or_else(not_found)?;
+        std::fs::File::open(real)
+    }
 }
 
 fn not_found() -> io::Error {
@@ -321,10 +391,10 @@ impl Metadata for FileMeta {
     }
 }
 
-/// A small file already in memory, or a large one read in chunks on the blocking pool.
+/// A small file already in memory, or a large one read chunk by chunk as the client takes it.
 pub enum RootedFile {
     Small(io::Cursor<Vec<u8>>, std::fs::Metadata),
-    Large(tokio::fs::File, std::fs::Metadata),
+    Large(std::fs::File, std::fs::Metadata),
 }
 
 impl AsyncRead for RootedFile {
@@ -335,7 +405,11 @@ impl AsyncRead for RootedFile {
     ) -> Poll<io::Result<()>> {
         match self.get_mut() {
             RootedFile::Small(c, _) => Pin::new(c).poll_read(cx, buf),
-            RootedFile::Large(f, _) => Pin::new(f).poll_read(cx, buf),
+            RootedFile::Large(f, _) => {
+                let n = io::Read::read(f, buf.initialize_unfilled())?;
+                buf.advance(n);
+                Poll::Ready(Ok(()))
+            }
         }
     }
 }
@@ -344,13 +418,13 @@ impl AsyncSeek for RootedFile {
     fn start_seek(self: Pin<&mut Self>, pos: io::SeekFrom) -> io::Result<()> {
         match self.get_mut() {
             RootedFile::Small(c, _) => Pin::new(c).start_seek(pos),
-            RootedFile::Large(f, _) => Pin::new(f).start_seek(pos),
+            RootedFile::Large(f, _) => io::Seek::seek(f, pos).map(drop),
         }
     }
     fn poll_complete(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<u64>> {
         match self.get_mut() {
             RootedFile::Small(c, _) => Pin::new(c).poll_complete(cx),
-            RootedFile::Large(f, _) => Pin::new(f).poll_complete(cx),
+            RootedFile::Large(f, _) => Poll::Ready(io::Seek::stream_position(f)),
         }
     }
 }
@@ -371,15 +445,14 @@ impl File for RootedFile {
 
 impl RootedBackend {
     fn open_now(&self, path: &Path) -> io::Result<RootedFile> {
-        let real = inside_root(&self.root, path).ok_or_else(not_found)?;
-        let file = std::fs::File::open(&real)?;
+        let file = self.open_beneath(path, false)?;
         let meta = file.metadata()?;
         if meta.is_file() && meta.len() <= SMALL_FILE {
             let mut data = Vec::with_capacity(meta.len() as usize);
             io::Read::read_to_end(&mut &file, &mut data)?;
             return Ok(RootedFile::Small(io::Cursor::new(data), meta));
         }
-        Ok(RootedFile::Large(tokio::fs::File::from_std(file), meta))
+        Ok(RootedFile::Large(file, meta))
     }
 }
 
@@ -394,9 +467,9 @@ impl Backend for RootedBackend {
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
-        let meta = inside_root(&self.root, &path)
-            .ok_or_else(not_found)
-            .and_then(std::fs::metadata)
+        let meta = self
+            .open_beneath(&path, true)
+            .and_then(|f| f.metadata())
             .map(FileMeta);
         std::future::ready(meta)
     }
