@@ -15,6 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
@@ -301,10 +302,42 @@ fn inside_root(root: &Path, path: &Path) -> Option<PathBuf> {
 /// pool: on a served (cached) tree an open, a stat or a 64 KiB read takes microseconds,
 /// while each hop to the blocking pool costs two thread wake-ups. Measured with
 /// `bench/run static`; `sendfile` is not available through hyper's write path.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct RootedBackend {
     root: Arc<PathBuf>,
     root_dir: Arc<std::fs::File>,
+    small: Arc<std::sync::Mutex<SmallFiles>>,
+}
+
+/// Contents of small files, so a request costs one stat instead of an open, a read and a
+/// close. An entry is used only when `metadata()` has just seen the file unchanged (same
+/// inode, size and mtime), and is only ever filled through `open_beneath`.
+#[derive(Default)]
+struct SmallFiles {
+    files: std::collections::HashMap<PathBuf, SmallFile>,
+    bytes: usize,
+}
+
+struct SmallFile {
+    meta: std::fs::Metadata,
+    data: Bytes,
+    /// When `metadata()` last found the file unchanged.
+    confirmed: std::time::Instant,
+}
+
+/// How long a confirmation from `metadata()` vouches for the cached bytes (the open that
+/// follows it within the same request).
+const CONFIRMED_FOR: Duration = Duration::from_millis(50);
+/// Bound on the cached bytes; past it the cache starts afresh.
+const SMALL_CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    a.ino() == b.ino()
+        && a.dev() == b.dev()
+        && a.len() == b.len()
+        && a.mtime() == b.mtime()
+        && a.mtime_nsec() == b.mtime_nsec()
 }
 
 impl RootedBackend {
@@ -312,6 +345,7 @@ impl RootedBackend {
         Ok(RootedBackend {
             root: Arc::new(root.to_path_buf()),
             root_dir: Arc::new(std::fs::File::open(root)?),
+            small: Arc::default(),
         })
     }
 
@@ -393,7 +427,7 @@ impl Metadata for FileMeta {
 
 /// A small file already in memory, or a large one read chunk by chunk as the client takes it.
 pub enum RootedFile {
-    Small(io::Cursor<Vec<u8>>, std::fs::Metadata),
+    Small(io::Cursor<Bytes>, std::fs::Metadata),
     Large(std::fs::File, std::fs::Metadata),
 }
 
@@ -445,14 +479,56 @@ impl File for RootedFile {
 
 impl RootedBackend {
     fn open_now(&self, path: &Path) -> io::Result<RootedFile> {
+        {
+            let cache = self.small.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(f) = cache.files.get(path)
+                && f.confirmed.elapsed() < CONFIRMED_FOR
+            {
+                return Ok(RootedFile::Small(
+                    io::Cursor::new(f.data.clone()),
+                    f.meta.clone(),
+                ));
+            }
+        }
         let file = self.open_beneath(path, false)?;
         let meta = file.metadata()?;
         if meta.is_file() && meta.len() <= SMALL_FILE {
             let mut data = Vec::with_capacity(meta.len() as usize);
             io::Read::read_to_end(&mut &file, &mut data)?;
+            let data = Bytes::from(data);
+            let mut cache = self.small.lock().unwrap_or_else(|e| e.into_inner());
+            if cache.bytes + data.len() > SMALL_CACHE_BYTES {
+                *cache = SmallFiles::default();
+            }
+            cache.bytes += data.len();
+            let entry = SmallFile {
+                meta: meta.clone(),
+                data: data.clone(),
+                confirmed: std::time::Instant::now(),
+            };
+            if let Some(old) = cache.files.insert(path.to_path_buf(), entry) {
+                cache.bytes -= old.data.len();
+            }
             return Ok(RootedFile::Small(io::Cursor::new(data), meta));
         }
         Ok(RootedFile::Large(file, meta))
+    }
+
+    /// A fresh stat; a cached copy of the same file is confirmed for the open that follows.
+    fn metadata_now(&self, path: &Path) -> io::Result<FileMeta> {
+        let meta = self.open_beneath(path, true)?.metadata()?;
+        let mut cache = self.small.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = cache.files.get_mut(path) {
+            if same_file(&f.meta, &meta) {
+                f.confirmed = std::time::Instant::now();
+            } else {
+                // Changed: the next open reads the file again.
+                let stale = f.data.len();
+                cache.files.remove(path);
+                cache.bytes -= stale;
+            }
+        }
+        Ok(FileMeta(meta))
     }
 }
 
@@ -467,11 +543,7 @@ impl Backend for RootedBackend {
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
-        let meta = self
-            .open_beneath(&path, true)
-            .and_then(|f| f.metadata())
-            .map(FileMeta);
-        std::future::ready(meta)
+        std::future::ready(self.metadata_now(&path))
     }
 }
 

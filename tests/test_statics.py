@@ -4,6 +4,7 @@ conditional and range requests, precompressed siblings, caching, the
 security of a private root (nothing outside it, no dotfiles, no listings),
 bounded memory for large files, and that Python never sees these requests."""
 
+import os
 import email.utils
 import socket
 import subprocess
@@ -146,6 +147,24 @@ def test_symlink_inside_root_is_served(srv):
     r = fetch(srv.port, "/static/alias.css")
     assert r.status == 200, r
     assert r.body == REAL_CSS
+
+
+def test_changed_file_is_served_fresh(srv, tree):
+    """Small files are kept in memory, but a file changed on disk (same size,
+    new content and mtime) is served with its new bytes and a new ETag on the
+    very next request: the copy is only used while a fresh stat vouches for it."""
+    path = tree.root / "changing.txt"
+    path.write_bytes(b"first version\n")
+    first = fetch(srv.port, "/static/changing.txt")
+    assert first.status == 200 and first.body == b"first version\n", first
+    again = fetch(srv.port, "/static/changing.txt")
+    assert again.body == b"first version\n", again
+    path.write_bytes(b"other version\n")
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    fresh = fetch(srv.port, "/static/changing.txt")
+    assert fresh.status == 200 and fresh.body == b"other version\n", fresh
+    assert fresh.header("etag") != first.header("etag")
 
 
 def test_longest_prefix_wins_and_media_mount(srv):
