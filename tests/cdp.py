@@ -45,7 +45,9 @@ class WebSocket:
         if " 101 " not in lines[0] + " ":
             raise WebSocketError(f"handshake refused: {lines[0]!r}")
         accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()
-        got = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        got = {
+            k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])
+        }
         if got.get("sec-websocket-accept") != accept:
             raise WebSocketError("bad Sec-WebSocket-Accept")
 
@@ -108,7 +110,9 @@ class WebSocket:
         mask = os.urandom(4)
         # XOR with the mask repeated to the payload's length, as one big integer.
         repeated = (mask * (n // 4 + 1))[:n]
-        masked = (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(n, "big")
+        masked = (int.from_bytes(payload, "big") ^ int.from_bytes(repeated, "big")).to_bytes(
+            n, "big"
+        )
         self.sock.sendall(header + mask + masked)
 
     def send_text(self, text):

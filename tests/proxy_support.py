@@ -91,7 +91,7 @@ def kill_now(proc):
     try:
         proc.proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
-        raise AssertionError(f"server {proc.pid} still alive 5 s after SIGKILL")
+        raise AssertionError(f"server {proc.pid} still alive 5 s after SIGKILL") from None
     LIVE.discard(proc)
 
 
@@ -141,10 +141,22 @@ def make_self_signed(directory):
     try:
         r = subprocess.run(
             [
-                openssl, "req", "-x509", "-newkey", "rsa:2048", "-nodes",
-                "-keyout", key, "-out", cert, "-days", "1",
-                "-subj", "/CN=localhost",
-                "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+                openssl,
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-keyout",
+                key,
+                "-out",
+                cert,
+                "-days",
+                "1",
+                "-subj",
+                "/CN=localhost",
+                "-addext",
+                "subjectAltName=DNS:localhost,IP:127.0.0.1",
             ],
             capture_output=True,
             timeout=60,
@@ -152,7 +164,9 @@ def make_self_signed(directory):
     except subprocess.TimeoutExpired:
         pytest.fail("openssl did not make a certificate within 60 s")
     if r.returncode != 0:
-        pytest.skip(f"openssl could not make a test certificate: {r.stderr.decode(errors='replace')[-300:]}")
+        pytest.skip(
+            f"openssl could not make a test certificate: {r.stderr.decode(errors='replace')[-300:]}"
+        )
     return cert, key
 
 
@@ -175,7 +189,7 @@ def ws_handshake(conn, path="/ws", host="localhost"):
             "\r\n"
         ).encode("latin-1")
     )
-    version, status, reason, headers, head = conn.read_head()
+    _version, status, _reason, headers, _head = conn.read_head()
     return status, dict((k.lower(), v) for k, v in headers), accept_value(key)
 
 

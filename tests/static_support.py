@@ -60,9 +60,12 @@ class StaticTree:
         first so that only a longest-prefix rule (not first-match) picks
         /static/special."""
         return [
-            "--static", f"/static={self.root}",
-            "--static", f"/static/special={self.special}",
-            "--static", f"/media={self.media}",
+            "--static",
+            f"/static={self.root}",
+            "--static",
+            f"/static/special={self.special}",
+            "--static",
+            f"/media={self.media}",
         ]
 
 
@@ -143,7 +146,7 @@ def fetch_raw(port, request_bytes, timeout=IO_TIMEOUT):
     head, sep, body = data.partition(b"\r\n\r\n")
     assert sep, f"no complete response head for {request_bytes[:200]!r}: {data[:300]!r}"
     lines = head.split(b"\r\n")
-    version, status, reason = (lines[0].decode("latin-1").split(" ", 2) + [""])[:3]
+    version, status, reason = ([*lines[0].decode("latin-1").split(" ", 2), ""])[:3]
     assert status.isdigit(), f"bad status line {lines[0]!r}"
     headers = []
     for line in lines[1:]:

@@ -96,8 +96,12 @@ class ServerProcess:
         self._stderr = []
         self._stdout = []
         self._threads = [
-            threading.Thread(target=_pump, args=(self.proc.stderr, self._stderr, self._cond), daemon=True),
-            threading.Thread(target=_pump, args=(self.proc.stdout, self._stdout, self._cond), daemon=True),
+            threading.Thread(
+                target=_pump, args=(self.proc.stderr, self._stderr, self._cond), daemon=True
+            ),
+            threading.Thread(
+                target=_pump, args=(self.proc.stdout, self._stdout, self._cond), daemon=True
+            ),
         ]
         for t in self._threads:
             t.start()
@@ -419,7 +423,12 @@ class RawConnection:
         lines = head[:-4].split(b"\r\n")
         status_line = lines[0].decode("latin-1")
         parts = status_line.split(" ", 2)
-        ok = len(parts) >= 2 and parts[0].startswith("HTTP/") and len(parts[1]) == 3 and parts[1].isdigit()
+        ok = (
+            len(parts) >= 2
+            and parts[0].startswith("HTTP/")
+            and len(parts[1]) == 3
+            and parts[1].isdigit()
+        )
         assert ok, f"malformed status line from server: {status_line!r}"
         version, status = parts[0], int(parts[1])
         reason = parts[2] if len(parts) > 2 else ""
@@ -470,7 +479,9 @@ class RawConnection:
         return resp
 
     def request(self, method, target, headers=(), body=b"", version="HTTP/1.1"):
-        self.send(build_request(method, target, headers, body, version, host=f"{self.host}:{self.port}"))
+        self.send(
+            build_request(method, target, headers, body, version, host=f"{self.host}:{self.port}")
+        )
         return self.read_response(method)
 
 
@@ -505,7 +516,16 @@ def chunked(*pieces, trailers=()):
     return out + b"\r\n"
 
 
-def raw_request(port, method, target, headers=(), body=b"", version="HTTP/1.1", host="127.0.0.1", timeout=IO_TIMEOUT):
+def raw_request(
+    port,
+    method,
+    target,
+    headers=(),
+    body=b"",
+    version="HTTP/1.1",
+    host="127.0.0.1",
+    timeout=IO_TIMEOUT,
+):
     """One request on a fresh connection."""
     with RawConnection(port, host=host, timeout=timeout) as c:
         return c.request(method, target, headers, body, version)

@@ -24,7 +24,12 @@ CHROMIUM = shutil.which("chromium")
 @pytest.fixture(scope="module")
 def demo(module_server, tmp_path_factory):
     base = tmp_path_factory.mktemp("browser-demo")
-    return module_server(env={"BARTIZAN_DEMO_DB": str(base / "demo.sqlite3"), "BARTIZAN_DEMO_MEDIA": str(base / "media")})
+    return module_server(
+        env={
+            "BARTIZAN_DEMO_DB": str(base / "demo.sqlite3"),
+            "BARTIZAN_DEMO_MEDIA": str(base / "media"),
+        }
+    )
 
 
 @pytest.fixture
@@ -32,7 +37,9 @@ def browser(tmp_path):
     """Headless Chromium in its own process group; yields a CDP connection to
     the browser target. The DevTools address is read from stderr."""
     if CHROMIUM is None:
-        pytest.skip("no `chromium` on PATH (install Debian's chromium package to run the browser test)")
+        pytest.skip(
+            "no `chromium` on PATH (install Debian's chromium package to run the browser test)"
+        )
     profile = tmp_path / "profile"
     profile.mkdir()
     proc = subprocess.Popen(
@@ -74,7 +81,9 @@ def browser(tmp_path):
     cdp = None
     try:
         found.wait(WAIT)
-        assert "url" in ws_url, "chromium did not report a DevTools address; stderr:\n" + "\n".join(lines[-30:])
+        assert "url" in ws_url, "chromium did not report a DevTools address; stderr:\n" + "\n".join(
+            lines[-30:]
+        )
         cdp = CDP(ws_url["url"], timeout=WAIT)
         yield cdp
     finally:
@@ -117,7 +126,9 @@ def test_demo_page_styled_and_scripted(demo, browser, tmp_path):
     # links no icon), so it is left out; every request the page made counts.
     favicon = demo.url + "/favicon.ico"
     events = [(m, p) for m, p, sid in cdp.events if sid == session]
-    sent = {p["requestId"]: p["request"]["url"] for m, p in events if m == "Network.requestWillBeSent"}
+    sent = {
+        p["requestId"]: p["request"]["url"] for m, p in events if m == "Network.requestWillBeSent"
+    }
     page_ids = {rid for rid, url in sent.items() if url != favicon}
     failed = [p for m, p in events if m == "Network.loadingFailed" and p["requestId"] in page_ids]
     responses = {
@@ -137,7 +148,9 @@ def test_demo_page_styled_and_scripted(demo, browser, tmp_path):
         assert mime in responses[url]["mimeType"], responses[url]
 
     def evaluate(expr):
-        res = cdp.call("Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=session)
+        res = cdp.call(
+            "Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=session
+        )
         assert "exceptionDetails" not in res, res
         return res["result"].get("value")
 
@@ -146,5 +159,7 @@ def test_demo_page_styled_and_scripted(demo, browser, tmp_path):
     path.write_bytes(base64.b64decode(shot["data"]))
     print(f"screenshot: {path} (page loaded in {time.monotonic() - t0:.2f}s)")
 
-    assert evaluate("getComputedStyle(document.getElementById('title')).color") == "rgb(178, 34, 34)"
+    assert (
+        evaluate("getComputedStyle(document.getElementById('title')).color") == "rgb(178, 34, 34)"
+    )
     assert evaluate("document.body.dataset.js") == "loaded"

@@ -36,7 +36,9 @@ def run_failing(server, *args):
     try:
         rc = proc.wait_exit(timeout=20)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"`bartizan {' '.join(args)}` did not exit within 20 s; stderr:\n{proc.stderr_text()}")
+        pytest.fail(
+            f"`bartizan {' '.join(args)}` did not exit within 20 s; stderr:\n{proc.stderr_text()}"
+        )
     return rc, proc.stderr_text()
 
 
@@ -47,7 +49,9 @@ IMPORT_ERRORS = [
 ]
 
 
-@pytest.mark.parametrize("target,needle", [c[1:] for c in IMPORT_ERRORS], ids=[c[0] for c in IMPORT_ERRORS])
+@pytest.mark.parametrize(
+    "target,needle", [c[1:] for c in IMPORT_ERRORS], ids=[c[0] for c in IMPORT_ERRORS]
+)
 def test_unloadable_app_is_a_user_error(server, target, needle):
     """A module that can't be imported or an attribute that doesn't exist is
     the user's mistake: one clear line naming it, exit code 2 (usage error),
@@ -67,7 +71,9 @@ BAD_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("args,needle", [c[1:] for c in BAD_OPTIONS], ids=[c[0] for c in BAD_OPTIONS])
+@pytest.mark.parametrize(
+    "args,needle", [c[1:] for c in BAD_OPTIONS], ids=[c[0] for c in BAD_OPTIONS]
+)
 def test_bad_option_is_a_user_error(server, args, needle):
     """A bad command-line option: exit code 2, a message naming the option,
     no traceback."""
@@ -185,7 +191,9 @@ def test_sigterm_lets_in_flight_request_finish(server, tmp_path):
     time.sleep(0.5)  # the request is now inside the app, waiting for `go`
     srv.signal(signal.SIGTERM)
     try:
-        assert wait_for(lambda: port_refuses(srv.port, timeout=0.5), 5), "still accepting connections after SIGTERM"
+        assert wait_for(lambda: port_refuses(srv.port, timeout=0.5), 5), (
+            "still accepting connections after SIGTERM"
+        )
         assert srv.proc.poll() is None, "exited without waiting for the in-flight request"
     finally:
         go.touch()
@@ -211,8 +219,12 @@ def test_serve_blocks_and_serves(tmp_path):
     )
     proc = ServerProcess([], module_args=("-c", code))
     try:
-        ok = wait_for(lambda: not port_refuses(port, timeout=0.5) or proc.proc.poll() is not None, 20)
-        assert ok and proc.proc.poll() is None, f"serve() did not start; stderr:\n{proc.stderr_text()}"
+        ok = wait_for(
+            lambda: not port_refuses(port, timeout=0.5) or proc.proc.poll() is not None, 20
+        )
+        assert ok and proc.proc.poll() is None, (
+            f"serve() did not start; stderr:\n{proc.stderr_text()}"
+        )
         r = requests.get(f"http://127.0.0.1:{port}/x", timeout=TIMEOUT)
         assert r.json()["environ"]["PATH_INFO"] == "/x"
         assert proc.proc.poll() is None, "serve() returned while it should block"
@@ -229,15 +241,21 @@ STATE = {"value": "initial"}
 
 def state_app(environ, start_response):
     """Reports a global of this (the test) module and the process id."""
-    body = json.dumps({"value": STATE["value"], "pid": os.getpid(), "path": environ["PATH_INFO"]}).encode()
-    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+    body = json.dumps(
+        {"value": STATE["value"], "pid": os.getpid(), "path": environ["PATH_INFO"]}
+    ).encode()
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+    )
     return [body]
 
 
 def named_app(name):
     def app(environ, start_response):
         body = name.encode()
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        )
         return [body]
 
     return app
@@ -312,14 +330,19 @@ def test_embedded_context_manager_stops_on_exception(bartizan):
 
 def test_two_embedded_servers_at_once(bartizan):
     """Two servers in one process, each with its own app and port."""
-    with bartizan.Server(named_app("one"), port=0) as a, bartizan.Server(named_app("two"), port=0) as b:
+    with (
+        bartizan.Server(named_app("one"), port=0) as a,
+        bartizan.Server(named_app("two"), port=0) as b,
+    ):
         assert a.port != b.port
         results = {}
 
         def fetch(name, port):
             results[name] = requests.get(f"http://127.0.0.1:{port}/", timeout=TIMEOUT).text
 
-        ts = [threading.Thread(target=fetch, args=(n, p)) for n, p in (("a", a.port), ("b", b.port))]
+        ts = [
+            threading.Thread(target=fetch, args=(n, p)) for n, p in (("a", a.port), ("b", b.port))
+        ]
         for t in ts:
             t.start()
         for t in ts:

@@ -5,7 +5,6 @@ Requests are written as raw bytes so the exact request line and headers are
 under the test's control; the echo app answers with the environ as JSON.
 """
 
-
 import pytest
 
 from tests.apps.echo import FIXED_BODY
@@ -39,7 +38,17 @@ class OneOf:
 
 
 class Case:
-    def __init__(self, id, method="GET", target="/", headers=(), body=b"", version="HTTP/1.1", expect=None, rule=""):
+    def __init__(
+        self,
+        id,
+        method="GET",
+        target="/",
+        headers=(),
+        body=b"",
+        version="HTTP/1.1",
+        expect=None,
+        rule="",
+    ):
         self.id = id
         self.method = method
         self.target = target
@@ -54,7 +63,13 @@ class Case:
 CASES = [
     Case(
         "simple-get",
-        expect={"REQUEST_METHOD": "GET", "SCRIPT_NAME": "", "PATH_INFO": "/", "QUERY_STRING": "", "SERVER_PROTOCOL": "HTTP/1.1"},
+        expect={
+            "REQUEST_METHOD": "GET",
+            "SCRIPT_NAME": "",
+            "PATH_INFO": "/",
+            "QUERY_STRING": "",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+        },
         rule="PEP 3333: SCRIPT_NAME is empty for an app at the server root; PATH_INFO is the rest of the path",
     ),
     Case(
@@ -112,12 +127,33 @@ CASES = [
         expect={"PATH_INFO": "/abs/p", "QUERY_STRING": "x=1"},
         rule="RFC 9112 3.2.2: a server MUST accept the absolute-form request target",
     ),
-    Case("method-post", method="POST", body=b"x", expect={"REQUEST_METHOD": "POST"}, rule="CGI 4.1.12: REQUEST_METHOD is the method"),
-    Case("method-put", method="PUT", body=b"x", expect={"REQUEST_METHOD": "PUT"}, rule="CGI 4.1.12"),
+    Case(
+        "method-post",
+        method="POST",
+        body=b"x",
+        expect={"REQUEST_METHOD": "POST"},
+        rule="CGI 4.1.12: REQUEST_METHOD is the method",
+    ),
+    Case(
+        "method-put", method="PUT", body=b"x", expect={"REQUEST_METHOD": "PUT"}, rule="CGI 4.1.12"
+    ),
     Case("method-delete", method="DELETE", expect={"REQUEST_METHOD": "DELETE"}, rule="CGI 4.1.12"),
-    Case("method-patch", method="PATCH", body=b"x", expect={"REQUEST_METHOD": "PATCH"}, rule="CGI 4.1.12"),
-    Case("method-options", method="OPTIONS", expect={"REQUEST_METHOD": "OPTIONS"}, rule="CGI 4.1.12"),
-    Case("method-extension", method="PROPFIND", expect={"REQUEST_METHOD": "PROPFIND"}, rule="CGI 4.1.12: methods are not limited to a fixed list"),
+    Case(
+        "method-patch",
+        method="PATCH",
+        body=b"x",
+        expect={"REQUEST_METHOD": "PATCH"},
+        rule="CGI 4.1.12",
+    ),
+    Case(
+        "method-options", method="OPTIONS", expect={"REQUEST_METHOD": "OPTIONS"}, rule="CGI 4.1.12"
+    ),
+    Case(
+        "method-extension",
+        method="PROPFIND",
+        expect={"REQUEST_METHOD": "PROPFIND"},
+        rule="CGI 4.1.12: methods are not limited to a fixed list",
+    ),
     Case(
         "header-names-mapped",
         headers=[("X-Custom-Header", "v1"), ("x-lower", "v2")],
@@ -170,25 +206,42 @@ CASES = [
     ),
     Case(
         "no-body",
-        expect={"CONTENT_TYPE": OneOf(ABSENT, ""), "CONTENT_LENGTH": OneOf(ABSENT, "", "0"), "body_len": 0},
+        expect={
+            "CONTENT_TYPE": OneOf(ABSENT, ""),
+            "CONTENT_LENGTH": OneOf(ABSENT, "", "0"),
+            "body_len": 0,
+        },
         rule="PEP 3333: CONTENT_TYPE/CONTENT_LENGTH may be empty or absent when there is no body",
     ),
     Case(
         "http-1.0",
         version="HTTP/1.0",
-        expect={"SERVER_PROTOCOL": "HTTP/1.0", "SERVER_NAME": "127.0.0.1", "SERVER_PORT": LISTEN_PORT, "HTTP_HOST": ABSENT},
+        expect={
+            "SERVER_PROTOCOL": "HTTP/1.0",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": LISTEN_PORT,
+            "HTTP_HOST": ABSENT,
+        },
         rule="CGI 4.1.16: SERVER_PROTOCOL is the request's version; without Host, name/port come from the listening address",
     ),
     Case(
         "host-with-port",
         headers=[("Host", "example.com:8080")],
-        expect={"SERVER_NAME": "example.com", "SERVER_PORT": "8080", "HTTP_HOST": "example.com:8080"},
+        expect={
+            "SERVER_NAME": "example.com",
+            "SERVER_PORT": "8080",
+            "HTTP_HOST": "example.com:8080",
+        },
         rule="PEP 3333 URL reconstruction: SERVER_NAME/PORT agree with the Host header",
     ),
     Case(
         "host-without-port",
         headers=[("Host", "example.com")],
-        expect={"SERVER_NAME": "example.com", "SERVER_PORT": OneOf("80", LISTEN_PORT), "HTTP_HOST": "example.com"},
+        expect={
+            "SERVER_NAME": "example.com",
+            "SERVER_PORT": OneOf("80", LISTEN_PORT),
+            "HTTP_HOST": "example.com",
+        },
         rule="SERVER_NAME from Host; with no port in Host, the scheme default or the real port",
     ),
     Case(
@@ -196,7 +249,11 @@ CASES = [
         method="POST",
         headers=[("Transfer-Encoding", "chunked")],
         body=chunked(b"hello ", b"chunked ", b"world"),
-        expect={"body": "hello chunked world", "CONTENT_LENGTH": OneOf(ABSENT, "", "19"), "HTTP_TRANSFER_ENCODING": OneOf(ABSENT, "chunked")},
+        expect={
+            "body": "hello chunked world",
+            "CONTENT_LENGTH": OneOf(ABSENT, "", "19"),
+            "HTTP_TRANSFER_ENCODING": OneOf(ABSENT, "chunked"),
+        },
         rule="RFC 9112 7.1: a chunked body is decoded; the app reads the payload only",
     ),
     Case(
@@ -257,7 +314,15 @@ def test_environ_case(echo, case):
 
 
 # PEP 3333 lists these as required; CONTENT_TYPE/CONTENT_LENGTH may be absent.
-REQUIRED_CGI = ["REQUEST_METHOD", "SCRIPT_NAME", "PATH_INFO", "QUERY_STRING", "SERVER_NAME", "SERVER_PORT", "SERVER_PROTOCOL"]
+REQUIRED_CGI = [
+    "REQUEST_METHOD",
+    "SCRIPT_NAME",
+    "PATH_INFO",
+    "QUERY_STRING",
+    "SERVER_NAME",
+    "SERVER_PORT",
+    "SERVER_PROTOCOL",
+]
 
 
 def test_required_keys_present_and_native_strings(echo):

@@ -92,7 +92,9 @@ def test_bad_header_is_500(srv, variant):
 ABORT_TRIES = 150
 
 
-@pytest.mark.parametrize("path", ["/abort-sized", "/abort-chunked"], ids=["content-length", "chunked"])
+@pytest.mark.parametrize(
+    "path", ["/abort-sized", "/abort-chunked"], ids=["content-length", "chunked"]
+)
 def test_error_after_body_started_aborts_connection(srv, path, tmp_path):
     """PEP 3333 'Error Handling': once headers were sent the status cannot
     change, so the server aborts the connection; the client must see an
@@ -115,7 +117,9 @@ def test_error_after_body_started_aborts_connection(srv, path, tmp_path):
         assert SECRET.encode() not in resp.body
         if resp.body != b"x" * 1000 + b"y" * 1000:
             problems.append(f"try {i}: {len(resp.body)} of the 2000 bytes yielded before the error")
-    assert not problems, f"{len(problems)} of {ABORT_TRIES} aborted responses lost yielded bytes: {problems[:5]}"
+    assert not problems, (
+        f"{len(problems)} of {ABORT_TRIES} aborted responses lost yielded bytes: {problems[:5]}"
+    )
     missing = [m.name for m in markers if read_marker_file(m, 5) != "closed"]
     assert not missing, f"close() not called after the iteration error: {missing[:5]}"
     assert_server_still_works(srv)
@@ -137,7 +141,9 @@ def test_exc_info_after_headers_sent_reraises(srv):
     resp = get(srv, "/exc-info-after-headers")
     assert resp.status == 200
     assert resp.body.startswith(b"partial body")
-    assert b"did not raise" not in resp.body, "start_response(exc_info) did not raise after headers were sent"
+    assert b"did not raise" not in resp.body, (
+        "start_response(exc_info) did not raise after headers were sent"
+    )
     assert resp.complete is False
     assert_server_still_works(srv)
 
@@ -182,7 +188,12 @@ def test_full_queue_gets_503_with_retry_after(server, tmp_path):
             threads.append(t)
             time.sleep(0.05)  # in order: the first one takes the only worker
         # While the worker is still blocked, the overflow must already be answered.
-        quick = wait_for(lambda: [r for r in results if r and not isinstance(r[0], Exception) and r[0].status == 503], 2.5)
+        quick = wait_for(
+            lambda: [
+                r for r in results if r and not isinstance(r[0], Exception) and r[0].status == 503
+            ],
+            2.5,
+        )
         assert quick, f"no 503 within 2.5 s while the pool was full: {results}"
     finally:
         go.touch()
@@ -194,11 +205,15 @@ def test_full_queue_gets_503_with_retry_after(server, tmp_path):
     statuses = [r[0].status for r in results]
     assert set(statuses) <= {200, 503}, statuses
     assert statuses.count(200) >= 1, statuses
-    assert statuses.count(503) >= n - 3, f"queue=1, threads=1: at most 2 should be admitted, got {statuses}"
+    assert statuses.count(503) >= n - 3, (
+        f"queue=1, threads=1: at most 2 should be admitted, got {statuses}"
+    )
     for resp, elapsed in results:
         if resp.status == 503:
             ra = resp.header("Retry-After")
-            assert ra is not None and ra.strip().isdigit(), f"503 without a valid Retry-After: {resp.headers}"
+            assert ra is not None and ra.strip().isdigit(), (
+                f"503 without a valid Retry-After: {resp.headers}"
+            )
             assert elapsed < 2.0, f"503 took {elapsed:.2f} s"
         else:
             assert resp.json() == {"released": True}
@@ -248,18 +263,68 @@ def test_validator_sees_no_violations(server, tmp_path):
 # on serving others. Where the framing can't be trusted, the connection is
 # closed after the answer.
 MALFORMED = [
-    ("garbage-request-line", b"HELLO\r\n\r\n", {400}, True, "RFC 9112 2.2: a message not matching the grammar SHOULD get 400, then close"),
-    ("bad-version", b"GET / HTTP/9.Z\r\nHost: h\r\n\r\n", {400, 505}, True, "RFC 9112 2.2/2.3: malformed HTTP-version SHOULD get 400 (or 505), then close"),
-    ("header-without-colon", b"GET /ok HTTP/1.1\r\nHost: h\r\nNoColonHere\r\n\r\n", {400}, True, "RFC 9112 2.2/5: a field line without ':' SHOULD get 400, then close"),
-    ("space-before-colon", b"GET /ok HTTP/1.1\r\nHost: h\r\nX-A : b\r\n\r\n", {400}, False, "RFC 9112 5.1: whitespace between name and colon MUST be rejected with 400"),
-    ("bad-content-length", b"POST /ok HTTP/1.1\r\nHost: h\r\nContent-Length: abc\r\n\r\n", {400}, True, "RFC 9112 6.3: invalid Content-Length: the server MUST respond 400 and then close"),
-    ("conflicting-content-lengths", b"POST /ok HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!", {400}, True, "RFC 9112 6.3: differing Content-Length values: the server MUST respond 400 and then close"),
-    ("missing-host", b"GET /ok HTTP/1.1\r\n\r\n", {400}, False, "RFC 9112 3.2: an HTTP/1.1 request without Host MUST get 400"),
-    ("huge-header", b"GET /ok HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n", {400, 413, 431}, False, "RFC 9110 15.5 / RFC 6585 5: oversized header fields get a 4xx (431), not a silent close"),
+    (
+        "garbage-request-line",
+        b"HELLO\r\n\r\n",
+        {400},
+        True,
+        "RFC 9112 2.2: a message not matching the grammar SHOULD get 400, then close",
+    ),
+    (
+        "bad-version",
+        b"GET / HTTP/9.Z\r\nHost: h\r\n\r\n",
+        {400, 505},
+        True,
+        "RFC 9112 2.2/2.3: malformed HTTP-version SHOULD get 400 (or 505), then close",
+    ),
+    (
+        "header-without-colon",
+        b"GET /ok HTTP/1.1\r\nHost: h\r\nNoColonHere\r\n\r\n",
+        {400},
+        True,
+        "RFC 9112 2.2/5: a field line without ':' SHOULD get 400, then close",
+    ),
+    (
+        "space-before-colon",
+        b"GET /ok HTTP/1.1\r\nHost: h\r\nX-A : b\r\n\r\n",
+        {400},
+        False,
+        "RFC 9112 5.1: whitespace between name and colon MUST be rejected with 400",
+    ),
+    (
+        "bad-content-length",
+        b"POST /ok HTTP/1.1\r\nHost: h\r\nContent-Length: abc\r\n\r\n",
+        {400},
+        True,
+        "RFC 9112 6.3: invalid Content-Length: the server MUST respond 400 and then close",
+    ),
+    (
+        "conflicting-content-lengths",
+        b"POST /ok HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!",
+        {400},
+        True,
+        "RFC 9112 6.3: differing Content-Length values: the server MUST respond 400 and then close",
+    ),
+    (
+        "missing-host",
+        b"GET /ok HTTP/1.1\r\n\r\n",
+        {400},
+        False,
+        "RFC 9112 3.2: an HTTP/1.1 request without Host MUST get 400",
+    ),
+    (
+        "huge-header",
+        b"GET /ok HTTP/1.1\r\nHost: h\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n",
+        {400, 413, 431},
+        False,
+        "RFC 9110 15.5 / RFC 6585 5: oversized header fields get a 4xx (431), not a silent close",
+    ),
 ]
 
 
-@pytest.mark.parametrize("raw,statuses,must_close,rule", [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED])
+@pytest.mark.parametrize(
+    "raw,statuses,must_close,rule", [m[1:] for m in MALFORMED], ids=[m[0] for m in MALFORMED]
+)
 def test_malformed_request_rejected(srv, raw, statuses, must_close, rule):
     with RawConnection(srv.port) as c:
         try:
@@ -292,7 +357,9 @@ def test_content_length_with_transfer_encoding_closes(srv):
         try:
             data = c.read_to_eof(5)
         except TimeoutError:
-            pytest.fail("connection kept open after a request with both Content-Length and Transfer-Encoding")
+            pytest.fail(
+                "connection kept open after a request with both Content-Length and Transfer-Encoding"
+            )
     statuses = re.findall(rb"^HTTP/1\.[01] (\d{3})", data, re.M)
     assert len(statuses) <= 1, f"the smuggled request was answered: {data!r}"
     assert all(s in (b"200", b"400") for s in statuses), data

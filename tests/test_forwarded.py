@@ -34,7 +34,9 @@ def default_trust(module_server):
 @pytest.fixture(scope="module")
 def cidr_trust(module_server):
     """Loopback plus a private IPv4 network and an IPv6 documentation prefix."""
-    return module_server(ECHO, "--threads", "4", "--trusted-proxies", "127.0.0.1,10.0.0.0/8,2001:db8::/32")
+    return module_server(
+        ECHO, "--threads", "4", "--trusted-proxies", "127.0.0.1,10.0.0.0/8,2001:db8::/32"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -69,59 +71,164 @@ def fetch(srv, headers=(), target="/", host=None):
 
 TRUSTED_CASES = [
     # (id, headers, expected environ entries, rule)
-    ("xff-single", [("X-Forwarded-For", "1.2.3.4")], {"REMOTE_ADDR": "1.2.3.4"},
-     "a trusted peer's X-Forwarded-For names the client"),
-    ("xff-rightmost-untrusted", [("X-Forwarded-For", "6.6.6.6, 1.2.3.4")], {"REMOTE_ADDR": "1.2.3.4"},
-     "the chain is read from the right: the rightmost untrusted entry is the client, earlier entries are the client's own claims"),
-    ("xff-skips-trusted-hops", [("X-Forwarded-For", "6.6.6.6, 1.2.3.4, 127.0.0.1, ::1")], {"REMOTE_ADDR": "1.2.3.4"},
-     "entries that are themselves trusted proxies are skipped"),
-    ("xff-all-trusted-leftmost", [("X-Forwarded-For", "::1, 127.0.0.1")], {"REMOTE_ADDR": "::1"},
-     "if every entry is trusted, the leftmost is used"),
-    ("xff-ipv6", [("X-Forwarded-For", "2001:db8::1")], {"REMOTE_ADDR": "2001:db8::1"},
-     "IPv6 entries are accepted"),
-    ("xff-ipv6-bracket-port", [("X-Forwarded-For", "[2001:db8::2]:443")], {"REMOTE_ADDR": "2001:db8::2"},
-     "an entry may be [v6]:port; REMOTE_ADDR is the bare address"),
-    ("xff-ipv4-port", [("X-Forwarded-For", "1.2.3.4:5678")], {"REMOTE_ADDR": "1.2.3.4"},
-     "an entry may be v4:port; REMOTE_ADDR is the bare address"),
-    ("xff-two-field-lines", [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "1.2.3.4")], {"REMOTE_ADDR": "1.2.3.4"},
-     "RFC 9110 5.3: repeated field lines form one comma-separated list, read from the right"),
-    ("proto-https", [("X-Forwarded-Proto", "https")], {"wsgi.url_scheme": "https", "HTTPS": "on"},
-     "X-Forwarded-Proto https sets wsgi.url_scheme and HTTPS=on"),
-    ("proto-rightmost", [("X-Forwarded-Proto", "http, https")], {"wsgi.url_scheme": "https"},
-     "X-Forwarded-Proto: the rightmost value is the one the trusted peer set"),
-    ("proto-http", [("X-Forwarded-Proto", "https, http")], {"wsgi.url_scheme": "http"},
-     "X-Forwarded-Proto: the rightmost value wins, also when it is http"),
-    ("xfh", [("X-Forwarded-Host", "shop.example")], {"HTTP_HOST": "shop.example", "SERVER_NAME": "shop.example"},
-     "X-Forwarded-Host replaces HTTP_HOST and SERVER_NAME"),
-    ("xfport", [("X-Forwarded-Host", "shop.example"), ("X-Forwarded-Port", "8443")], {"SERVER_PORT": "8443", "SERVER_NAME": "shop.example"},
-     "X-Forwarded-Port sets SERVER_PORT"),
-    ("fwd-for", [("Forwarded", "for=1.2.3.4")], {"REMOTE_ADDR": "1.2.3.4"},
-     "RFC 7239 for= names the client"),
-    ("fwd-ipv6-quoted-port", [("Forwarded", 'for="[2001:db8:cafe::17]:4711"')], {"REMOTE_ADDR": "2001:db8:cafe::17"},
-     "RFC 7239 6: a quoted, bracketed IPv6 node with a port"),
-    ("fwd-obfuscated-port", [("Forwarded", 'for="[2001:db8::1]:_p1"')], {"REMOTE_ADDR": "2001:db8::1"},
-     "RFC 7239 6.3: a node port may be obfuscated (_name); the address still counts"),
-    ("fwd-unknown", [("Forwarded", "for=unknown")], {"REMOTE_ADDR": "unknown"},
-     "RFC 7239 6.2: for=unknown gives REMOTE_ADDR 'unknown'"),
-    ("fwd-obfuscated", [("Forwarded", "for=_hidden")], {"REMOTE_ADDR": "_hidden"},
-     "RFC 7239 6.3: an obfuscated identifier is passed on as is"),
-    ("fwd-case-insensitive-names", [("Forwarded", "For=1.2.3.4;PROTO=https")], {"REMOTE_ADDR": "1.2.3.4", "wsgi.url_scheme": "https"},
-     "RFC 7239 4: parameter names are case-insensitive"),
-    ("fwd-rightmost-untrusted", [("Forwarded", "for=6.6.6.6, for=1.2.3.4, for=127.0.0.1")], {"REMOTE_ADDR": "1.2.3.4"},
-     "Forwarded elements are read from the right, skipping trusted hops"),
-    ("fwd-beats-xff",
-     [("X-Forwarded-For", "5.5.5.5"), ("X-Forwarded-Proto", "http"), ("X-Forwarded-Host", "xff.example"),
-      ("Forwarded", "for=1.2.3.4;proto=https;host=fwd.example")],
-     {"REMOTE_ADDR": "1.2.3.4", "wsgi.url_scheme": "https", "HTTP_HOST": "fwd.example", "SERVER_NAME": "fwd.example"},
-     "Forwarded takes precedence over X-Forwarded-* when both are present"),
-    ("fwd-same-element",
-     [("Forwarded", 'for=6.6.6.6;proto=http;host=evil.example, for=1.2.3.4;proto=https;host="good.example", for=127.0.0.1;proto=http;host=inner.example')],
-     {"REMOTE_ADDR": "1.2.3.4", "wsgi.url_scheme": "https", "HTTP_HOST": "good.example", "SERVER_NAME": "good.example"},
-     "Forwarded: proto and host come from the same element as the chosen client"),
+    (
+        "xff-single",
+        [("X-Forwarded-For", "1.2.3.4")],
+        {"REMOTE_ADDR": "1.2.3.4"},
+        "a trusted peer's X-Forwarded-For names the client",
+    ),
+    (
+        "xff-rightmost-untrusted",
+        [("X-Forwarded-For", "6.6.6.6, 1.2.3.4")],
+        {"REMOTE_ADDR": "1.2.3.4"},
+        "the chain is read from the right: the rightmost untrusted entry is the client, earlier entries are the client's own claims",
+    ),
+    (
+        "xff-skips-trusted-hops",
+        [("X-Forwarded-For", "6.6.6.6, 1.2.3.4, 127.0.0.1, ::1")],
+        {"REMOTE_ADDR": "1.2.3.4"},
+        "entries that are themselves trusted proxies are skipped",
+    ),
+    (
+        "xff-all-trusted-leftmost",
+        [("X-Forwarded-For", "::1, 127.0.0.1")],
+        {"REMOTE_ADDR": "::1"},
+        "if every entry is trusted, the leftmost is used",
+    ),
+    (
+        "xff-ipv6",
+        [("X-Forwarded-For", "2001:db8::1")],
+        {"REMOTE_ADDR": "2001:db8::1"},
+        "IPv6 entries are accepted",
+    ),
+    (
+        "xff-ipv6-bracket-port",
+        [("X-Forwarded-For", "[2001:db8::2]:443")],
+        {"REMOTE_ADDR": "2001:db8::2"},
+        "an entry may be [v6]:port; REMOTE_ADDR is the bare address",
+    ),
+    (
+        "xff-ipv4-port",
+        [("X-Forwarded-For", "1.2.3.4:5678")],
+        {"REMOTE_ADDR": "1.2.3.4"},
+        "an entry may be v4:port; REMOTE_ADDR is the bare address",
+    ),
+    (
+        "xff-two-field-lines",
+        [("X-Forwarded-For", "6.6.6.6"), ("X-Forwarded-For", "1.2.3.4")],
+        {"REMOTE_ADDR": "1.2.3.4"},
+        "RFC 9110 5.3: repeated field lines form one comma-separated list, read from the right",
+    ),
+    (
+        "proto-https",
+        [("X-Forwarded-Proto", "https")],
+        {"wsgi.url_scheme": "https", "HTTPS": "on"},
+        "X-Forwarded-Proto https sets wsgi.url_scheme and HTTPS=on",
+    ),
+    (
+        "proto-rightmost",
+        [("X-Forwarded-Proto", "http, https")],
+        {"wsgi.url_scheme": "https"},
+        "X-Forwarded-Proto: the rightmost value is the one the trusted peer set",
+    ),
+    (
+        "proto-http",
+        [("X-Forwarded-Proto", "https, http")],
+        {"wsgi.url_scheme": "http"},
+        "X-Forwarded-Proto: the rightmost value wins, also when it is http",
+    ),
+    (
+        "xfh",
+        [("X-Forwarded-Host", "shop.example")],
+        {"HTTP_HOST": "shop.example", "SERVER_NAME": "shop.example"},
+        "X-Forwarded-Host replaces HTTP_HOST and SERVER_NAME",
+    ),
+    (
+        "xfport",
+        [("X-Forwarded-Host", "shop.example"), ("X-Forwarded-Port", "8443")],
+        {"SERVER_PORT": "8443", "SERVER_NAME": "shop.example"},
+        "X-Forwarded-Port sets SERVER_PORT",
+    ),
+    (
+        "fwd-for",
+        [("Forwarded", "for=1.2.3.4")],
+        {"REMOTE_ADDR": "1.2.3.4"},
+        "RFC 7239 for= names the client",
+    ),
+    (
+        "fwd-ipv6-quoted-port",
+        [("Forwarded", 'for="[2001:db8:cafe::17]:4711"')],
+        {"REMOTE_ADDR": "2001:db8:cafe::17"},
+        "RFC 7239 6: a quoted, bracketed IPv6 node with a port",
+    ),
+    (
+        "fwd-obfuscated-port",
+        [("Forwarded", 'for="[2001:db8::1]:_p1"')],
+        {"REMOTE_ADDR": "2001:db8::1"},
+        "RFC 7239 6.3: a node port may be obfuscated (_name); the address still counts",
+    ),
+    (
+        "fwd-unknown",
+        [("Forwarded", "for=unknown")],
+        {"REMOTE_ADDR": "unknown"},
+        "RFC 7239 6.2: for=unknown gives REMOTE_ADDR 'unknown'",
+    ),
+    (
+        "fwd-obfuscated",
+        [("Forwarded", "for=_hidden")],
+        {"REMOTE_ADDR": "_hidden"},
+        "RFC 7239 6.3: an obfuscated identifier is passed on as is",
+    ),
+    (
+        "fwd-case-insensitive-names",
+        [("Forwarded", "For=1.2.3.4;PROTO=https")],
+        {"REMOTE_ADDR": "1.2.3.4", "wsgi.url_scheme": "https"},
+        "RFC 7239 4: parameter names are case-insensitive",
+    ),
+    (
+        "fwd-rightmost-untrusted",
+        [("Forwarded", "for=6.6.6.6, for=1.2.3.4, for=127.0.0.1")],
+        {"REMOTE_ADDR": "1.2.3.4"},
+        "Forwarded elements are read from the right, skipping trusted hops",
+    ),
+    (
+        "fwd-beats-xff",
+        [
+            ("X-Forwarded-For", "5.5.5.5"),
+            ("X-Forwarded-Proto", "http"),
+            ("X-Forwarded-Host", "xff.example"),
+            ("Forwarded", "for=1.2.3.4;proto=https;host=fwd.example"),
+        ],
+        {
+            "REMOTE_ADDR": "1.2.3.4",
+            "wsgi.url_scheme": "https",
+            "HTTP_HOST": "fwd.example",
+            "SERVER_NAME": "fwd.example",
+        },
+        "Forwarded takes precedence over X-Forwarded-* when both are present",
+    ),
+    (
+        "fwd-same-element",
+        [
+            (
+                "Forwarded",
+                'for=6.6.6.6;proto=http;host=evil.example, for=1.2.3.4;proto=https;host="good.example", for=127.0.0.1;proto=http;host=inner.example',
+            )
+        ],
+        {
+            "REMOTE_ADDR": "1.2.3.4",
+            "wsgi.url_scheme": "https",
+            "HTTP_HOST": "good.example",
+            "SERVER_NAME": "good.example",
+        },
+        "Forwarded: proto and host come from the same element as the chosen client",
+    ),
 ]
 
 
-@pytest.mark.parametrize("headers,expect,rule", [c[1:] for c in TRUSTED_CASES], ids=[c[0] for c in TRUSTED_CASES])
+@pytest.mark.parametrize(
+    "headers,expect,rule", [c[1:] for c in TRUSTED_CASES], ids=[c[0] for c in TRUSTED_CASES]
+)
 def test_trusted_peer(default_trust, headers, expect, rule):
     """From a trusted peer (127.0.0.1 with the default trust list) the
     forwarding headers are believed as the rule in each case says."""
@@ -138,7 +245,9 @@ def test_cidr_trust_list(cidr_trust):
     _, env = fetch(cidr_trust, [("X-Forwarded-For", "9.9.9.9, 2001:db8:1::5")])
     assert env["REMOTE_ADDR"] == "9.9.9.9", "2001:db8::/32 hops are trusted and skipped"
     _, env = fetch(cidr_trust, [("X-Forwarded-For", "9.9.9.9, 2001:db9::5")])
-    assert env["REMOTE_ADDR"] == "2001:db9::5", "2001:db9::5 is outside 2001:db8::/32: it is the client"
+    assert env["REMOTE_ADDR"] == "2001:db9::5", (
+        "2001:db9::5 is outside 2001:db8::/32: it is the client"
+    )
 
 
 def test_trust_everyone_uses_leftmost(trust_all):
@@ -158,8 +267,12 @@ ALL_FORWARDING = [
 ]
 
 
-@pytest.mark.parametrize("trust", ["10.0.0.0/8", "", "::1"], ids=["other-network", "nobody", "only-v6-loopback"])
-@pytest.mark.parametrize("with_rfc7239", [False, True], ids=["x-forwarded", "x-forwarded+forwarded"])
+@pytest.mark.parametrize(
+    "trust", ["10.0.0.0/8", "", "::1"], ids=["other-network", "nobody", "only-v6-loopback"]
+)
+@pytest.mark.parametrize(
+    "with_rfc7239", [False, True], ids=["x-forwarded", "x-forwarded+forwarded"]
+)
 def test_untrusted_peer_changes_nothing(untrusting, trust, with_rfc7239):
     """From a peer outside the trust list (127.0.0.1 when the list is
     10.0.0.0/8, empty, or only ::1), no forwarding header changes
@@ -187,11 +300,17 @@ def test_embedded_trusted_proxies(module_server):
     from tests.apps.echo import app
 
     results = {}
-    for name, trust in (("covers", ["127.0.0.0/8"]), ("other", ["10.0.0.0/8", "fd00::/8"]), ("empty", [])):
+    for name, trust in (
+        ("covers", ["127.0.0.0/8"]),
+        ("other", ["10.0.0.0/8", "fd00::/8"]),
+        ("empty", []),
+    ):
         s = bartizan.Server(app, port=0, threads=2, trusted_proxies=trust)
         s.start()
         try:
-            r = raw_request(s.port, "GET", "/", [("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-Proto", "https")])
+            r = raw_request(
+                s.port, "GET", "/", [("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-Proto", "https")]
+            )
             env = r.json()["environ"]
             results[name] = (env["REMOTE_ADDR"], env["wsgi.url_scheme"])
         finally:
@@ -212,7 +331,9 @@ def test_cli_bad_trusted_proxies_is_user_error(server):
     try:
         rc = proc.wait_exit(timeout=20)
     except subprocess.TimeoutExpired:
-        pytest.fail(f"server with a bad --trusted-proxies still running after 20 s; stderr:\n{proc.stderr_text()}")
+        pytest.fail(
+            f"server with a bad --trusted-proxies still running after 20 s; stderr:\n{proc.stderr_text()}"
+        )
     err = proc.stderr_text()
     assert rc == 2, err
     assert "not-an-address" in err and "Traceback" not in err, err
@@ -247,7 +368,7 @@ def test_malformed_values_are_ignored(default_trust, headers):
     the request is answered (never a 500) and REMOTE_ADDR, scheme, host and
     port stay those of the real connection."""
     host = f"127.0.0.1:{default_trust.port}"
-    r, env = fetch(default_trust, headers, host=host)
+    _r, env = fetch(default_trust, headers, host=host)
     assert env["REMOTE_ADDR"] == "127.0.0.1", headers
     assert env["wsgi.url_scheme"] == "http", headers
     assert env["HTTP_HOST"] == host, headers
@@ -260,7 +381,11 @@ def test_underscore_header_cannot_pose_as_forwarded(default_trust):
     proto and host variants."""
     _, env = fetch(
         default_trust,
-        [("X_Forwarded_For", "6.6.6.6"), ("X_Forwarded_Proto", "https"), ("X_Forwarded_Host", "evil.example")],
+        [
+            ("X_Forwarded_For", "6.6.6.6"),
+            ("X_Forwarded_Proto", "https"),
+            ("X_Forwarded_Host", "evil.example"),
+        ],
     )
     assert env["REMOTE_ADDR"] == "127.0.0.1"
     assert env["wsgi.url_scheme"] == "http"
@@ -278,7 +403,9 @@ def test_underscore_header_does_not_override_dashed_one(default_trust):
 
 # --- IPv6 peers -------------------------------------------------------------------
 
-needs_v6 = pytest.mark.skipif(not have_ipv6_loopback(), reason="no IPv6 loopback (::1) on this host")
+needs_v6 = pytest.mark.skipif(
+    not have_ipv6_loopback(), reason="no IPv6 loopback (::1) on this host"
+)
 
 
 def v6_fetch(srv, headers):
@@ -304,5 +431,12 @@ def test_ipv6_peer_not_in_list(server):
     """With --trusted-proxies 127.0.0.1 an IPv6 ::1 peer is not trusted:
     its forwarding headers change nothing."""
     srv = server(ECHO, "--bind", "[::1]:0", "--threads", "2", "--trusted-proxies", "127.0.0.1")
-    env = v6_fetch(srv, [("X-Forwarded-For", "1.2.3.4"), ("X-Forwarded-Proto", "https"), ("Forwarded", "for=1.2.3.4")])
+    env = v6_fetch(
+        srv,
+        [
+            ("X-Forwarded-For", "1.2.3.4"),
+            ("X-Forwarded-Proto", "https"),
+            ("Forwarded", "for=1.2.3.4"),
+        ],
+    )
     assert (env["REMOTE_ADDR"], env["wsgi.url_scheme"]) == ("::1", "http")

@@ -159,7 +159,14 @@ def test_hop_by_hop_headers_dropped(stack):
             ("X-Kept", "yes"),
         ],
     )
-    for key in ("HTTP_X_SECRET_HOP", "HTTP_KEEP_ALIVE", "HTTP_TE", "HTTP_TRAILER", "HTTP_UPGRADE", "HTTP_PROXY_CONNECTION"):
+    for key in (
+        "HTTP_X_SECRET_HOP",
+        "HTTP_KEEP_ALIVE",
+        "HTTP_TE",
+        "HTTP_TRAILER",
+        "HTTP_UPGRADE",
+        "HTTP_PROXY_CONNECTION",
+    ):
         assert key not in env, f"hop-by-hop {key} was forwarded: {env[key]!r}"
     assert "x-secret-hop" not in env.get("HTTP_CONNECTION", "").lower()
     assert env["HTTP_X_KEPT"] == "yes"
@@ -190,12 +197,16 @@ def test_forwarding_headers_appended(stack):
     assert env["HTTP_X_FORWARDED_HOST"] == host
     elements = forwarded_elements(env["HTTP_FORWARDED"])
     assert elements[0] == {"for": "10.1.1.1"}, env["HTTP_FORWARDED"]
-    assert elements[-1] == {"for": "127.0.0.1", "proto": "http", "host": host}, env["HTTP_FORWARDED"]
+    assert elements[-1] == {"for": "127.0.0.1", "proto": "http", "host": host}, env[
+        "HTTP_FORWARDED"
+    ]
     assert len(elements) == 2
 
     env = get_env(stack.raw_proxy, "/fwd", [("Host", host)])
     assert env["HTTP_X_FORWARDED_FOR"] == "127.0.0.1"
-    assert forwarded_elements(env["HTTP_FORWARDED"]) == [{"for": "127.0.0.1", "proto": "http", "host": host}]
+    assert forwarded_elements(env["HTTP_FORWARDED"]) == [
+        {"for": "127.0.0.1", "proto": "http", "host": host}
+    ]
 
 
 def test_client_cannot_claim_https_or_host(stack):
@@ -205,7 +216,11 @@ def test_client_cannot_claim_https_or_host(stack):
     env = get_env(
         stack.trusting_proxy,
         "/claim",
-        [("Host", "real.example"), ("X-Forwarded-Proto", "https"), ("X-Forwarded-Host", "evil.example")],
+        [
+            ("Host", "real.example"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "evil.example"),
+        ],
     )
     assert env["HTTP_X_FORWARDED_PROTO"] == "http"
     assert env["wsgi.url_scheme"] == "http"
@@ -233,7 +248,9 @@ def test_spoofed_client_address_end_to_end(stack):
         )
     assert r.status == 200, r
     env = r.json()["environ"]
-    assert env["REMOTE_ADDR"] == "127.0.0.2", f"spoofed client address believed: {env['HTTP_FORWARDED']!r}"
+    assert env["REMOTE_ADDR"] == "127.0.0.2", (
+        f"spoofed client address believed: {env['HTTP_FORWARDED']!r}"
+    )
     assert env["wsgi.url_scheme"] == "http"
     assert env["HTTP_HOST"] == "real.example"
 
@@ -260,9 +277,13 @@ def test_upload_10mb_streams(stack, framing):
     proxy = stack.raw_proxy
     with RawConnection(proxy.port, timeout=20) as c, RssSampler(proxy.pid) as rss:
         if framing == "chunked":
-            c.send(build_request("POST", "/upload?delay=1", [("Transfer-Encoding", "chunked")], host="proxy.test"))
+            c.send(
+                build_request(
+                    "POST", "/upload?delay=1", [("Transfer-Encoding", "chunked")], host="proxy.test"
+                )
+            )
             for i in range(0, len(body), 65536):
-                c.send(chunked(body[i:i + 65536])[:-5])  # one chunk, without the terminator
+                c.send(chunked(body[i : i + 65536])[:-5])  # one chunk, without the terminator
             c.send(b"0\r\n\r\n")
         else:
             c.send(build_request("POST", "/upload?delay=1", body=body, host="proxy.test"))
@@ -301,7 +322,9 @@ def test_response_streams_before_app_finishes(stack):
         first_at = time.monotonic() - t0
         rest = c.read_until(b"second\n")
         total = time.monotonic() - t0
-    assert first_at < 1.0, f"first piece only after {first_at:.2f} s: the proxy buffered the response"
+    assert first_at < 1.0, (
+        f"first piece only after {first_at:.2f} s: the proxy buffered the response"
+    )
     assert total >= 1.3 and b"second\n" in rest
 
 
@@ -464,7 +487,14 @@ def test_sent_body_is_not_replayed(server, tmp_path):
     a = start_app(server, 0, tag="a", env=env)
     b = start_app(server, 0, tag="b", env=env)
     proxy = start_proxy(server, [upstream_of(a), upstream_of(b)], "--upstream-wait", "5")
-    r = raw_request(proxy.port, "POST", "/record-crash", [("Content-Type", "text/plain")], b"payload-once", timeout=15)
+    r = raw_request(
+        proxy.port,
+        "POST",
+        "/record-crash",
+        [("Content-Type", "text/plain")],
+        b"payload-once",
+        timeout=15,
+    )
     assert r.status == 502, r
     time.sleep(0.5)  # a replay, if any, would be recorded by now
     lines = record.read_text(encoding="latin-1").splitlines()
@@ -480,7 +510,9 @@ def test_tls_front(server, stack, tmp_path):
     https://); the app behind it, trusting the proxy, sees wsgi.url_scheme
     https, HTTPS=on and X-Forwarded-Proto https."""
     cert, key = make_self_signed(str(tmp_path))
-    proxy = start_proxy(server, [upstream_of(stack.trusting_app)], "--certfile", cert, "--keyfile", key)
+    proxy = start_proxy(
+        server, [upstream_of(stack.trusting_app)], "--certfile", cert, "--keyfile", key
+    )
     assert proxy.url.startswith("https://127.0.0.1:"), proxy.start_line
     ctx = ssl.create_default_context(cafile=cert)
     conn = http.client.HTTPSConnection("127.0.0.1", proxy.port, context=ctx, timeout=10)
@@ -495,7 +527,9 @@ def test_tls_front(server, stack, tmp_path):
     assert env["wsgi.url_scheme"] == "https"
     assert env.get("HTTPS") == "on"
     assert env["HTTP_X_FORWARDED_PROTO"] == "https"
-    assert forwarded_elements(env["HTTP_FORWARDED"])[-1].get("proto") == "https", env["HTTP_FORWARDED"]
+    assert forwarded_elements(env["HTTP_FORWARDED"])[-1].get("proto") == "https", env[
+        "HTTP_FORWARDED"
+    ]
     assert env["RAW_URI"] == "/secure?x=1"
 
 
@@ -589,7 +623,9 @@ def test_proxy_static_without_upstream(server, tmp_path):
     root = tmp_path / "static"
     root.mkdir()
     (root / "a.css").write_bytes(b"body{}\n")
-    proxy = start_proxy(server, [f"127.0.0.1:{free_port()}"], "--upstream-wait", "5", "--static", f"/static={root}")
+    proxy = start_proxy(
+        server, [f"127.0.0.1:{free_port()}"], "--upstream-wait", "5", "--static", f"/static={root}"
+    )
     t0 = time.monotonic()
     r = raw_request(proxy.port, "GET", "/static/a.css")
     assert r.status == 200 and r.body == b"body{}\n", r

@@ -32,7 +32,9 @@ def srv(module_server):
 
 def get(srv, target, method="GET", version="HTTP/1.1", headers=()):
     with RawConnection(srv.port) as c:
-        c.send(build_request(method, target, headers, version=version, host=f"127.0.0.1:{srv.port}"))
+        c.send(
+            build_request(method, target, headers, version=version, host=f"127.0.0.1:{srv.port}")
+        )
         return c.read_response(method)
 
 
@@ -81,7 +83,7 @@ def test_generator_output_is_not_buffered(srv, tmp_path):
     go = tmp_path / "go"
     with RawConnection(srv.port, timeout=3) as c:
         c.send(build_request("GET", f"/stream?go={q(go)}", host="h"))
-        version, status, reason, headers, _ = c.read_head()
+        _version, status, _reason, headers, _ = c.read_head()
         assert status == 200
         c.read_until(b"first\n")  # times out (fails) if the server holds it back
         assert b"second" not in c.buf
@@ -232,7 +234,9 @@ def test_file_wrapper_serves_file_and_closes_it(srv, data_file, cl):
     resp = get(srv, f"/file?path={q(path)}&cl={cl}")
     assert resp.status == 200
     assert len(resp.body) == len(data) and resp.body == data
-    assert wait_for(lambda: not _server_has_open(srv.pid, path), 5), "served file still open in the server"
+    assert wait_for(lambda: not _server_has_open(srv.pid, path), 5), (
+        "served file still open in the server"
+    )
 
 
 def test_file_wrapper_starts_at_current_position(srv, data_file):
@@ -306,7 +310,9 @@ def test_short_body_closes_connection(srv):
         assert resp.complete is False, "a truncated response must not look complete"
         if resp.body != b"short":
             problems.append(f"try {i}: got body {resp.body!r}")
-    assert not problems, f"{len(problems)} of {tries} truncated responses lost the yielded bytes: {problems[:5]}"
+    assert not problems, (
+        f"{len(problems)} of {tries} truncated responses lost the yielded bytes: {problems[:5]}"
+    )
 
 
 def _next_request_or_announced_close(c, first, target):
@@ -351,7 +357,11 @@ def test_response_headers_on_the_wire(srv):
         c.send(build_request("GET", "/headers", host="h"))
         resp = c.read_response()
     assert resp.header_all("Set-Cookie") == ["a=1; Path=/", "b=2; Path=/"]
-    raw_values = [line.split(b":", 1)[1].strip() for line in resp.raw_head.split(b"\r\n")[1:] if line.lower().startswith(b"x-latin:")]
+    raw_values = [
+        line.split(b":", 1)[1].strip()
+        for line in resp.raw_head.split(b"\r\n")[1:]
+        if line.lower().startswith(b"x-latin:")
+    ]
     assert raw_values == [b"caf\xe9"], raw_values
 
 

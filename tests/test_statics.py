@@ -4,8 +4,8 @@ conditional and range requests, precompressed siblings, caching, the
 security of a private root (nothing outside it, no dotfiles, no listings),
 bounded memory for large files, and that Python never sees these requests."""
 
-import os
 import email.utils
+import os
 import socket
 import subprocess
 import time
@@ -48,7 +48,9 @@ def record_file(tmp_path_factory):
 @pytest.fixture(scope="module")
 def srv(module_server, tree, record_file):
     """The recording app with /static, /static/special and /media mounted."""
-    return module_server(RECORDER, *tree.static_args(), env={"BARTIZAN_TEST_RECORD": str(record_file)})
+    return module_server(
+        RECORDER, *tree.static_args(), env={"BARTIZAN_TEST_RECORD": str(record_file)}
+    )
 
 
 def app_calls(record_file):
@@ -128,12 +130,17 @@ def test_content_type_from_extension(srv, tree, name, expected):
     r = fetch(srv.port, f"/static/{name}")
     assert r.status == 200, r
     ct = (r.header("Content-Type") or "").lower().replace(" ", "")
-    assert ct in {e.replace(" ", "") for e in expected}, f"Content-Type {r.header('Content-Type')!r} for {name}"
+    assert ct in {e.replace(" ", "") for e in expected}, (
+        f"Content-Type {r.header('Content-Type')!r} for {name}"
+    )
     assert r.header("Content-Length") == str(len(tree.files[name]))
     assert r.body == tree.files[name]
 
 
-@pytest.mark.parametrize("target", ["/static/missing.css", "/static/sub/missing.txt", "/static/nodir/x.css", "/media/missing.png"])
+@pytest.mark.parametrize(
+    "target",
+    ["/static/missing.css", "/static/sub/missing.txt", "/static/nodir/x.css", "/media/missing.png"],
+)
 def test_missing_file_is_404(srv, target):
     """A path under a mount that names no file answers 404 (not an error
     status of another kind, and not the app)."""
@@ -189,7 +196,10 @@ def test_cache_control(srv):
     assert r.status == 200, r
     assert r.header("Cache-Control") == "public, max-age=3600"
     # 11 hex digits is not a content hash.
-    assert fetch(srv.port, "/static/app.3f2a1b4c5d6.css").header("Cache-Control") == "public, max-age=3600"
+    assert (
+        fetch(srv.port, "/static/app.3f2a1b4c5d6.css").header("Cache-Control")
+        == "public, max-age=3600"
+    )
 
 
 def test_static_max_age_option(server, tree):
@@ -197,7 +207,10 @@ def test_static_max_age_option(server, tree):
     keep their year."""
     s = server(RECORDER, "--static", f"/static={tree.root}", "--static-max-age", "123")
     assert fetch(s.port, "/static/real.css").header("Cache-Control") == "public, max-age=123"
-    assert fetch(s.port, "/static/app.3f2a1b4c5d6e.css").header("Cache-Control") == "public, max-age=31536000, immutable"
+    assert (
+        fetch(s.port, "/static/app.3f2a1b4c5d6e.css").header("Cache-Control")
+        == "public, max-age=31536000, immutable"
+    )
 
 
 # --- directories -----------------------------------------------------------------
@@ -279,7 +292,11 @@ def test_if_none_match_other_tag_gives_200(srv):
     _, lm = current_etag(srv)
     r = fetch(srv.port, "/static/real.css", headers=[("If-None-Match", '"not-the-tag"')])
     assert r.status == 200 and r.body == REAL_CSS, r
-    r = fetch(srv.port, "/static/real.css", headers=[("If-None-Match", '"not-the-tag"'), ("If-Modified-Since", lm)])
+    r = fetch(
+        srv.port,
+        "/static/real.css",
+        headers=[("If-None-Match", '"not-the-tag"'), ("If-Modified-Since", lm)],
+    )
     assert r.status == 200 and r.body == REAL_CSS, r
 
 
@@ -292,7 +309,11 @@ def test_if_modified_since(srv):
     later = http_date(email.utils.parsedate_to_datetime(lm).timestamp() + 3600)
     r = fetch(srv.port, "/static/real.css", headers=[("If-Modified-Since", later)])
     assert r.status == 304 and r.body == b"", r
-    r = fetch(srv.port, "/static/real.css", headers=[("If-Modified-Since", "Mon, 01 Jan 1990 00:00:00 GMT")])
+    r = fetch(
+        srv.port,
+        "/static/real.css",
+        headers=[("If-Modified-Since", "Mon, 01 Jan 1990 00:00:00 GMT")],
+    )
     assert r.status == 200 and r.body == REAL_CSS, r
 
 
@@ -341,7 +362,9 @@ def test_if_range(srv, make, status):
     ignored and the whole file is sent (200)."""
     tag, _ = current_etag(srv, "/static/range.txt")
     if_range = make(tag)
-    r = fetch(srv.port, "/static/range.txt", headers=[("Range", "bytes=0-9"), ("If-Range", if_range)])
+    r = fetch(
+        srv.port, "/static/range.txt", headers=[("Range", "bytes=0-9"), ("If-Range", if_range)]
+    )
     assert r.status == status, f"Range: bytes=0-9, If-Range: {if_range} -> {r.status}"
     assert r.body == (RANGE_TXT[:10] if status == 206 else RANGE_TXT)
 
@@ -402,11 +425,17 @@ HOSTILE = [
     "/media/../secret.txt",
 ]
 
-ABSOLUTE_FORM = b"GET http://x/static/../secret.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+ABSOLUTE_FORM = (
+    b"GET http://x/static/../secret.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+)
 
 
 def hostile_request(target):
-    return b"GET " + target.encode("latin-1") + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    return (
+        b"GET "
+        + target.encode("latin-1")
+        + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )
 
 
 def assert_refused(port, request_bytes):
@@ -457,7 +486,9 @@ def test_large_file_streams_with_bounded_memory(srv):
     with socket.create_connection(("127.0.0.1", srv.port), timeout=TIMEOUT) as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
         with RssSampler(srv.pid) as rss:
-            s.sendall(b"GET /static/big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+            s.sendall(
+                b"GET /static/big.bin HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            )
             head = b""
             while b"\r\n\r\n" not in head:
                 chunk = s.recv(65536)
@@ -469,7 +500,9 @@ def test_large_file_streams_with_bounded_memory(srv):
             assert zeros.startswith(first)
             received = len(first)
             while True:
-                assert time.monotonic() < deadline, f"only {received} of {BIG_SIZE} bytes after 60 s"
+                assert time.monotonic() < deadline, (
+                    f"only {received} of {BIG_SIZE} bytes after 60 s"
+                )
                 n = s.recv_into(view)
                 if n == 0:
                     break
@@ -550,7 +583,9 @@ def demo(module_server, tmp_path_factory):
     media = base / "media"
     media.mkdir()
     (media / "upload.txt").write_bytes(b"an uploaded file\n")
-    return module_server(env={"BARTIZAN_DEMO_DB": str(base / "demo.sqlite3"), "BARTIZAN_DEMO_MEDIA": str(media)})
+    return module_server(
+        env={"BARTIZAN_DEMO_DB": str(base / "demo.sqlite3"), "BARTIZAN_DEMO_MEDIA": str(media)}
+    )
 
 
 def test_django_static_and_media_mounted(demo):
@@ -573,7 +608,13 @@ def test_django_static_and_media_mounted(demo):
 def test_no_django_static_leaves_paths_to_django(server, tmp_path):
     """`--no-django-static` mounts nothing: /static/demo/site.css goes to
     Django, which answers its own 404 page."""
-    s = server("--no-django-static", env={"BARTIZAN_DEMO_DB": str(tmp_path / "demo.sqlite3"), "BARTIZAN_DEMO_MEDIA": str(tmp_path / "media")})
+    s = server(
+        "--no-django-static",
+        env={
+            "BARTIZAN_DEMO_DB": str(tmp_path / "demo.sqlite3"),
+            "BARTIZAN_DEMO_MEDIA": str(tmp_path / "media"),
+        },
+    )
     r = requests.get(s.url + "/static/demo/site.css", timeout=TIMEOUT)
     assert r.status_code == 404
     assert "Page not found" in r.text

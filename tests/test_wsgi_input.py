@@ -3,6 +3,7 @@ readline(), readlines(), iteration, for Content-Length and chunked request
 bodies; streaming of large uploads; `Expect: 100-continue`."""
 
 import hashlib
+import itertools
 import threading
 import time
 
@@ -28,7 +29,7 @@ def post(srv, path, body, framing="length", extra_headers=(), timeout=5):
         headers, payload = list(extra_headers), body
     else:
         cuts = [0, 5, 17, 18, len(body)] if len(body) > 18 else [0, len(body)]
-        pieces = [body[a:b] for a, b in zip(cuts, cuts[1:])]
+        pieces = [body[a:b] for a, b in itertools.pairwise(cuts)]
         headers = [("Transfer-Encoding", "chunked"), *extra_headers]
         payload = chunked(*pieces)
     with RawConnection(srv.port, timeout=timeout) as c:
@@ -110,7 +111,11 @@ def test_chunked_with_trailers_and_extensions(srv):
     the last chunk; the app sees only the payload."""
     payload = b"5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"
     with RawConnection(srv.port) as c:
-        c.send(build_request("POST", "/read-all", [("Transfer-Encoding", "chunked")], payload, host="h"))
+        c.send(
+            build_request(
+                "POST", "/read-all", [("Transfer-Encoding", "chunked")], payload, host="h"
+            )
+        )
         resp = c.read_response()
     assert resp.status == 200, resp
     assert resp.json()["body"] == "hello world"
@@ -154,7 +159,11 @@ def _upload(port, framing, result):
     try:
         with RawConnection(port, timeout=30) as c:
             if framing == "length":
-                c.send(build_request("POST", "/hash", [("Content-Length", str(n_blocks * len(BLOCK)))], host="h"))
+                c.send(
+                    build_request(
+                        "POST", "/hash", [("Content-Length", str(n_blocks * len(BLOCK)))], host="h"
+                    )
+                )
                 for _ in range(n_blocks):
                     c.send(BLOCK)
             else:
@@ -190,7 +199,9 @@ def test_large_upload_is_streamed(srv, framing):
     assert data["bytes"] == UPLOAD_MB * 1024 * 1024
     assert data["sha256"] == expected.hexdigest()
     assert data["biggest_piece"] <= 65536
-    assert rss.growth_mb < 40, f"server RSS grew by {rss.growth_mb:.1f} MB during a {UPLOAD_MB} MiB upload"
+    assert rss.growth_mb < 40, (
+        f"server RSS grew by {rss.growth_mb:.1f} MB during a {UPLOAD_MB} MiB upload"
+    )
 
 
 # --- Expect: 100-continue ---------------------------------------------------
@@ -202,9 +213,16 @@ def test_expect_100_continue_sent_before_body(srv):
     body; the server sends it when the app reads wsgi.input."""
     body = b"payload-after-continue" * 100
     with RawConnection(srv.port) as c:
-        c.send(build_request("POST", "/hash", [("Expect", "100-continue"), ("Content-Length", str(len(body)))], host="h"))
+        c.send(
+            build_request(
+                "POST",
+                "/hash",
+                [("Expect", "100-continue"), ("Content-Length", str(len(body)))],
+                host="h",
+            )
+        )
         # No body yet: the only way forward is the interim response.
-        version, status, reason, headers, raw = c.read_head()
+        _version, _status, _reason, _headers, raw = c.read_head()
         assert raw.startswith(b"HTTP/1.1 100 Continue\r\n"), raw
         c.send(body)
         resp = c.read_response()
@@ -219,7 +237,14 @@ def test_expect_100_continue_app_that_ignores_body(srv):
     100 when it does not need the body; it must not wait forever for a body
     the client is holding back."""
     with RawConnection(srv.port) as c:
-        c.send(build_request("POST", "/noread", [("Expect", "100-continue"), ("Content-Length", "1000")], host="h"))
+        c.send(
+            build_request(
+                "POST",
+                "/noread",
+                [("Expect", "100-continue"), ("Content-Length", "1000")],
+                host="h",
+            )
+        )
         resp = c.read_response()
         while 100 <= resp.status < 200:
             resp = c.read_response()
@@ -233,7 +258,11 @@ def test_expect_100_continue_ignored_for_http10(srv):
     client)."""
     body = b"ten bytes!"
     with RawConnection(srv.port) as c:
-        c.send(build_request("POST", "/read-all", [("Expect", "100-continue")], body, version="HTTP/1.0"))
+        c.send(
+            build_request(
+                "POST", "/read-all", [("Expect", "100-continue")], body, version="HTTP/1.0"
+            )
+        )
         resp = c.read_response()
     assert resp.status == 200, f"expected the final response first, got {resp.status}"
     assert resp.json()["body"] == body.decode()
@@ -260,7 +289,15 @@ def test_bad_chunk_size_does_not_hang(srv):
     read fails or ends, the client gets an error response or a closed
     connection, and nothing waits forever."""
     with RawConnection(srv.port) as c:
-        c.send(build_request("POST", "/read-all", [("Transfer-Encoding", "chunked")], b"zz\r\nhello\r\n0\r\n\r\n", host="h"))
+        c.send(
+            build_request(
+                "POST",
+                "/read-all",
+                [("Transfer-Encoding", "chunked")],
+                b"zz\r\nhello\r\n0\r\n\r\n",
+                host="h",
+            )
+        )
         try:
             resp = c.read_response()
         except ConnectionClosed:

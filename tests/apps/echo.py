@@ -23,7 +23,9 @@ def describe_wsgi(environ):
         "run_once": environ.get("wsgi.run_once"),
         "has_input": "wsgi.input" in environ,
         "has_errors": "wsgi.errors" in environ,
-        "input_methods": sorted(m for m in ("read", "readline", "readlines", "__iter__") if hasattr(inp, m)),
+        "input_methods": sorted(
+            m for m in ("read", "readline", "readlines", "__iter__") if hasattr(inp, m)
+        ),
         "errors_methods": sorted(m for m in ("write", "writelines", "flush") if hasattr(err, m)),
         "file_wrapper_callable": callable(environ.get("wsgi.file_wrapper")),
     }
@@ -42,7 +44,14 @@ def read_body(environ):
 def app(environ, start_response):
     path = environ.get("PATH_INFO", "")
     if path == "/fixed":
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(FIXED_BODY))), ("X-Fixed", "yes")])
+        start_response(
+            "200 OK",
+            [
+                ("Content-Type", "text/plain"),
+                ("Content-Length", str(len(FIXED_BODY))),
+                ("X-Fixed", "yes"),
+            ],
+        )
         return [FIXED_BODY]
     if path == "/fixed-stream":
         # No Content-Length: the server must frame it itself (chunked or close).
@@ -60,5 +69,7 @@ def app(environ, start_response):
         "body_sha256": hashlib.sha256(body).hexdigest(),
     }
     out = json.dumps(data).encode("utf-8")
-    start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
+    start_response(
+        "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(out)))]
+    )
     return [out]

@@ -54,8 +54,7 @@ class RaisingIterable:
         self.marker = marker
 
     def __iter__(self):
-        for chunk in self.good:
-            yield chunk
+        yield from self.good
         raise RuntimeError(f"failure while iterating {SECRET}")
 
     def close(self):
@@ -98,12 +97,16 @@ def app(environ, start_response):
         return [b"should not be sent"]
 
     if path.startswith("/bad-header/"):
-        start_response("200 OK", [("Content-Type", "text/plain")] + BAD_HEADERS[path.rsplit("/", 1)[1]])
+        start_response(
+            "200 OK", [("Content-Type", "text/plain")] + BAD_HEADERS[path.rsplit("/", 1)[1]]
+        )
         return [b"should not be sent"]
 
     if path == "/abort-sized":
         # Headers and part of a 1 MB body, then an exception.
-        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", "1000000")])
+        start_response(
+            "200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", "1000000")]
+        )
         return RaisingIterable([b"x" * 1000, b"y" * 1000], q.get("marker"))
 
     if path == "/abort-chunked":
@@ -118,7 +121,9 @@ def app(environ, start_response):
             try:
                 raise ValueError(f"late failure {SECRET}")
             except ValueError:
-                start_response("500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info())
+                start_response(
+                    "500 Internal Server Error", [("Content-Type", "text/plain")], sys.exc_info()
+                )
             yield b"start_response did not raise"
 
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -131,7 +136,9 @@ def app(environ, start_response):
         while not os.path.exists(go) and time.monotonic() < deadline:
             time.sleep(0.01)
         body = json.dumps({"released": os.path.exists(go)}).encode()
-        start_response("200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK", [("Content-Type", "application/json"), ("Content-Length", str(len(body)))]
+        )
         return [body]
 
     start_response("404 Not Found", [("Content-Type", "text/plain")])

@@ -10,7 +10,9 @@ def create():
 
     def app(environ, start_response):
         body = f"made by factory (factory calls: {made_at_call}, total: {CALLS})".encode()
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        )
         return [body]
 
     return app

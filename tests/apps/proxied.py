@@ -45,7 +45,9 @@ def download_bytes(n):
 
 def _json(start_response, data, status="200 OK"):
     out = json.dumps(data).encode("utf-8")
-    start_response(status, [("Content-Type", "application/json"), ("Content-Length", str(len(out)))])
+    start_response(
+        status, [("Content-Type", "application/json"), ("Content-Length", str(len(out)))]
+    )
     return [out]
 
 
@@ -75,14 +77,24 @@ def app(environ, start_response):
                 break
             total += len(piece)
             h.update(piece)
-        return _json(start_response, {"bytes": total, "sha256": h.hexdigest(), "content_length": environ.get("CONTENT_LENGTH")})
+        return _json(
+            start_response,
+            {
+                "bytes": total,
+                "sha256": h.hexdigest(),
+                "content_length": environ.get("CONTENT_LENGTH"),
+            },
+        )
 
     if path == "/download":
         n = int(qs["n"][0])
-        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(n))])
+        start_response(
+            "200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(n))]
+        )
         return _download(n)
 
     if path == "/slow-stream":
+
         def gen():
             yield b"first\n"
             time.sleep(1.5)

@@ -12,5 +12,8 @@ def app(environ, start_response):
         with open(record, "a", encoding="utf-8") as f:
             f.write(f"{environ.get('REQUEST_METHOD')} {path}\n")
     body = f"app saw {path}".encode()
-    start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("X-From-App", "yes")])
+    start_response(
+        "200 OK",
+        [("Content-Type", "text/plain"), ("Content-Length", str(len(body))), ("X-From-App", "yes")],
+    )
     return [body]

@@ -164,7 +164,11 @@ def app(environ, start_response):
         try:
             raise ValueError("problem found after start_response")
         except ValueError:
-            start_response("503 Service Unavailable", [("Content-Type", "text/plain"), ("X-Second", "1")], sys.exc_info())
+            start_response(
+                "503 Service Unavailable",
+                [("Content-Type", "text/plain"), ("X-Second", "1")],
+                sys.exc_info(),
+            )
         return [b"replaced"]
 
     if path == "/start-twice-no-exc-info":
@@ -194,7 +198,9 @@ def app(environ, start_response):
     if path == "/sleep":
         time.sleep(float(q.get("t", "0")))
         body = path.encode() + b"?" + environ["QUERY_STRING"].encode()
-        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK", [("Content-Type", "text/plain"), ("Content-Length", str(len(body)))]
+        )
         return [body]
 
     if path == "/status":

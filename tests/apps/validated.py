@@ -53,7 +53,7 @@ sys.unraisablehook = _unraisable
 def inner(environ, start_response):
     path = environ["PATH_INFO"]
     method = environ["REQUEST_METHOD"]
-    environ["wsgi.errors"].write("validated app: %s %s\n" % (method, path))
+    environ["wsgi.errors"].write(f"validated app: {method} {path}\n")
     environ["wsgi.errors"].flush()
 
     if path == "/echo":
@@ -61,10 +61,14 @@ def inner(environ, start_response):
         first = environ["wsgi.input"].readline()
         rest = environ["wsgi.input"].read(length - len(first)) if length > len(first) else b""
         body = first + rest
-        start_response("200 OK", [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))])
+        start_response(
+            "200 OK",
+            [("Content-Type", "application/octet-stream"), ("Content-Length", str(len(body)))],
+        )
         return [body]
 
     if path == "/gen":
+
         def gen():
             for i in range(5):
                 yield b"chunk %d\n" % i
@@ -94,8 +98,7 @@ class _Recording:
 
     def __iter__(self):
         try:
-            for chunk in self.it:
-                yield chunk
+            yield from self.it
         except Exception:
             record("iteration", traceback.format_exc())
             raise

@@ -134,7 +134,10 @@ class WsEchoServer:
             )
             if not ok:
                 body = b"not a websocket handshake\n"
-                conn.sendall(b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+                conn.sendall(
+                    b"HTTP/1.1 400 Bad Request\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                    % (len(body), body)
+                )
                 return
             conn.sendall(
                 (
@@ -147,7 +150,7 @@ class WsEchoServer:
             )
             reader = FrameReader(conn, rest)
             while True:
-                fin, opcode, masked, payload = reader.read()
+                _fin, opcode, masked, payload = reader.read()
                 if not masked:
                     return  # RFC 6455 5.1: a server must close on an unmasked client frame
                 if opcode in (0x1, 0x2):
