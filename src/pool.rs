@@ -12,7 +12,7 @@
 //! The queue is bounded: a job that does not fit is refused at once so the caller can answer
 //! 503 instead of letting the client hang.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -34,6 +34,8 @@ pub enum SubmitError {
 
 /// How often the admission watcher looks at the running threads' CPU clocks.
 const TICK: Duration = Duration::from_millis(1);
+/// Ticks in a row a job must be seen blocked before another may start beside it.
+const STALL_TICKS: u32 = 8;
 /// Where a thread has no readable CPU clock, a job running this long is taken as blocked.
 const BLIND_STALL: Duration = Duration::from_millis(10);
 /// An idle thread above `min_threads` exits after this long without work.
@@ -374,8 +376,9 @@ impl Inner {
         st.threads -= 1;
     }
 
-    /// Grants one more admission each time every running job is seen blocked for a tick.
+    /// Grants one more admission each time every running job has been blocked for a while.
     fn watch_loop(self: Arc<Self>) {
+        let mut streaks: HashMap<(usize, Instant), (Option<Duration>, u32)> = HashMap::new();
         let mut st = self.lock();
         loop {
             while !st.stopping && !st.backlog_behind_running(self.limits.max_threads) {
@@ -395,28 +398,31 @@ impl Inner {
                     continue;
                 }
             }
-            let before: Vec<(usize, Option<Duration>, Instant)> = st
-                .running
-                .iter()
-                .map(|r| (r.worker, r.probe.and_then(|p| p.cpu()), r.started))
-                .collect();
+            // Sample every running job; a job counts as blocked once it has slept without
+            // using the CPU for STALL_TICKS ticks in a row. A thread waiting for the GIL
+            // gets it back within the interpreter's switch interval (5 ms), so it never
+            // builds such a streak: only real waits (I/O, sleeps, locks) do.
+            for r in &st.running {
+                let key = (r.worker, r.started);
+                let cpu = r.probe.and_then(|p| p.cpu());
+                let entry = streaks.entry(key).or_insert((cpu, 0));
+                let stalled = match (entry.0, cpu) {
+                    (Some(a), Some(b)) => {
+                        b.saturating_sub(a) < TICK / 2 && r.probe.is_some_and(|p| p.sleeping())
+                    }
+                    _ => r.started.elapsed() >= BLIND_STALL,
+                };
+                *entry = (cpu, if stalled { entry.1 + 1 } else { 0 });
+            }
+            streaks.retain(|k, _| st.running.iter().any(|r| (r.worker, r.started) == *k));
             drop(st);
             thread::sleep(TICK);
             st = self.lock();
-            let all_blocked = !before.is_empty()
-                && before.iter().all(|(worker, cpu0, started)| {
-                    match st.running.iter().find(|r| r.worker == *worker) {
-                        // Finished during the tick: it was working, not blocked, and
-                        // the queue moves on without help.
-                        None => false,
-                        Some(r) => match (cpu0, r.probe.and_then(|p| p.cpu())) {
-                            (Some(a), Some(b)) => {
-                                b.saturating_sub(*a) < TICK / 2
-                                    && r.probe.is_some_and(|p| p.sleeping())
-                            }
-                            _ => started.elapsed() >= BLIND_STALL,
-                        },
-                    }
+            let all_blocked = !st.running.is_empty()
+                && st.running.iter().all(|r| {
+                    streaks
+                        .get(&(r.worker, r.started))
+                        .is_some_and(|(_, n)| *n >= STALL_TICKS)
                 });
             if all_blocked && st.backlog_behind_running(usize::MAX) {
                 tracing::debug!(
@@ -425,10 +431,12 @@ impl Inner {
                     "every running request is blocked; admitting one more"
                 );
                 st.grants += 1;
-                if st.idle == 0 && st.threads < self.limits.max_threads {
+                streaks.clear();
+                if st.idle > 0 {
+                    self.work.notify_one();
+                } else if st.spinning == 0 && st.threads < self.limits.max_threads {
                     Inner::spawn_worker(&self, &mut st);
                 }
-                self.work.notify_one();
             }
         }
     }

@@ -182,7 +182,14 @@ fn call_app(
     let result = app.app.bind(py).call1((environ, start_response))?;
     let sent = send_body(py, &result, state);
     // PEP 3333: close() is called however the iteration ended, client gone included.
-    let closed = match result.getattr_opt(intern!(py, "close")) {
+    // Lists and tuples have no close(); asking would raise and swallow an AttributeError.
+    let plain = result.is_exact_instance_of::<PyList>() || result.is_exact_instance_of::<PyTuple>();
+    let close = if plain {
+        Ok(None)
+    } else {
+        result.getattr_opt(intern!(py, "close"))
+    };
+    let closed = match close {
         Ok(Some(close)) => close.call0().map(drop),
         Ok(None) => Ok(()),
         Err(e) => Err(e),
