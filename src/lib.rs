@@ -12,6 +12,7 @@ pub mod pool;
 pub mod proxy;
 pub mod router;
 pub mod server;
+pub mod static_cache;
 pub mod statics;
 pub mod tls;
 pub mod wsgi;

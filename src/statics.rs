@@ -18,8 +18,11 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{CACHE_CONTROL, CONTENT_TYPE, ETAG, IF_RANGE, LAST_MODIFIED, RANGE};
-use http::{HeaderMap, HeaderValue, Request, Response, StatusCode, Uri};
+use http::header::{
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_RANGE, LAST_MODIFIED,
+    RANGE,
+};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 
 type EmptyBody = Empty<Bytes>;
@@ -31,6 +34,7 @@ use tower_http::services::fs::{
 
 use crate::body::{BodyError, ResponseBody};
 use crate::errors;
+use crate::static_cache::{self, FileStamp, Key, ResponseCache};
 
 /// One URL prefix served from one directory.
 #[derive(Debug, Clone)]
@@ -77,8 +81,13 @@ const CHUNK: usize = 64 * 1024;
 
 /// Serves every static mount. Cheap to share: one per server.
 pub struct Statics {
-    mounts: Vec<(Mount, ServeDir<DefaultServeDirFallback, RootedBackend>)>,
+    mounts: Vec<(
+        Mount,
+        ServeDir<DefaultServeDirFallback, RootedBackend>,
+        RootedBackend,
+    )>,
     max_age: u32,
+    cache: ResponseCache,
 }
 
 impl Statics {
@@ -89,7 +98,7 @@ impl Statics {
             .into_iter()
             .map(|m| {
                 let backend = RootedBackend::new(&m.root)?;
-                let dir = ServeDir::with_backend(&m.root, backend)
+                let dir = ServeDir::with_backend(&m.root, backend.clone())
                     .append_index_html_on_directories(false)
                     .redirect_to_trailing_slash(false)
                     .precompressed_br()
@@ -97,10 +106,14 @@ impl Statics {
                     // One range or the whole file: multipart answers are rarely wanted.
                     .ignore_multi_range_requests(true)
                     .with_buf_chunk_size(CHUNK);
-                Ok((m, dir))
+                Ok((m, dir, backend))
             })
             .collect::<io::Result<_>>()?;
-        Ok(Statics { mounts, max_age })
+        Ok(Statics {
+            mounts,
+            max_age,
+            cache: ResponseCache::default(),
+        })
     }
 
     pub fn is_empty(&self) -> bool {
@@ -111,7 +124,7 @@ impl Statics {
     fn find<'a>(&self, path: &'a str) -> Option<(usize, &'a str)> {
         self.mounts
             .iter()
-            .position(|(m, _)| {
+            .position(|(m, _, _)| {
                 path.strip_prefix(m.prefix.as_str())
                     .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
             })
@@ -133,7 +146,18 @@ impl Statics {
             return Err(req);
         };
         let rest = rest.to_string();
-        let (mount, dir) = &self.mounts[i];
+        let (mount, dir, backend) = &self.mounts[i];
+        let memo_key = static_cache::plain_request(req.method(), req.headers()).then(|| Key {
+            mount: i,
+            path: rest.clone(),
+            accept_encoding: req.headers().get(ACCEPT_ENCODING).cloned(),
+        });
+        if let Some(key) = &memo_key
+            && let Some(res) = self.cache.get(key, |p| backend.stamp(p))
+        {
+            return Ok(res);
+        }
+        let is_get = req.method() == Method::GET;
         let Some(relative) = safe_relative(&rest) else {
             return Ok(errors::plain(StatusCode::NOT_FOUND));
         };
@@ -199,6 +223,30 @@ impl Statics {
             if let Some(ct) = parts.headers.get(CONTENT_TYPE).and_then(with_charset) {
                 parts.headers.insert(CONTENT_TYPE, ct);
             }
+        }
+        let small = parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+            .is_some_and(|n| n <= static_cache::MAX_BODY);
+        if let Some(key) = memo_key
+            && is_get
+            && status == StatusCode::OK
+            && small
+            && let Some(served) = static_cache::served_file(&relative, &parts.headers)
+        {
+            let bytes = match body.collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(e) => {
+                    tracing::warn!("static file {relative}: {e}");
+                    return Ok(errors::plain(StatusCode::INTERNAL_SERVER_ERROR));
+                }
+            };
+            if let Some(stamp) = backend.stamp(&served) {
+                self.cache
+                    .put(key, status, &parts.headers, bytes.clone(), served, stamp);
+            }
+            return Ok(Response::from_parts(parts, ResponseBody::full(bytes)));
         }
         let body = body
             .map_err(|e| BodyError(format!("reading static file: {e}")))
@@ -347,6 +395,11 @@ impl RootedBackend {
             root_dir: Arc::new(std::fs::File::open(root)?),
             small: Arc::default(),
         })
+    }
+
+    /// The version stamp of a file under the root, for checking a remembered answer.
+    fn stamp(&self, rel: &Path) -> Option<FileStamp> {
+        FileStamp::of(&std::fs::metadata(self.root.join(rel)).ok()?)
     }
 
     /// Opens `path` (under the root) for reading, or for a stat only (`O_PATH`).
