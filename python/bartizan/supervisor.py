@@ -94,6 +94,7 @@ class Supervisor:
         self.workers: list[Worker] = []
         self.signals: list[int] = []
         self.backoff = BACKOFF_START
+        self.respawn_at = 0.0
         self.metrics_dir = tempfile.mkdtemp(prefix="bartizan-metrics-")
 
     # -- workers ----------------------------------------------------------------------------
@@ -155,6 +156,8 @@ class Supervisor:
                 w.proc.send_signal(signal.SIGUSR1)
 
     def reap(self) -> None:
+        """Notes workers that died, and starts replacements when their backoff allows."""
+        now = time.monotonic()
         for w in list(self.workers):
             code = w.proc.poll()
             if code is None:
@@ -162,18 +165,26 @@ class Supervisor:
             self.workers.remove(w)
             if w.retiring:
                 continue
-            lived = time.monotonic() - w.started
-            if lived > BACKOFF_RESET_AFTER:
+            if now - w.started > BACKOFF_RESET_AFTER:
                 self.backoff = BACKOFF_START
+            self.respawn_at = now + self.backoff
             log(f"worker {w.pid} exited with code {code}; starting another in {self.backoff:.1f} s")
-            self.sleep_handling_signals(self.backoff)
             self.backoff = min(self.backoff * 2, BACKOFF_MAX)
-            if self.stopping():
-                return
-            replacement = self.start_generation_of(1)
-            if isinstance(replacement, list):
-                self.workers.extend(replacement)
-                log(f"worker {replacement[0].pid} started")
+        missing = self.count - sum(1 for w in self.workers if not w.retiring)
+        if missing <= 0 or now < self.respawn_at or self.stopping():
+            return
+        replacement = self.start_generation_of(1)
+        if isinstance(replacement, list):
+            self.workers.extend(replacement)
+            log(f"worker {replacement[0].pid} started")
+        else:
+            # The app no longer starts (say, a broken deploy): keep trying, ever slower.
+            log(
+                f"a new worker did not start (exit code {replacement});"
+                f" trying again in {self.backoff:.1f} s"
+            )
+            self.respawn_at = time.monotonic() + self.backoff
+            self.backoff = min(self.backoff * 2, BACKOFF_MAX)
 
     def start_generation_of(self, n: int) -> list[Worker] | int:
         saved, self.count = self.count, n
@@ -222,11 +233,6 @@ class Supervisor:
 
     def stopping(self) -> bool:
         return any(s in (signal.SIGTERM, signal.SIGINT) for s in self.signals)
-
-    def sleep_handling_signals(self, seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while time.monotonic() < end and not self.stopping():
-            time.sleep(0.05)
 
     # -- metrics ----------------------------------------------------------------------------
     def metrics_text(self) -> str:
