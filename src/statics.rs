@@ -1,14 +1,16 @@
 //! Private static and media roots, served from Rust without touching Python.
 //!
 //! tower-http's `ServeDir` does the HTTP work (ETag and Last-Modified, `If-None-Match`,
-//! `If-Modified-Since`, `Range`/`If-Range`, precompressed `.br`/`.gz` siblings, streaming).
-//! This module adds what a private root needs on top of it:
+//! `If-Modified-Since`, `Range`, precompressed `.br`/`.gz` siblings, streaming). This module
+//! adds what a private root needs on top of it:
 //! - hostile paths are refused before any file is looked at (`..`, encoded slashes and
 //!   backslashes, NUL, dotfiles, empty segments), all as 404;
-//! - every file `ServeDir` opens, precompressed siblings included, is resolved with symlinks
-//!   followed and must still lie inside the root ([`RootedBackend`]);
+//! - every file `ServeDir` opens, precompressed siblings included, is opened so that it must
+//!   lie inside the root, symlinks followed ([`RootedBackend`]);
 //! - a directory answers 403 and is never listed;
-//! - `Cache-Control` (a year and `immutable` for content-hashed names) and a charset on text.
+//! - `Cache-Control` (a year and `immutable` for content-hashed names) and a charset on text;
+//! - `If-Range`, which `ServeDir` lacks;
+//! - answers to plain requests for small files remembered (see `static_cache`).
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -24,8 +26,6 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
-
-type EmptyBody = Empty<Bytes>;
 use tokio::io::{AsyncRead, AsyncSeek, ReadBuf};
 use tower_http::services::ServeDir;
 use tower_http::services::fs::{
@@ -35,6 +35,8 @@ use tower_http::services::fs::{
 use crate::body::{BodyError, ResponseBody};
 use crate::errors;
 use crate::static_cache::{self, FileStamp, Key, ResponseCache};
+
+type EmptyBody = Empty<Bytes>;
 
 /// One URL prefix served from one directory.
 #[derive(Debug, Clone)]
