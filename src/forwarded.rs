@@ -8,8 +8,15 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::HeaderMap;
+use http::header::FORWARDED;
+use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
+
+// Named once: looking a header up by a string would parse the name on every request.
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// The list of peers whose forwarding headers are believed.
 #[derive(Debug, Clone)]
@@ -135,7 +142,7 @@ fn rfc7239_port(p: &str) -> Option<Option<u16>> {
     obfuscated.then_some(None)
 }
 
-fn all_values(headers: &HeaderMap, name: &str) -> Option<String> {
+fn all_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut out: Option<String> = None;
     for v in headers.get_all(name) {
         let v = v.to_str().ok()?;
@@ -151,7 +158,7 @@ fn all_values(headers: &HeaderMap, name: &str) -> Option<String> {
 }
 
 /// The last comma-separated value: what our trusted peer itself set.
-fn last_value(headers: &HeaderMap, name: &str) -> Option<String> {
+fn last_value(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let all = all_values(headers, name)?;
     let v = all.rsplit(',').next()?.trim();
     (!v.is_empty()).then(|| v.to_string())
@@ -271,7 +278,7 @@ pub fn resolve(headers: &HeaderMap, peer: IpAddr, trust: &TrustList) -> Option<F
     if !trust.trusts(peer) {
         return None;
     }
-    if let Some(value) = all_values(headers, "forwarded") {
+    if let Some(value) = all_values(headers, &FORWARDED) {
         // RFC 7239 wins when both are present: it ties proto and host to the same hop.
         let elements = parse_forwarded(&value)?;
         let chain: Vec<Node> = elements.iter().filter_map(|e| e.node.clone()).collect();
@@ -288,7 +295,7 @@ pub fn resolve(headers: &HeaderMap, peer: IpAddr, trust: &TrustList) -> Option<F
         });
     }
     let mut fwd = Forwarded::default();
-    if let Some(xff) = all_values(headers, "x-forwarded-for") {
+    if let Some(xff) = all_values(headers, &X_FORWARDED_FOR) {
         let chain: Option<Vec<Node>> = xff.split(',').map(parse_node).collect();
         if let Some(chain) = chain
             && let Some(i) = pick_client(&chain, trust)
@@ -296,9 +303,9 @@ pub fn resolve(headers: &HeaderMap, peer: IpAddr, trust: &TrustList) -> Option<F
             fwd.client = Some(node_client(&chain[i]));
         }
     }
-    fwd.proto = last_value(headers, "x-forwarded-proto").and_then(|p| parse_proto(&p));
-    fwd.host = last_value(headers, "x-forwarded-host").filter(|h| valid_host(h));
-    fwd.port = last_value(headers, "x-forwarded-port").and_then(|p| p.parse().ok());
+    fwd.proto = last_value(headers, &X_FORWARDED_PROTO).and_then(|p| parse_proto(&p));
+    fwd.host = last_value(headers, &X_FORWARDED_HOST).filter(|h| valid_host(h));
+    fwd.port = last_value(headers, &X_FORWARDED_PORT).and_then(|p| p.parse().ok());
     (fwd != Forwarded::default()).then_some(fwd)
 }
 
