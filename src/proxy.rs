@@ -126,34 +126,28 @@ impl Upstream {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
+    /// A pooled connection ready for a request. Busy ones (a response still streaming) stay
+    /// for later; closed ones are dropped.
     fn take_idle(&self) -> Option<SendRequest<UpstreamBody>> {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        while let Some(s) = idle.pop() {
-            if s.is_ready() {
-                return Some(s);
-            }
-        }
-        None
+        idle.retain(|s| !s.is_closed());
+        let i = idle.iter().rposition(|s| s.is_ready())?;
+        Some(idle.swap_remove(i))
     }
 
-    /// Puts a connection back once its current response has been read through.
-    fn recycle(self: &Arc<Self>, mut sender: SendRequest<UpstreamBody>) {
-        let me = Arc::clone(self);
-        tokio::spawn(async move {
-            if sender.ready().await.is_ok() {
-                let mut idle = me.idle.lock().unwrap_or_else(|e| e.into_inner());
-                if idle.len() < MAX_IDLE {
-                    idle.push(sender);
-                }
-            }
-        });
+    /// Puts a connection back at once: it becomes ready again when its response has been
+    /// read through, and `take_idle` only hands out ready ones.
+    fn recycle(&self, sender: SendRequest<UpstreamBody>) {
+        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        if idle.len() < MAX_IDLE {
+            idle.push(sender);
+        }
     }
 
     async fn connect(&self) -> std::io::Result<SendRequest<UpstreamBody>> {
         let stream = TcpStream::connect(&self.addr).await?;
         let _ = stream.set_nodelay(true);
         let (sender, conn) = hyper::client::conn::http1::Builder::new()
-            .title_case_headers(true)
             .handshake(TokioIo::new(stream))
             .await
             .map_err(std::io::Error::other)?;
