@@ -14,7 +14,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::panic::{AssertUnwindSafe, catch_unwind};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -42,10 +41,6 @@ const BLIND_STALL: Duration = Duration::from_millis(10);
 const IDLE_EXIT: Duration = Duration::from_secs(60);
 /// Jobs always allowed to run at once, blocked or not.
 const FLOOR: usize = 1;
-/// How long an idle worker keeps looking for the next job before it sleeps. Under load the
-/// next request is usually microseconds away, and a futex sleep plus wake-up per request
-/// costs more than a short, yielding wait.
-const SPIN: Duration = Duration::from_micros(100);
 
 #[derive(Debug, Clone, Copy)]
 pub struct PoolLimits {
@@ -66,8 +61,6 @@ pub struct Pool {
 struct Inner {
     limits: PoolLimits,
     wrap: Option<ThreadWrap>,
-    /// `queue.len()`, readable without the lock by spinning workers.
-    queued: AtomicUsize,
     state: Mutex<State>,
     /// Workers wait here for an admissible job.
     work: Condvar,
@@ -87,10 +80,8 @@ struct Running {
 struct State {
     queue: VecDeque<Job>,
     threads: usize,
-    /// Workers asleep on `work`.
+    /// Workers asleep on `work`: only they need a wake-up (a futex call each).
     idle: usize,
-    /// Workers briefly watching `queued` before they sleep.
-    spinning: usize,
     running: Vec<Running>,
     /// Extra admissions granted by the watcher beyond `FLOOR`.
     grants: usize,
@@ -130,7 +121,6 @@ impl Pool {
         let inner = Arc::new(Inner {
             limits,
             wrap,
-            queued: AtomicUsize::new(0),
             state: Mutex::new(State::default()),
             work: Condvar::new(),
             watch: Condvar::new(),
@@ -165,11 +155,10 @@ impl Pool {
             return Err(SubmitError::Full);
         }
         st.queue.push_back(job);
-        inner.queued.store(st.queue.len(), Ordering::Release);
         if st.admissible() {
             if st.idle > 0 {
                 inner.work.notify_one();
-            } else if st.spinning == 0 && st.threads < inner.limits.max_threads {
+            } else if st.threads < inner.limits.max_threads {
                 Inner::spawn_worker(inner, &mut st);
             }
         } else if st.backlog_behind_running(inner.limits.max_threads) {
@@ -257,7 +246,6 @@ impl Pool {
             let mut st = self.inner.lock();
             // Jobs never started are dropped; their callers see the reply channel close.
             st.queue.clear();
-            self.inner.queued.store(0, Ordering::Release);
             self.inner.work.notify_all();
             std::mem::take(&mut st.handles)
         };
@@ -317,7 +305,6 @@ impl Inner {
         loop {
             if st.admissible() {
                 let job = st.queue.pop_front().expect("admissible implies a job");
-                self.queued.store(st.queue.len(), Ordering::Release);
                 if st.running.len() >= FLOOR {
                     st.grants -= 1;
                 }
@@ -346,17 +333,6 @@ impl Inner {
             }
             if st.stopping && st.queue.is_empty() {
                 break;
-            }
-            st.spinning += 1;
-            drop(st);
-            let t0 = Instant::now();
-            while t0.elapsed() < SPIN && self.queued.load(Ordering::Acquire) == 0 {
-                thread::yield_now();
-            }
-            st = self.lock();
-            st.spinning -= 1;
-            if st.admissible() || (st.stopping && st.queue.is_empty()) {
-                continue;
             }
             st.idle += 1;
             let (guard, timed_out) = self
@@ -434,7 +410,7 @@ impl Inner {
                 streaks.clear();
                 if st.idle > 0 {
                     self.work.notify_one();
-                } else if st.spinning == 0 && st.threads < self.limits.max_threads {
+                } else if st.threads < self.limits.max_threads {
                     Inner::spawn_worker(&self, &mut st);
                 }
             }
@@ -509,6 +485,7 @@ impl ThreadProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
 
     fn pool(max: usize, queue: usize) -> Pool {
