@@ -13,14 +13,15 @@ pub fn plain(status: StatusCode) -> Response<ResponseBody> {
         status.as_u16(),
         status.canonical_reason().unwrap_or("Error")
     );
-    let mut res = Response::new(ResponseBody::full(text.clone()));
+    let len = text.len();
+    let mut res = Response::new(ResponseBody::full(text));
     *res.status_mut() = status;
     let h = res.headers_mut();
     h.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
-    h.insert(CONTENT_LENGTH, HeaderValue::from(text.len()));
+    h.insert(CONTENT_LENGTH, HeaderValue::from(len));
     res
 }
 

@@ -17,7 +17,6 @@ use std::path::{Component, Path, PathBuf};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
@@ -75,7 +74,7 @@ impl Mount {
     }
 }
 
-/// Files at most this big are read whole when opened (and may be remembered); larger ones
+/// Files at most this big are read whole when opened; larger ones
 /// stream in chunks.
 const SMALL_FILE: u64 = 256 * 1024;
 /// Chunk size for streaming a large file: 256 KiB measured clearly faster than 64 KiB for a
@@ -357,38 +356,6 @@ fn inside_root(root: &Path, path: &Path) -> Option<PathBuf> {
 pub struct RootedBackend {
     root: Arc<PathBuf>,
     root_dir: Arc<std::fs::File>,
-    small: Arc<std::sync::Mutex<SmallFiles>>,
-}
-
-/// Contents of small files, so a request costs one stat instead of an open, a read and a
-/// close. An entry is used only when `metadata()` has just seen the file unchanged (same
-/// inode, size and mtime), and is only ever filled through `open_beneath`.
-#[derive(Default)]
-struct SmallFiles {
-    files: std::collections::HashMap<PathBuf, SmallFile>,
-    bytes: usize,
-}
-
-struct SmallFile {
-    meta: std::fs::Metadata,
-    data: Bytes,
-    /// When `metadata()` last found the file unchanged.
-    confirmed: std::time::Instant,
-}
-
-/// How long a confirmation from `metadata()` vouches for the cached bytes (the open that
-/// follows it within the same request).
-const CONFIRMED_FOR: Duration = Duration::from_millis(50);
-/// Bound on the cached bytes; past it the cache starts afresh.
-const SMALL_CACHE_BYTES: usize = 32 * 1024 * 1024;
-
-fn same_file(a: &std::fs::Metadata, b: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::MetadataExt;
-    a.ino() == b.ino()
-        && a.dev() == b.dev()
-        && a.len() == b.len()
-        && a.mtime() == b.mtime()
-        && a.mtime_nsec() == b.mtime_nsec()
 }
 
 impl RootedBackend {
@@ -396,7 +363,6 @@ impl RootedBackend {
         Ok(RootedBackend {
             root: Arc::new(root.to_path_buf()),
             root_dir: Arc::new(std::fs::File::open(root)?),
-            small: Arc::default(),
         })
     }
 
@@ -535,56 +501,14 @@ impl File for RootedFile {
 
 impl RootedBackend {
     fn open_now(&self, path: &Path) -> io::Result<RootedFile> {
-        {
-            let cache = self.small.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some(f) = cache.files.get(path)
-                && f.confirmed.elapsed() < CONFIRMED_FOR
-            {
-                return Ok(RootedFile::Small(
-                    io::Cursor::new(f.data.clone()),
-                    f.meta.clone(),
-                ));
-            }
-        }
         let file = self.open_beneath(path, false)?;
         let meta = file.metadata()?;
         if meta.is_file() && meta.len() <= SMALL_FILE {
             let mut data = Vec::with_capacity(meta.len() as usize);
             io::Read::read_to_end(&mut &file, &mut data)?;
-            let data = Bytes::from(data);
-            let mut cache = self.small.lock().unwrap_or_else(|e| e.into_inner());
-            if cache.bytes + data.len() > SMALL_CACHE_BYTES {
-                *cache = SmallFiles::default();
-            }
-            cache.bytes += data.len();
-            let entry = SmallFile {
-                meta: meta.clone(),
-                data: data.clone(),
-                confirmed: std::time::Instant::now(),
-            };
-            if let Some(old) = cache.files.insert(path.to_path_buf(), entry) {
-                cache.bytes -= old.data.len();
-            }
-            return Ok(RootedFile::Small(io::Cursor::new(data), meta));
+            return Ok(RootedFile::Small(io::Cursor::new(Bytes::from(data)), meta));
         }
         Ok(RootedFile::Large(file, meta))
-    }
-
-    /// A fresh stat; a cached copy of the same file is confirmed for the open that follows.
-    fn metadata_now(&self, path: &Path) -> io::Result<FileMeta> {
-        let meta = self.open_beneath(path, true)?.metadata()?;
-        let mut cache = self.small.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(f) = cache.files.get_mut(path) {
-            if same_file(&f.meta, &meta) {
-                f.confirmed = std::time::Instant::now();
-            } else {
-                // Changed: the next open reads the file again.
-                let stale = f.data.len();
-                cache.files.remove(path);
-                cache.bytes -= stale;
-            }
-        }
-        Ok(FileMeta(meta))
     }
 }
 
@@ -599,7 +523,11 @@ impl Backend for RootedBackend {
     }
 
     fn metadata(&self, path: PathBuf) -> Self::MetadataFuture {
-        std::future::ready(self.metadata_now(&path))
+        let meta = self
+            .open_beneath(&path, true)
+            .and_then(|f| f.metadata())
+            .map(FileMeta);
+        std::future::ready(meta)
     }
 }
 

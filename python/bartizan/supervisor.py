@@ -138,8 +138,9 @@ class Supervisor:
                     return worker.proc.wait()
         return None
 
-    def start_generation(self) -> list[Worker] | int:
-        batch = [self.spawn() for _ in range(self.count)]
+    def start_generation(self, n: int) -> list[Worker] | int:
+        """``n`` new workers, all serving; or the exit code of one that failed."""
+        batch = [self.spawn() for _ in range(n)]
         failed = self.wait_ready(batch)
         if failed is None:
             return batch
@@ -173,7 +174,7 @@ class Supervisor:
         missing = self.count - sum(1 for w in self.workers if not w.retiring)
         if missing <= 0 or now < self.respawn_at or self.stopping():
             return
-        replacement = self.start_generation_of(1)
+        replacement = self.start_generation(1)
         if isinstance(replacement, list):
             self.workers.extend(replacement)
             log(f"worker {replacement[0].pid} started")
@@ -186,17 +187,10 @@ class Supervisor:
             self.respawn_at = time.monotonic() + self.backoff
             self.backoff = min(self.backoff * 2, BACKOFF_MAX)
 
-    def start_generation_of(self, n: int) -> list[Worker] | int:
-        saved, self.count = self.count, n
-        try:
-            return self.start_generation()
-        finally:
-            self.count = saved
-
     # -- reload -----------------------------------------------------------------------------
     def reload(self, reason: str) -> None:
         log(f"reloading ({reason})")
-        batch = self.start_generation()
+        batch = self.start_generation(self.count)
         if isinstance(batch, int):
             log(
                 f"reload failed: the new app did not start (exit code {batch});"
@@ -316,7 +310,7 @@ class Supervisor:
                 return 1
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self.on_signal)
-        first = self.start_generation()
+        first = self.start_generation(self.count)
         if isinstance(first, int):
             # The worker already said why (one line, e.g. the app would not import).
             return first if first > 0 else 1
