@@ -33,6 +33,8 @@ pub enum SubmitError {
 
 /// How often the admission watcher looks at the running threads' CPU clocks.
 const TICK: Duration = Duration::from_millis(1);
+/// Running jobs are only sampled once all of them are at least this old.
+const JUDGE_AFTER: Duration = Duration::from_millis(1);
 /// Ticks in a row a job must be seen blocked before another may start beside it.
 const STALL_TICKS: u32 = 8;
 /// Where a thread has no readable CPU clock, a job running this long is taken as blocked.
@@ -87,6 +89,10 @@ struct State {
     grants: usize,
     locked: bool,
     held: bool,
+    /// Callers blocked in `drain`, and whether the watcher sleeps: a condvar notify is a
+    /// syscall even with nobody waiting, so these are only notified when someone is.
+    draining: usize,
+    watcher_asleep: bool,
     stopping: bool,
     next_worker: usize,
     handles: Vec<thread::JoinHandle<()>>,
@@ -161,8 +167,8 @@ impl Pool {
             } else if st.threads < inner.limits.max_threads {
                 Inner::spawn_worker(inner, &mut st);
             }
-        } else if st.backlog_behind_running(inner.limits.max_threads) {
-            inner.watch.notify_one();
+        } else {
+            inner.poke_watcher(&st);
         }
         Ok(())
     }
@@ -209,6 +215,7 @@ impl Pool {
     pub fn drain(&self, timeout: Option<Duration>) -> usize {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut st = self.inner.lock();
+        st.draining += 1;
         while st.pending() > 0 {
             match deadline {
                 None => st = self.inner.done.wait(st).unwrap_or_else(|e| e.into_inner()),
@@ -226,6 +233,7 @@ impl Pool {
                 }
             }
         }
+        st.draining -= 1;
         st.pending()
     }
 
@@ -273,6 +281,19 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Wakes the watcher if there is a backlog for it to judge and it sleeps.
+    fn poke_watcher(&self, st: &State) {
+        if st.watcher_asleep && st.backlog_behind_running(self.limits.max_threads) {
+            self.watch.notify_one();
+        }
+    }
+
+    fn job_done(&self, st: &State) {
+        if st.draining > 0 && st.pending() == 0 {
+            self.done.notify_all();
+        }
+    }
+
     fn spawn_worker(inner: &Arc<Inner>, st: &mut State) {
         let id = st.next_worker;
         st.next_worker += 1;
@@ -314,21 +335,13 @@ impl Inner {
                     started: Instant::now(),
                 });
                 // The watcher sleeps while a grant is outstanding; this one is now used.
-                if st.backlog_behind_running(self.limits.max_threads) {
-                    self.watch.notify_one();
-                }
+                self.poke_watcher(&st);
                 drop(st);
-                if catch_unwind(AssertUnwindSafe(job)).is_err() {
-                    tracing::error!("a request handler panicked; the server goes on");
-                }
+                run_caught(job);
                 st = self.lock();
                 st.running.retain(|r| r.worker != id);
-                if st.pending() == 0 {
-                    self.done.notify_all();
-                }
-                if st.backlog_behind_running(self.limits.max_threads) {
-                    self.watch.notify_one();
-                }
+                self.job_done(&st);
+                self.poke_watcher(&st);
                 continue;
             }
             if st.stopping && st.queue.is_empty() {
@@ -358,7 +371,9 @@ impl Inner {
         let mut st = self.lock();
         loop {
             while !st.stopping && !st.backlog_behind_running(self.limits.max_threads) {
+                st.watcher_asleep = true;
                 st = self.watch.wait(st).unwrap_or_else(|e| e.into_inner());
+                st.watcher_asleep = false;
             }
             if st.stopping {
                 // Keep admitting while draining so a blocked job cannot starve the queue.
@@ -374,26 +389,42 @@ impl Inner {
                     continue;
                 }
             }
+            // A job younger than JUDGE_AFTER cannot have built a streak worth sampling for;
+            // most jobs end before that, so the watcher mostly just sleeps.
+            let youngest_age = st.running.iter().map(|r| r.started.elapsed()).min();
+            if let Some(age) = youngest_age.filter(|a| *a < JUDGE_AFTER) {
+                st = self
+                    .watch
+                    .wait_timeout(st, JUDGE_AFTER - age)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+                continue;
+            }
             // Sample every running job; a job counts as blocked once it has slept without
             // using the CPU for STALL_TICKS ticks in a row. A thread waiting for the GIL
             // gets it back within the interpreter's switch interval (5 ms), so it never
-            // builds such a streak: only real waits (I/O, sleeps, locks) do.
-            for r in &st.running {
-                let key = (r.worker, r.started);
-                let cpu = r.probe.and_then(|p| p.cpu());
+            // builds such a streak: only real waits (I/O, sleeps, locks) do. The sampling
+            // reads /proc, so it happens with the lock released.
+            let sampled: Vec<((usize, Instant), Option<ThreadProbe>)> = st
+                .running
+                .iter()
+                .map(|r| ((r.worker, r.started), r.probe))
+                .collect();
+            drop(st);
+            for (key, probe) in sampled {
+                let cpu = probe.and_then(|p| p.cpu());
                 let entry = streaks.entry(key).or_insert((cpu, 0));
                 let stalled = match (entry.0, cpu) {
                     (Some(a), Some(b)) => {
-                        b.saturating_sub(a) < TICK / 2 && r.probe.is_some_and(|p| p.sleeping())
+                        b.saturating_sub(a) < TICK / 2 && probe.is_some_and(|p| p.sleeping())
                     }
-                    _ => r.started.elapsed() >= BLIND_STALL,
+                    _ => key.1.elapsed() >= BLIND_STALL,
                 };
                 *entry = (cpu, if stalled { entry.1 + 1 } else { 0 });
             }
-            streaks.retain(|k, _| st.running.iter().any(|r| (r.worker, r.started) == *k));
-            drop(st);
             thread::sleep(TICK);
             st = self.lock();
+            streaks.retain(|k, _| st.running.iter().any(|r| (r.worker, r.started) == *k));
             let all_blocked = !st.running.is_empty()
                 && st.running.iter().all(|r| {
                     streaks
@@ -415,6 +446,12 @@ impl Inner {
                 }
             }
         }
+    }
+}
+
+fn run_caught(job: Job) {
+    if catch_unwind(AssertUnwindSafe(job)).is_err() {
+        tracing::error!("a request handler panicked; the server goes on");
     }
 }
 
