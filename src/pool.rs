@@ -337,7 +337,9 @@ impl Inner {
                 // The watcher sleeps while a grant is outstanding; this one is now used.
                 self.poke_watcher(&st);
                 drop(st);
-                run_caught(job);
+                if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("a request handler panicked; the server goes on");
+                }
                 st = self.lock();
                 st.running.retain(|r| r.worker != id);
                 self.job_done(&st);
@@ -389,8 +391,9 @@ impl Inner {
                     continue;
                 }
             }
-            // A job younger than JUDGE_AFTER cannot have built a streak worth sampling for;
-            // most jobs end before that, so the watcher mostly just sleeps.
+            // Sampling starts once every running job is JUDGE_AFTER old: most jobs end
+            // sooner, so under load the watcher sleeps instead of reading /proc every tick.
+            // A blocked job is then seen after JUDGE_AFTER plus STALL_TICKS ticks.
             let youngest_age = st.running.iter().map(|r| r.started.elapsed()).min();
             if let Some(age) = youngest_age.filter(|a| *a < JUDGE_AFTER) {
                 st = self
@@ -446,12 +449,6 @@ impl Inner {
                 }
             }
         }
-    }
-}
-
-fn run_caught(job: Job) {
-    if catch_unwind(AssertUnwindSafe(job)).is_err() {
-        tracing::error!("a request handler panicked; the server goes on");
     }
 }
 
