@@ -64,12 +64,16 @@ struct Inner {
     limits: PoolLimits,
     wrap: Option<ThreadWrap>,
     state: Mutex<State>,
-    /// Workers wait here for an admissible job.
-    work: Condvar,
     /// The watcher waits here for a backlog behind running jobs.
     watch: Condvar,
     /// `drain` waits here for the last job to finish.
     done: Condvar,
+}
+
+/// An idle worker and the condvar (used with the state lock) it sleeps on.
+struct Sleeper {
+    worker: usize,
+    wake: Arc<Condvar>,
 }
 
 struct Running {
@@ -82,8 +86,13 @@ struct Running {
 struct State {
     queue: VecDeque<Job>,
     threads: usize,
-    /// Workers asleep on `work`: only they need a wake-up (a futex call each).
-    idle: usize,
+    /// Threads spawned or woken that have not yet looked at the queue: each will take a
+    /// job without further help.
+    coming: usize,
+    /// Workers asleep waiting for a job, the most recently idle last. Only they need a
+    /// wake-up (a futex call each), and the last one is woken first: its caches are warm,
+    /// and the threads at the bottom stay asleep long enough to exit.
+    idle: Vec<Sleeper>,
     running: Vec<Running>,
     /// Extra admissions granted by the watcher beyond `FLOOR`.
     grants: usize,
@@ -100,7 +109,7 @@ struct State {
 
 impl State {
     fn admissible(&self) -> bool {
-        !self.queue.is_empty() && !self.held && (self.running.len() < FLOOR || self.grants > 0)
+        self.startable() > 0
     }
 
     /// A backlog sits behind jobs that may be blocked: the watcher's cue.
@@ -111,6 +120,15 @@ impl State {
             && self.grants == 0
             && self.running.len() >= FLOOR
             && self.running.len() < max
+    }
+
+    /// Queued jobs that may start now.
+    fn startable(&self) -> usize {
+        if self.held {
+            return 0;
+        }
+        let slots = FLOOR.saturating_sub(self.running.len()) + self.grants;
+        self.queue.len().min(slots)
     }
 
     fn pending(&self) -> usize {
@@ -128,7 +146,6 @@ impl Pool {
             limits,
             wrap,
             state: Mutex::new(State::default()),
-            work: Condvar::new(),
             watch: Condvar::new(),
             done: Condvar::new(),
         });
@@ -162,11 +179,7 @@ impl Pool {
         }
         st.queue.push_back(job);
         if st.admissible() {
-            if st.idle > 0 {
-                inner.work.notify_one();
-            } else if st.threads < inner.limits.max_threads {
-                Inner::spawn_worker(inner, &mut st);
-            }
+            Inner::wake_or_spawn(inner, &mut st);
         } else {
             inner.poke_watcher(&st);
         }
@@ -198,10 +211,7 @@ impl Pool {
         st.locked = false;
         st.held = false;
         if st.admissible() {
-            if st.idle == 0 && st.threads < self.inner.limits.max_threads {
-                Inner::spawn_worker(&self.inner, &mut st);
-            }
-            self.inner.work.notify_all();
+            Inner::wake_or_spawn(&self.inner, &mut st);
         }
         self.inner.watch.notify_one();
     }
@@ -246,7 +256,7 @@ impl Pool {
             let mut st = self.inner.lock();
             st.held = false;
             st.stopping = true;
-            self.inner.work.notify_all();
+            Inner::wake_all(&mut st);
             self.inner.watch.notify_all();
         }
         let left = self.drain(timeout);
@@ -254,7 +264,7 @@ impl Pool {
             let mut st = self.inner.lock();
             // Jobs never started are dropped; their callers see the reply channel close.
             st.queue.clear();
-            self.inner.work.notify_all();
+            Inner::wake_all(&mut st);
             std::mem::take(&mut st.handles)
         };
         if left == 0 {
@@ -270,7 +280,7 @@ impl Drop for Pool {
     fn drop(&mut self) {
         let mut st = self.inner.lock();
         st.stopping = true;
-        self.inner.work.notify_all();
+        Inner::wake_all(&mut st);
         self.inner.watch.notify_all();
     }
 }
@@ -294,10 +304,32 @@ impl Inner {
         }
     }
 
+    /// Gets an admissible job started unless a thread is already on its way to it: wakes
+    /// the most recently idle worker, or starts a thread when none sleeps.
+    fn wake_or_spawn(inner: &Arc<Inner>, st: &mut State) {
+        if st.coming >= st.startable() {
+            return;
+        }
+        if let Some(sleeper) = st.idle.pop() {
+            st.coming += 1;
+            sleeper.wake.notify_one();
+        } else if st.threads < inner.limits.max_threads {
+            Inner::spawn_worker(inner, st);
+        }
+    }
+
+    fn wake_all(st: &mut State) {
+        st.coming += st.idle.len();
+        for sleeper in st.idle.drain(..) {
+            sleeper.wake.notify_one();
+        }
+    }
+
     fn spawn_worker(inner: &Arc<Inner>, st: &mut State) {
         let id = st.next_worker;
         st.next_worker += 1;
         st.threads += 1;
+        st.coming += 1;
         let me = Arc::clone(inner);
         match thread::Builder::new()
             .name(format!("bartizan-wsgi-{id}"))
@@ -315,6 +347,7 @@ impl Inner {
             Ok(h) => st.handles.push(h),
             Err(e) => {
                 st.threads -= 1;
+                st.coming -= 1;
                 tracing::error!("could not start a pool thread: {e}");
             }
         }
@@ -322,7 +355,9 @@ impl Inner {
 
     fn worker_loop(self: Arc<Self>, id: usize) {
         let probe = ThreadProbe::current();
+        let wake = Arc::new(Condvar::new());
         let mut st = self.lock();
+        st.coming -= 1;
         loop {
             if st.admissible() {
                 let job = st.queue.pop_front().expect("admissible implies a job");
@@ -349,14 +384,31 @@ impl Inner {
             if st.stopping && st.queue.is_empty() {
                 break;
             }
-            st.idle += 1;
-            let (guard, timed_out) = self
-                .work
-                .wait_timeout(st, IDLE_EXIT)
-                .unwrap_or_else(|e| e.into_inner());
-            st = guard;
-            st.idle -= 1;
-            if timed_out.timed_out()
+            st.idle.push(Sleeper {
+                worker: id,
+                wake: Arc::clone(&wake),
+            });
+            // Whoever wakes this worker takes it off `idle` first; still on it means a
+            // spurious wake-up, or the idle time is up.
+            let idle_until = Instant::now() + IDLE_EXIT;
+            let mut timed_out = false;
+            loop {
+                let Some(at) = st.idle.iter().position(|s| s.worker == id) else {
+                    st.coming -= 1;
+                    break;
+                };
+                let now = Instant::now();
+                if now >= idle_until {
+                    st.idle.remove(at);
+                    timed_out = true;
+                    break;
+                }
+                st = wake
+                    .wait_timeout(st, idle_until - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if timed_out
                 && st.queue.is_empty()
                 && st.threads > self.limits.min_threads
                 && !st.stopping
@@ -442,11 +494,7 @@ impl Inner {
                 );
                 st.grants += 1;
                 streaks.clear();
-                if st.idle > 0 {
-                    self.work.notify_one();
-                } else if st.threads < self.limits.max_threads {
-                    Inner::spawn_worker(&self, &mut st);
-                }
+                Inner::wake_or_spawn(&self, &mut st);
             }
         }
     }
@@ -519,6 +567,7 @@ impl ThreadProbe {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashSet;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::mpsc;
 
@@ -570,6 +619,47 @@ mod tests {
             tx.send(()).unwrap();
         }
         assert_eq!(p.drain(Some(Duration::from_secs(10))), 0);
+    }
+
+    /// Runs `jobs` quick jobs one after another and returns the threads they ran on.
+    fn threads_used(p: &Pool, jobs: usize, one_at_a_time: bool) -> HashSet<thread::ThreadId> {
+        let seen = Arc::new(Mutex::new(HashSet::new()));
+        for _ in 0..jobs {
+            let seen = Arc::clone(&seen);
+            p.submit(Box::new(move || {
+                seen.lock().unwrap().insert(thread::current().id());
+            }))
+            .unwrap();
+            if one_at_a_time {
+                assert_eq!(p.drain(Some(Duration::from_secs(10))), 0);
+            }
+        }
+        assert_eq!(p.drain(Some(Duration::from_secs(10))), 0);
+        let seen = seen.lock().unwrap();
+        seen.clone()
+    }
+
+    #[test]
+    fn work_arriving_before_the_first_thread_is_up_starts_no_other() {
+        // Submitted while the min thread is still starting: it takes them all.
+        let p = pool(4, 100);
+        assert_eq!(threads_used(&p, 20, false).len(), 1);
+        assert_eq!(p.inner.lock().threads, 1);
+    }
+
+    #[test]
+    fn the_most_recently_idle_thread_takes_the_next_job() {
+        let p = Pool::new(PoolLimits {
+            min_threads: 3,
+            max_threads: 3,
+            queue: 10,
+        });
+        let t0 = Instant::now();
+        while p.inner.lock().idle.len() < 3 && t0.elapsed() < Duration::from_secs(5) {
+            thread::sleep(Duration::from_millis(1));
+        }
+        // A sleeping pool hands each job to the warm thread, not round the sleepers.
+        assert_eq!(threads_used(&p, 10, true).len(), 1);
     }
 
     #[test]
