@@ -34,6 +34,9 @@ use response::{Reply, ResponseState, Sent, SharedState, StartResponse};
 pub struct WsgiApp {
     app: Py<PyAny>,
     file_wrapper: Py<PyAny>,
+    /// Kept to read `sys.stderr` per request (the app may replace it) without an import,
+    /// which costs a failed attribute lookup each time.
+    sys: Py<PyAny>,
     root_path: String,
     trust: TrustList,
     max_body: u64,
@@ -54,9 +57,11 @@ impl WsgiApp {
         retry_after: u32,
     ) -> PyResult<WsgiApp> {
         let file_wrapper = py.get_type::<FileWrapper>().into_any().unbind();
+        let sys = py.import(intern!(py, "sys"))?.into_any().unbind();
         Ok(WsgiApp {
             app,
             file_wrapper,
+            sys,
             root_path,
             trust,
             max_body,
@@ -171,9 +176,7 @@ fn call_app(
         py,
         WsgiInput::new(body, handle, app.body_timeout, app.max_body),
     )?;
-    let errors = py
-        .import(intern!(py, "sys"))?
-        .getattr(intern!(py, "stderr"))?;
+    let errors = app.sys.bind(py).getattr(intern!(py, "stderr"))?;
     let environ = env.to_dict(
         py,
         input.into_any(),
