@@ -228,21 +228,7 @@ impl PyServer {
         let app = self
             .app
             .as_ref()
-            .map(|app| {
-                wsgi::WsgiApp::new(
-                    py,
-                    app.clone_ref(py),
-                    c.root_path.clone(),
-                    c.trusted.clone(),
-                    c.max_body,
-                    c.body_timeout,
-                    c.retry_after,
-                )
-                .map(|mut app| {
-                    app.multiprocess = self.multiprocess;
-                    app
-                })
-            })
+            .map(|app| wsgi::WsgiApp::new(py, app.clone_ref(py), c, self.multiprocess))
             .transpose()?;
         let config = self.config.clone();
         let server = py

@@ -11,7 +11,7 @@ use http::{HeaderMap, Version};
 
 use crate::forwarded::{self, TrustList};
 use pyo3::prelude::*;
-use pyo3::types::{PyBool, PyDict, PyString, PyTuple};
+use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyAny, intern};
 
 /// The parts of a request the app sees, as strings already decoded the way PEP 3333 wants
@@ -19,7 +19,6 @@ use pyo3::{PyAny, intern};
 #[derive(Debug, Clone)]
 pub struct RequestEnv {
     pub method: String,
-    pub script_name: String,
     pub path_info: String,
     pub query_string: String,
     /// Path and query exactly as sent, for logs and for `RAW_URI`/`REQUEST_URI`.
@@ -186,7 +185,6 @@ impl RequestEnv {
 
         Ok(RequestEnv {
             method: parts.method.as_str().to_string(),
-            script_name: root_path.to_string(),
             path_info,
             query_string: latin1(query.as_bytes()),
             raw_uri,
@@ -207,58 +205,101 @@ impl RequestEnv {
     }
 
     /// Builds the environ dict. Only this part needs the GIL.
+    /// This request's environ: a copy of `base` (see [`base_environ`]) with the request's
+    /// own values filled in.
     pub fn to_dict<'py>(
         &self,
-        py: Python<'py>,
+        base: &Bound<'py, PyDict>,
         input: Bound<'py, PyAny>,
         errors: Bound<'py, PyAny>,
-        file_wrapper: &Bound<'py, PyAny>,
-        multiprocess: bool,
     ) -> PyResult<Bound<'py, PyDict>> {
-        let d = PyDict::new(py);
+        let py = base.py();
+        let d = base.copy()?;
         let s = |v: &str| PyString::new(py, v);
-        d.set_item(intern!(py, "REQUEST_METHOD"), s(&self.method))?;
-        d.set_item(intern!(py, "SCRIPT_NAME"), s(&self.script_name))?;
+        d.set_item(intern!(py, "REQUEST_METHOD"), method_str(py, &self.method))?;
         d.set_item(intern!(py, "PATH_INFO"), s(&self.path_info))?;
         d.set_item(intern!(py, "QUERY_STRING"), s(&self.query_string))?;
-        d.set_item(intern!(py, "RAW_URI"), s(&self.raw_uri))?;
-        d.set_item(intern!(py, "REQUEST_URI"), s(&self.raw_uri))?;
-        d.set_item(intern!(py, "SERVER_PROTOCOL"), s(self.protocol))?;
+        let raw_uri = s(&self.raw_uri);
+        d.set_item(intern!(py, "RAW_URI"), &raw_uri)?;
+        d.set_item(intern!(py, "REQUEST_URI"), raw_uri)?;
+        let protocol = match self.protocol {
+            "HTTP/1.0" => intern!(py, "HTTP/1.0"),
+            "HTTP/0.9" => intern!(py, "HTTP/0.9"),
+            _ => intern!(py, "HTTP/1.1"),
+        };
+        d.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
         d.set_item(intern!(py, "SERVER_NAME"), s(&self.server_name))?;
         d.set_item(intern!(py, "SERVER_PORT"), s(&self.server_port))?;
         d.set_item(intern!(py, "REMOTE_ADDR"), s(&self.remote_addr))?;
         d.set_item(intern!(py, "REMOTE_PORT"), s(&self.remote_port))?;
-        d.set_item(intern!(py, "SERVER_SOFTWARE"), intern!(py, "bartizan"))?;
+        let scheme = if self.url_scheme == "https" {
+            d.set_item(intern!(py, "HTTPS"), intern!(py, "on"))?;
+            intern!(py, "https")
+        } else {
+            intern!(py, "http")
+        };
+        d.set_item(intern!(py, "wsgi.url_scheme"), scheme)?;
+        d.set_item(intern!(py, "wsgi.input"), input)?;
+        d.set_item(intern!(py, "wsgi.errors"), errors)?;
         if let Some(ct) = &self.content_type {
             d.set_item(intern!(py, "CONTENT_TYPE"), s(ct))?;
         }
         if let Some(cl) = &self.content_length {
             d.set_item(intern!(py, "CONTENT_LENGTH"), s(cl))?;
         }
-        if self.url_scheme == "https" {
-            d.set_item(intern!(py, "HTTPS"), intern!(py, "on"))?;
-        }
         for (k, v) in &self.headers {
             d.set_item(s(k), s(v))?;
         }
-        let version = PyTuple::new(py, [1i32, 0])?;
-        d.set_item(intern!(py, "wsgi.version"), version)?;
-        d.set_item(intern!(py, "wsgi.url_scheme"), s(self.url_scheme))?;
-        d.set_item(intern!(py, "wsgi.input"), input)?;
-        d.set_item(intern!(py, "wsgi.errors"), errors)?;
-        let t = PyBool::new(py, true);
-        let f = PyBool::new(py, false);
-        d.set_item(intern!(py, "wsgi.multithread"), t)?;
-        d.set_item(
-            intern!(py, "wsgi.multiprocess"),
-            PyBool::new(py, multiprocess),
-        )?;
-        d.set_item(intern!(py, "wsgi.run_once"), f)?;
-        // The input returns EOF at the end of the body, chunked or not.
-        d.set_item(intern!(py, "wsgi.input_terminated"), t)?;
-        d.set_item(intern!(py, "wsgi.file_wrapper"), file_wrapper)?;
         Ok(d)
     }
+}
+
+/// Common methods as interned strings: no new string per request.
+fn method_str<'py>(py: Python<'py>, method: &str) -> Bound<'py, PyString> {
+    match method {
+        "GET" => intern!(py, "GET").clone(),
+        "POST" => intern!(py, "POST").clone(),
+        "HEAD" => intern!(py, "HEAD").clone(),
+        _ => PyString::new(py, method),
+    }
+}
+
+/// The environ keys that never change for an app, plus every key each request sets, so
+/// that filling in a copy replaces values in place instead of growing the dict.
+pub fn base_environ<'py>(
+    py: Python<'py>,
+    script_name: &str,
+    file_wrapper: &Bound<'py, PyAny>,
+    multiprocess: bool,
+) -> PyResult<Bound<'py, PyDict>> {
+    let d = PyDict::new(py);
+    for key in [
+        "REQUEST_METHOD",
+        "PATH_INFO",
+        "QUERY_STRING",
+        "RAW_URI",
+        "REQUEST_URI",
+        "SERVER_PROTOCOL",
+        "SERVER_NAME",
+        "SERVER_PORT",
+        "REMOTE_ADDR",
+        "REMOTE_PORT",
+        "wsgi.url_scheme",
+        "wsgi.input",
+        "wsgi.errors",
+    ] {
+        d.set_item(key, py.None())?;
+    }
+    d.set_item("SCRIPT_NAME", script_name)?;
+    d.set_item("SERVER_SOFTWARE", "bartizan")?;
+    d.set_item("wsgi.version", PyTuple::new(py, [1i32, 0])?)?;
+    d.set_item("wsgi.multithread", true)?;
+    d.set_item("wsgi.multiprocess", multiprocess)?;
+    d.set_item("wsgi.run_once", false)?;
+    // The input returns EOF at the end of the body, chunked or not.
+    d.set_item("wsgi.input_terminated", true)?;
+    d.set_item("wsgi.file_wrapper", file_wrapper)?;
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -340,10 +381,7 @@ mod tests {
     #[test]
     fn root_path_is_stripped() {
         let e = env_of(Request::get("/app/x").body(()).unwrap(), "/app").unwrap();
-        assert_eq!(
-            (e.script_name.as_str(), e.path_info.as_str()),
-            ("/app", "/x")
-        );
+        assert_eq!(e.path_info, "/x");
         let e = env_of(Request::get("/app").body(()).unwrap(), "/app").unwrap();
         assert_eq!(e.path_info, "");
         assert_eq!(

@@ -17,11 +17,12 @@ use hyper::body::Incoming;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
-use pyo3::types::{PyBytes, PyList, PyTuple};
+use pyo3::types::{PyBytes, PyDict, PyList, PyTuple};
 use pyo3::{Py, PyAny, intern};
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
+use crate::config::Config;
 use crate::errors;
 use crate::forwarded::TrustList;
 use crate::pool::{Pool, SubmitError};
@@ -33,7 +34,9 @@ use response::{Reply, ResponseState, Sent, SharedState, StartResponse};
 /// The app and what every call of it needs.
 pub struct WsgiApp {
     app: Py<PyAny>,
-    file_wrapper: Py<PyAny>,
+    /// The environ's keys that are the same for every request; each request's environ
+    /// starts as a copy of it.
+    base_environ: Py<PyDict>,
     /// Kept to read `sys.stderr` per request (the app may replace it) without an import,
     /// which costs a failed attribute lookup each time.
     sys: Py<PyAny>,
@@ -42,32 +45,30 @@ pub struct WsgiApp {
     max_body: u64,
     body_timeout: Duration,
     retry_after: u32,
-    /// Other processes serve the same app (workers): PEP 3333's `wsgi.multiprocess`.
-    pub multiprocess: bool,
 }
 
 impl WsgiApp {
+    /// `multiprocess`: other processes serve the same app (workers), PEP 3333's
+    /// `wsgi.multiprocess`.
     pub fn new(
         py: Python<'_>,
         app: Py<PyAny>,
-        root_path: String,
-        trust: TrustList,
-        max_body: u64,
-        body_timeout: Duration,
-        retry_after: u32,
+        config: &Config,
+        multiprocess: bool,
     ) -> PyResult<WsgiApp> {
-        let file_wrapper = py.get_type::<FileWrapper>().into_any().unbind();
+        let file_wrapper = py.get_type::<FileWrapper>().into_any();
+        let base_environ =
+            environ::base_environ(py, &config.root_path, &file_wrapper, multiprocess)?;
         let sys = py.import(intern!(py, "sys"))?.into_any().unbind();
         Ok(WsgiApp {
             app,
-            file_wrapper,
+            base_environ: base_environ.unbind(),
             sys,
-            root_path,
-            trust,
-            max_body,
-            body_timeout,
-            retry_after,
-            multiprocess: false,
+            root_path: config.root_path.clone(),
+            trust: config.trusted.clone(),
+            max_body: config.max_body,
+            body_timeout: config.body_timeout,
+            retry_after: config.retry_after,
         })
     }
 }
@@ -177,13 +178,7 @@ fn call_app(
         WsgiInput::new(body, handle, app.body_timeout, app.max_body),
     )?;
     let errors = app.sys.bind(py).getattr(intern!(py, "stderr"))?;
-    let environ = env.to_dict(
-        py,
-        input.into_any(),
-        errors,
-        app.file_wrapper.bind(py),
-        app.multiprocess,
-    )?;
+    let environ = env.to_dict(app.base_environ.bind(py), input.into_any(), errors)?;
     let start_response = Bound::new(py, StartResponse::new(Arc::clone(state)))?;
     let result = app.app.bind(py).call1((environ, start_response))?;
     let sent = send_body(py, &result, state);
