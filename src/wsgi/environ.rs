@@ -204,9 +204,8 @@ impl RequestEnv {
         })
     }
 
-    /// Builds the environ dict. Only this part needs the GIL.
-    /// This request's environ: a copy of `base` (see [`base_environ`]) with the request's
-    /// own values filled in.
+    /// Builds this request's environ dict (the only part that needs the GIL): a copy of
+    /// `base` (see [`base_environ`]) with the request's own values filled in.
     pub fn to_dict<'py>(
         &self,
         base: &Bound<'py, PyDict>,

@@ -115,8 +115,8 @@ pub async fn handle(
     if declared.is_some_and(|n| n > app.max_body) {
         return errors::plain(StatusCode::PAYLOAD_TOO_LARGE);
     }
-    // The head's bytes live in the connection's read buffer; letting go of them before the
-    // app runs lets the next request be read into the same buffer instead of a new one.
+    // `env` holds copies of all the app needs from the head: release the head (and its
+    // share of the connection's read buffer) now, not after the app has answered.
     drop(parts);
     let body = (!body.is_end_stream()).then_some(body);
     let (tx, rx) = oneshot::channel();
