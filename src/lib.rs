@@ -329,7 +329,7 @@ fn _bartizan(m: &Bound<'_, PyModule>) -> PyResult<()> {
 
 /// Buffers made on a network thread are often freed on a pool thread and the other way
 /// round; mimalloc's per-thread heaps take such frees without the arena lock contention
-/// and consolidation glibc's malloc showed under load (measured in `bench/`). Built without
+/// and consolidation glibc's malloc showed in profiles of `bench/run hello`. Built without
 /// transparent huge pages, which made a streaming proxy's RSS grow in 2 MB steps, and with
 /// dynamic TLS, as a library loaded by `dlopen` needs.
 #[global_allocator]

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
 use http::request::Parts;
-use http::{HeaderMap, Version};
+use http::{HeaderMap, Method, Version};
 
 use crate::forwarded::{self, TrustList};
 use pyo3::prelude::*;
@@ -18,12 +18,12 @@ use pyo3::{PyAny, intern};
 /// ("bytes as latin-1" for everything that came off the wire).
 #[derive(Debug, Clone)]
 pub struct RequestEnv {
-    pub method: String,
+    pub method: Method,
     pub path_info: String,
     pub query_string: String,
     /// Path and query exactly as sent, for logs and for `RAW_URI`/`REQUEST_URI`.
     pub raw_uri: String,
-    pub protocol: &'static str,
+    pub version: Version,
     pub content_type: Option<String>,
     pub content_length: Option<String>,
     pub server_name: String,
@@ -184,15 +184,11 @@ impl RequestEnv {
         };
 
         Ok(RequestEnv {
-            method: parts.method.as_str().to_string(),
+            method: parts.method.clone(),
             path_info,
             query_string: latin1(query.as_bytes()),
             raw_uri,
-            protocol: match parts.version {
-                Version::HTTP_10 => "HTTP/1.0",
-                Version::HTTP_09 => "HTTP/0.9",
-                _ => "HTTP/1.1",
-            },
+            version: parts.version,
             content_type,
             content_length,
             server_name,
@@ -221,9 +217,9 @@ impl RequestEnv {
         let raw_uri = s(&self.raw_uri);
         d.set_item(intern!(py, "RAW_URI"), &raw_uri)?;
         d.set_item(intern!(py, "REQUEST_URI"), raw_uri)?;
-        let protocol = match self.protocol {
-            "HTTP/1.0" => intern!(py, "HTTP/1.0"),
-            "HTTP/0.9" => intern!(py, "HTTP/0.9"),
+        let protocol = match self.version {
+            Version::HTTP_10 => intern!(py, "HTTP/1.0"),
+            Version::HTTP_09 => intern!(py, "HTTP/0.9"),
             _ => intern!(py, "HTTP/1.1"),
         };
         d.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;
@@ -254,12 +250,12 @@ impl RequestEnv {
 }
 
 /// Common methods as interned strings: no new string per request.
-fn method_str<'py>(py: Python<'py>, method: &str) -> Bound<'py, PyString> {
-    match method {
-        "GET" => intern!(py, "GET").clone(),
-        "POST" => intern!(py, "POST").clone(),
-        "HEAD" => intern!(py, "HEAD").clone(),
-        _ => PyString::new(py, method),
+fn method_str<'py>(py: Python<'py>, method: &Method) -> Bound<'py, PyString> {
+    match *method {
+        Method::GET => intern!(py, "GET").clone(),
+        Method::POST => intern!(py, "POST").clone(),
+        Method::HEAD => intern!(py, "HEAD").clone(),
+        _ => PyString::new(py, method.as_str()),
     }
 }
 
