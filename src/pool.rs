@@ -51,10 +51,21 @@ pub struct PoolLimits {
     pub queue: usize,
 }
 
-/// Runs a worker thread's whole life inside some per-thread context (for the WSGI pool: a
-/// Python thread state kept for the thread's lifetime, so thread-locals such as Django's
-/// database connections survive from one request to the next).
+/// Runs a closure inside some context: see [`Contexts`].
 pub type ThreadWrap = Arc<dyn Fn(&mut (dyn FnMut() + Send)) + Send + Sync>;
+
+/// What the pool's threads run inside. For the WSGI pool: `thread` keeps one Python thread
+/// state for the thread's whole life, so thread-locals such as Django's database connections
+/// survive from one request to the next; `busy` holds the GIL across jobs that follow each
+/// other without a pause.
+#[derive(Clone, Default)]
+pub struct Contexts {
+    /// The whole life of each worker thread.
+    pub thread: Option<ThreadWrap>,
+    /// Each run of jobs a worker takes back to back, from the first job until it finds the
+    /// queue empty.
+    pub busy: Option<ThreadWrap>,
+}
 
 pub struct Pool {
     inner: Arc<Inner>,
@@ -62,7 +73,7 @@ pub struct Pool {
 
 struct Inner {
     limits: PoolLimits,
-    wrap: Option<ThreadWrap>,
+    contexts: Contexts,
     state: Mutex<State>,
     /// The watcher waits here for a backlog behind running jobs.
     watch: Condvar,
@@ -138,13 +149,13 @@ impl State {
 
 impl Pool {
     pub fn new(limits: PoolLimits) -> Pool {
-        Pool::with_wrap(limits, None)
+        Pool::with_contexts(limits, Contexts::default())
     }
 
-    pub fn with_wrap(limits: PoolLimits, wrap: Option<ThreadWrap>) -> Pool {
+    pub fn with_contexts(limits: PoolLimits, contexts: Contexts) -> Pool {
         let inner = Arc::new(Inner {
             limits,
-            wrap,
+            contexts,
             state: Mutex::new(State::default()),
             watch: Condvar::new(),
             done: Condvar::new(),
@@ -333,7 +344,7 @@ impl Inner {
         let me = Arc::clone(inner);
         match thread::Builder::new()
             .name(format!("bartizan-wsgi-{id}"))
-            .spawn(move || match me.wrap.clone() {
+            .spawn(move || match me.contexts.thread.clone() {
                 Some(wrap) => {
                     let mut run = Some(me);
                     wrap(&mut || {
@@ -359,26 +370,12 @@ impl Inner {
         let mut st = self.lock();
         st.coming -= 1;
         loop {
-            if st.admissible() {
-                let job = st.queue.pop_front().expect("admissible implies a job");
-                if st.running.len() >= FLOOR {
-                    st.grants -= 1;
-                }
-                st.running.push(Running {
-                    worker: id,
-                    probe,
-                    started: Instant::now(),
-                });
-                // The watcher sleeps while a grant is outstanding; this one is now used.
-                self.poke_watcher(&st);
+            if let Some(job) = self.take_job(&mut st, id, probe) {
                 drop(st);
-                if catch_unwind(AssertUnwindSafe(job)).is_err() {
-                    tracing::error!("a request handler panicked; the server goes on");
-                }
+                self.run_busy(id, probe, job);
                 st = self.lock();
-                st.running.retain(|r| r.worker != id);
-                self.job_done(&st);
-                self.poke_watcher(&st);
+                // Counted in `coming` by `run_busy` when its streak ended.
+                st.coming -= 1;
                 continue;
             }
             if st.stopping && st.queue.is_empty() {
@@ -417,6 +414,55 @@ impl Inner {
             }
         }
         st.threads -= 1;
+    }
+
+    /// Takes the next job this worker may start, and counts it as running.
+    fn take_job(&self, st: &mut State, id: usize, probe: Option<ThreadProbe>) -> Option<Job> {
+        if !st.admissible() {
+            return None;
+        }
+        let job = st.queue.pop_front().expect("admissible implies a job");
+        if st.running.len() >= FLOOR {
+            st.grants -= 1;
+        }
+        st.running.push(Running {
+            worker: id,
+            probe,
+            started: Instant::now(),
+        });
+        // The watcher sleeps while a grant is outstanding; this one is now used.
+        self.poke_watcher(st);
+        Some(job)
+    }
+
+    /// Runs `first`, then every job ready the moment the previous one ends, inside the
+    /// `busy` context. Under load the WSGI pool thus keeps the GIL from one request to the
+    /// next instead of dropping it in between. Each drop would wake any thread waiting for
+    /// the GIL, only for this thread to take it back first: such a waiter got woken once
+    /// per request, and could not get in until the load stopped.
+    fn run_busy(&self, id: usize, probe: Option<ThreadProbe>, first: Job) {
+        let mut next = Some(first);
+        let mut streak = || {
+            while let Some(job) = next.take() {
+                if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("a request handler panicked; the server goes on");
+                }
+                let mut st = self.lock();
+                st.running.retain(|r| r.worker != id);
+                self.job_done(&st);
+                self.poke_watcher(&st);
+                next = self.take_job(&mut st, id, probe);
+                if next.is_none() {
+                    // Until this thread is back in `worker_loop`, it is neither running nor
+                    // idle: a job submitted meanwhile must wait for it, not start a thread.
+                    st.coming += 1;
+                }
+            }
+        };
+        match &self.contexts.busy {
+            Some(busy) => busy(&mut streak),
+            None => streak(),
+        }
     }
 
     /// Grants one more admission each time every running job has been blocked for a while.
@@ -660,6 +706,43 @@ mod tests {
         }
         // A sleeping pool hands each job to the warm thread, not round the sleepers.
         assert_eq!(threads_used(&p, 10, true).len(), 1);
+    }
+
+    #[test]
+    fn work_arriving_as_a_busy_streak_ends_waits_for_its_thread() {
+        // The streak's context takes a while to leave (for the WSGI pool: handing back the
+        // GIL); work submitted meanwhile is this thread's to take, not a new thread's.
+        let slow_exit: ThreadWrap = Arc::new(|run: &mut (dyn FnMut() + Send)| {
+            run();
+            thread::sleep(Duration::from_millis(5));
+        });
+        let p = Pool::with_contexts(
+            PoolLimits {
+                min_threads: 1,
+                max_threads: 4,
+                queue: 100,
+            },
+            Contexts {
+                thread: None,
+                busy: Some(slow_exit),
+            },
+        );
+        let seen = Arc::new(Mutex::new(HashSet::new()));
+        for _ in 0..10 {
+            let (tx, rx) = mpsc::channel();
+            let s = Arc::clone(&seen);
+            p.submit(Box::new(move || {
+                s.lock().unwrap().insert(thread::current().id());
+                tx.send(()).unwrap();
+            }))
+            .unwrap();
+            // The job has run; its thread is now leaving the streak.
+            rx.recv().unwrap();
+            thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(p.drain(Some(Duration::from_secs(10))), 0);
+        assert_eq!(seen.lock().unwrap().len(), 1);
+        assert_eq!(p.inner.lock().threads, 1);
     }
 
     #[test]

@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pool::{Pool, PoolLimits, ThreadWrap};
+use crate::pool::{Contexts, Pool, PoolLimits};
 use crate::proxy::Proxy;
 use crate::router;
 use crate::statics::Statics;
@@ -131,15 +131,20 @@ impl Server {
         for fd in &config.listen_fds {
             std_listeners.push(adopt(*fd).map_err(ServerError::Runtime)?);
         }
-        let wrap: Option<ThreadWrap> = match handler {
-            Handler::Wsgi(_) => Some(Arc::new(|run: &mut (dyn FnMut() + Send)| {
+        let contexts = match handler {
+            Handler::Wsgi(_) => Contexts {
                 // Attach once for the thread's life and run detached: each request then
                 // re-attaches to the same thread state instead of creating one.
-                Python::attach(|py| py.detach(run));
-            })),
-            Handler::Proxy(_) => None,
+                thread: Some(Arc::new(|run: &mut (dyn FnMut() + Send)| {
+                    Python::attach(|py| py.detach(run));
+                })),
+                busy: Some(Arc::new(|run: &mut (dyn FnMut() + Send)| {
+                    Python::attach(|_| run())
+                })),
+            },
+            Handler::Proxy(_) => Contexts::default(),
         };
-        let pool = Pool::with_wrap(
+        let pool = Pool::with_contexts(
             PoolLimits {
                 // A proxy never runs Python: no thread until (never) asked for.
                 min_threads: match handler {
@@ -149,7 +154,7 @@ impl Server {
                 max_threads: config.max_threads,
                 queue: config.queue,
             },
-            wrap,
+            contexts,
         );
         let statics = Statics::new(config.mounts.clone(), config.static_max_age)
             .map_err(ServerError::Runtime)?;

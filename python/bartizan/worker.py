@@ -7,12 +7,13 @@ import json
 import os
 import signal
 import sys
-import time
 
 import bartizan
 from bartizan.cli import UserError, django_mounts, load_app
 
 METRICS_EVERY = 1.0
+# SIGUSR1: the supervisor retires this worker (a reload); the others stop it.
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1}
 
 
 def main() -> int:
@@ -29,6 +30,9 @@ def main() -> int:
         if django != "off":
             explicit = {prefix.rstrip("/") for prefix, _ in mounts}
             mounts += [m for m in django_mounts(django == "on") if m[0] not in explicit]
+        # Blocked before the server starts its threads, which inherit the mask: the signals
+        # then wait for `sigtimedwait` below instead of waking a thread to run a handler.
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         server = bartizan.Server(app, static=mounts, **config).start()
     except UserError as e:
         print(f"bartizan: {e}", file=sys.stderr, flush=True)
@@ -44,8 +48,10 @@ def main() -> int:
     # The server holds its own duplicates: closing ours lets a stop really close the port.
     for fd in config.get("listen_fds", []):
         os.close(fd)
+    # A thread the app started before the mask was set may still take a signal: the handler
+    # notes it, and the loop sees it within a second.
     signals: list[int] = []
-    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1):
+    for sig in STOP_SIGNALS:
         signal.signal(sig, lambda signum, frame: signals.append(signum))
     # The supervisor handles SIGHUP; a terminal's hang-up must not kill the workers.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
@@ -53,16 +59,17 @@ def main() -> int:
     os.close(ready_fd)
 
     me = os.getpid()
-    next_metrics = 0.0
+    # This thread wakes once a second, not more: each wake-up takes the GIL from the
+    # thread running the app.
     while not signals:
-        if os.getppid() != master:
+        if metrics_dir:
+            write_metrics(server, metrics_dir, me)
+        info = signal.sigtimedwait(STOP_SIGNALS, METRICS_EVERY)
+        if info is not None:
+            signals.append(info.si_signo)
+        elif os.getppid() != master:
             # The supervisor is gone: nobody would restart or stop us.
             signals.append(signal.SIGTERM)
-            break
-        if metrics_dir and time.monotonic() >= next_metrics:
-            write_metrics(server, metrics_dir, me)
-            next_metrics = time.monotonic() + METRICS_EVERY
-        time.sleep(0.1)
     retire = signals[0] == signal.SIGUSR1
     in_flight = server.pending
     cut = server.stop(graceful_timeout, retire=retire)

@@ -51,9 +51,7 @@ TEMPLATES = [
     },
 ]
 
-DB_PATH = Path(
-    os.environ.get("BARTIZAN_DEMO_DB") or DATA_DIR / "demo.sqlite3"
-).expanduser()
+DB_PATH = Path(os.environ.get("BARTIZAN_DEMO_DB") or DATA_DIR / "demo.sqlite3").expanduser()
 DB_PATH.parent.mkdir(parents=True, exist_ok=True)
 
 DATABASES = {
@@ -80,9 +78,7 @@ STATIC_ROOT = PACKAGE_DIR / "static"
 STATICFILES_DIRS = []
 
 MEDIA_URL = "/media/"
-MEDIA_ROOT = Path(
-    os.environ.get("BARTIZAN_DEMO_MEDIA") or DATA_DIR / "media"
-).expanduser()
+MEDIA_ROOT = Path(os.environ.get("BARTIZAN_DEMO_MEDIA") or DATA_DIR / "media").expanduser()
 
 # Django only logs request errors to the console when DEBUG is on; the
 # server's stderr is the one place a demo user will look, so always send
