@@ -142,6 +142,12 @@ fn rfc7239_port(p: &str) -> Option<Option<u16>> {
     obfuscated.then_some(None)
 }
 
+/// One pass over the few names a request has is cheaper than looking up all five headers
+/// in every request, most of which carry none of them.
+fn is_forwarding(name: &HeaderName) -> bool {
+    *name == FORWARDED || name.as_str().starts_with("x-forwarded-")
+}
+
 fn all_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     let mut out: Option<String> = None;
     for v in headers.get_all(name) {
@@ -275,7 +281,7 @@ fn parse_forwarded(value: &str) -> Option<Vec<Element>> {
 
 /// Reads the forwarding headers if, and only if, `peer` is trusted.
 pub fn resolve(headers: &HeaderMap, peer: IpAddr, trust: &TrustList) -> Option<Forwarded> {
-    if !trust.trusts(peer) {
+    if !trust.trusts(peer) || !headers.keys().any(is_forwarding) {
         return None;
     }
     if let Some(value) = all_values(headers, &FORWARDED) {

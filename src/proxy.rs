@@ -304,7 +304,7 @@ impl Proxy {
     }
 
     /// Forwards one request; every failure becomes a short plain error page.
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: ConnInfo) -> Reply {
+    pub async fn handle(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Reply {
         let upgrade = wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();

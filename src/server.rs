@@ -295,11 +295,7 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn_info = ConnInfo {
-            peer,
-            local,
-            scheme: if tls.is_some() { "https" } else { "http" },
-        };
+        let conn_info = ConnInfo::new(peer, local, if tls.is_some() { "https" } else { "http" });
         let shared = Arc::clone(&shared);
         let builder = builder.clone();
         let watcher = ConnWatch {
@@ -340,9 +336,10 @@ async fn serve<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let peer = conn_info.peer;
     let svc = {
         let shared = Arc::clone(&shared);
-        service_fn(move |req| router::route(req, Arc::clone(&shared), conn_info))
+        service_fn(move |req| router::route(req, Arc::clone(&shared), conn_info.clone()))
     };
     // Upgrades let WebSocket handshakes through the proxy front.
     let conn = builder
@@ -372,6 +369,6 @@ async fn serve<I>(
         }
     };
     if let Err(e) = result {
-        tracing::debug!("connection from {}: {e}", conn_info.peer);
+        tracing::debug!("connection from {peer}: {e}");
     }
 }

@@ -3,12 +3,11 @@
 //! into a `RequestEnv`; the pool thread then only turns those strings into a dict while it
 //! holds the GIL.
 
-use std::net::SocketAddr;
-
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
 use http::request::Parts;
 use http::{HeaderMap, Method, Version};
 
+use super::ConnInfo;
 use crate::forwarded::{self, TrustList};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -101,11 +100,10 @@ impl RequestEnv {
     pub fn from_parts(
         parts: &Parts,
         root_path: &str,
-        peer: SocketAddr,
-        local: SocketAddr,
-        url_scheme: &'static str,
+        conn: &ConnInfo,
         trust: &TrustList,
     ) -> Result<RequestEnv, EnvError> {
+        let (peer, text) = (conn.peer, &conn.text);
         let uri = &parts.uri;
         let raw_path = uri.path();
         let decoded = percent_encoding::percent_decode(raw_path.as_bytes()).collect::<Vec<u8>>();
@@ -145,7 +143,7 @@ impl RequestEnv {
 
         // A trusted proxy may tell the real client, scheme and host.
         let fwd = forwarded::resolve(headers, peer.ip(), trust).unwrap_or_default();
-        let url_scheme = fwd.proto.unwrap_or(url_scheme);
+        let url_scheme = fwd.proto.unwrap_or(conn.scheme);
         if let Some(h) = &fwd.host {
             match env_headers.iter_mut().find(|(k, _)| k == "HTTP_HOST") {
                 Some(entry) => entry.1 = h.clone(),
@@ -165,22 +163,19 @@ impl RequestEnv {
             Some((name, port)) if !name.is_empty() => {
                 let port = match port {
                     Some(p) if valid_port(p) => p.to_string(),
-                    Some(_) => local.port().to_string(),
+                    Some(_) => text.local_port.clone(),
                     None => default_port.to_string(),
                 };
                 (name.to_ascii_lowercase(), port)
             }
-            _ => (local.ip().to_string(), local.port().to_string()),
+            _ => (text.local_ip.clone(), text.local_port.clone()),
         };
         if let Some(p) = fwd.port {
             server_port = p.to_string();
         }
         let (remote_addr, remote_port) = match fwd.client {
             Some((addr, port)) => (addr, port.unwrap_or(peer.port()).to_string()),
-            None => (
-                peer.ip().to_canonical().to_string(),
-                peer.port().to_string(),
-            ),
+            None => (text.peer_ip.clone(), text.peer_port.clone()),
         };
 
         Ok(RequestEnv {
@@ -304,14 +299,12 @@ mod tests {
 
     fn env_of(req: Request<()>, root: &str) -> Result<RequestEnv, EnvError> {
         let (parts, ()) = req.into_parts();
-        RequestEnv::from_parts(
-            &parts,
-            root,
+        let conn = ConnInfo::new(
             "10.0.0.7:5555".parse().unwrap(),
             "127.0.0.1:8000".parse().unwrap(),
             "http",
-            &TrustList::default(),
-        )
+        );
+        RequestEnv::from_parts(&parts, root, &conn, &TrustList::default())
     }
 
     #[test]

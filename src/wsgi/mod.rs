@@ -6,6 +6,7 @@ pub mod file_wrapper;
 pub mod input;
 pub mod response;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -74,11 +75,39 @@ impl WsgiApp {
 }
 
 /// Where a connection is: what the environ says about both ends.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct ConnInfo {
-    pub peer: std::net::SocketAddr,
-    pub local: std::net::SocketAddr,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
     pub scheme: &'static str,
+    /// Both ends as the environ spells them, formatted once per connection rather than
+    /// once per request (formatting an address costs more than the rest of the environ).
+    pub text: Arc<ConnText>,
+}
+
+#[derive(Debug)]
+pub struct ConnText {
+    pub peer_ip: String,
+    pub peer_port: String,
+    pub local_ip: String,
+    pub local_port: String,
+}
+
+impl ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, scheme: &'static str) -> ConnInfo {
+        let text = ConnText {
+            peer_ip: peer.ip().to_canonical().to_string(),
+            peer_port: peer.port().to_string(),
+            local_ip: local.ip().to_string(),
+            local_port: local.port().to_string(),
+        };
+        ConnInfo {
+            peer,
+            local,
+            scheme,
+            text: Arc::new(text),
+        }
+    }
 }
 
 struct Job {
@@ -93,17 +122,10 @@ pub async fn handle(
     req: Request<Incoming>,
     app: &Arc<WsgiApp>,
     pool: &Pool,
-    conn: ConnInfo,
+    conn: &ConnInfo,
 ) -> Reply {
     let (parts, body) = req.into_parts();
-    let env = match RequestEnv::from_parts(
-        &parts,
-        &app.root_path,
-        conn.peer,
-        conn.local,
-        conn.scheme,
-        &app.trust,
-    ) {
+    let env = match RequestEnv::from_parts(&parts, &app.root_path, conn, &app.trust) {
         Ok(env) => env,
         Err(EnvError::OutsideRoot) => return errors::plain(StatusCode::NOT_FOUND),
     };
