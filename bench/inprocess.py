@@ -1,16 +1,23 @@
 """Call a WSGI app directly in a loop, with no server and no sockets.
 
-    python bench/inprocess.py MODULE:ATTR [PATH] [CALLS] [WARMUP]
+    python bench/inprocess.py [--wake] MODULE:ATTR [PATH] [CALLS] [WARMUP]
 
 Prints one JSON object: calls/s, per-call p50/p99 latency and peak RSS.
 This is the ceiling a single-interpreter server can reach for an app whose
 time is spent holding the GIL, so the server's rate is reported against it.
+
+With --wake, each call is followed by a one-byte write to a pipe that another
+process sleeps on, waking it. A server has to do at least that much per
+response: its client (or its own network thread) waits asleep for it. On a
+virtual machine, waking a sleeping CPU can cost far more than the write.
 """
 
 import importlib
 import io
 import json
+import os
 import resource
+import subprocess
 import sys
 import time
 
@@ -75,7 +82,17 @@ def percentile(sorted_values, fraction):
     return sorted_values[index]
 
 
+def waker():
+    """A write that wakes a sleeping process (no GIL of ours involved)."""
+    reader = subprocess.Popen(["cat"], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, bufsize=0)
+    fd = reader.stdin.fileno()
+    return lambda: os.write(fd, b"x")
+
+
 def main(argv):
+    wake = "--wake" in argv
+    argv = [a for a in argv if a != "--wake"]
+    after_call = waker() if wake else (lambda: None)
     target = argv[1]
     path = argv[2] if len(argv) > 2 else "/"
     calls = int(argv[3]) if len(argv) > 3 else 3000
@@ -98,6 +115,7 @@ def main(argv):
     for _ in range(calls):
         t0 = clock()
         call_once(app, base)
+        after_call()
         latencies.append(clock() - t0)
     elapsed = clock() - started
 
