@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import sys
+import time
 
 import bartizan
 from bartizan.cli import UserError, django_mounts, load_app
@@ -14,6 +15,9 @@ from bartizan.cli import UserError, django_mounts, load_app
 METRICS_EVERY = 1.0
 # SIGUSR1: the supervisor retires this worker (a reload); the others stop it.
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT, signal.SIGUSR1}
+# Not on every platform (macOS lacks it): there, handlers note the signals and the loop
+# polls for them.
+sigtimedwait = getattr(signal, "sigtimedwait", None)
 
 
 def main() -> int:
@@ -32,7 +36,8 @@ def main() -> int:
             mounts += [m for m in django_mounts(django == "on") if m[0] not in explicit]
         # Blocked before the server starts its threads, which inherit the mask: the signals
         # then wait for `sigtimedwait` below instead of waking a thread to run a handler.
-        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        if sigtimedwait:
+            signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         server = bartizan.Server(app, static=mounts, **config).start()
     except UserError as e:
         print(f"bartizan: {e}", file=sys.stderr, flush=True)
@@ -59,15 +64,15 @@ def main() -> int:
     os.close(ready_fd)
 
     me = os.getpid()
-    # This thread wakes once a second, not more: each wake-up takes the GIL from the
-    # thread running the app.
+    # With sigtimedwait, this thread wakes once a second, not more: each wake-up takes the
+    # GIL from the thread running the app.
     while not signals:
         if metrics_dir:
             write_metrics(server, metrics_dir, me)
-        info = signal.sigtimedwait(STOP_SIGNALS, METRICS_EVERY)
+        info = sigtimedwait(STOP_SIGNALS, METRICS_EVERY) if sigtimedwait else poll(signals)
         if info is not None:
             signals.append(info.si_signo)
-        elif os.getppid() != master:
+        elif not signals and os.getppid() != master:
             # The supervisor is gone: nobody would restart or stop us.
             signals.append(signal.SIGTERM)
     retire = signals[0] == signal.SIGUSR1
@@ -85,6 +90,13 @@ def main() -> int:
         except OSError:
             pass
     return 0
+
+
+def poll(signals: list[int]) -> None:
+    """Waits up to METRICS_EVERY for a handler to note a signal."""
+    end = time.monotonic() + METRICS_EVERY
+    while not signals and time.monotonic() < end:
+        time.sleep(0.1)
 
 
 def write_metrics(server: bartizan.Server, directory: str, pid: int) -> None:
