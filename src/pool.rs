@@ -438,8 +438,8 @@ impl Inner {
     /// Runs `first`, then every job ready the moment the previous one ends, inside the
     /// `busy` context. Under load the WSGI pool thus keeps the GIL from one request to the
     /// next instead of dropping it in between. Each drop would wake any thread waiting for
-    /// the GIL, only for this thread to take it back first: such a waiter got woken once
-    /// per request, and could not get in until the load stopped.
+    /// the GIL, only for this thread to take it back first: such a waiter was woken once per
+    /// request and, under load, could wait seconds to get in.
     fn run_busy(&self, id: usize, probe: Option<ThreadProbe>, first: Job) {
         let mut next = Some(first);
         let mut streak = || {

@@ -78,7 +78,6 @@ impl WsgiApp {
 #[derive(Clone, Debug)]
 pub struct ConnInfo {
     pub peer: SocketAddr,
-    pub local: SocketAddr,
     pub scheme: &'static str,
     /// Both ends as the environ spells them, formatted once per connection rather than
     /// once per request (formatting an address costs more than the rest of the environ).
@@ -103,7 +102,6 @@ impl ConnInfo {
         };
         ConnInfo {
             peer,
-            local,
             scheme,
             text: Arc::new(text),
         }
