@@ -374,12 +374,18 @@ import socket, sys, threading, time
 port, seconds, clients = int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3])
 end = time.monotonic() + seconds
 request = b"GET / HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n"
+failures = []
 def recv(s):
     chunk = s.recv(4096)
     if not chunk:
-        sys.exit("the server closed the connection")
+        raise ConnectionError("the server closed the connection")
     return chunk
 def client():
+    try:
+        run()
+    except Exception as e:
+        failures.append(repr(e))
+def run():
     with socket.create_connection(("127.0.0.1", port)) as s:
         while time.monotonic() < end:
             s.sendall(request)
@@ -393,6 +399,7 @@ def client():
 threads = [threading.Thread(target=client) for _ in range(clients)]
 for t in threads: t.start()
 for t in threads: t.join()
+sys.exit(failures[0] if failures else 0)
 """
 
 
