@@ -141,6 +141,7 @@ impl Server {
                 busy: Some(Arc::new(|run: &mut (dyn FnMut() + Send)| {
                     Python::attach(|_| run())
                 })),
+                gil: Some(Arc::new(|| Python::attach(|_| ()))),
             },
             Handler::Proxy(_) => Contexts::default(),
         };

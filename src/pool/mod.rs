@@ -1,0 +1,517 @@
+//! The lockable worker pool that runs the WSGI app.
+//!
+//! Python threads share one GIL, so running many requests of Python at once does not make
+//! them faster: it only spreads every request over the whole burst and ruins tail latency
+//! (20 threads fighting over the GIL gave a p99 of 1 s where one thread gave 158 ms). The pool
+//! therefore lets one job run Python at a time, and starts another beside it only while the
+//! GIL is free: every running job is off the GIL, blocked in the kernel (a database, a socket,
+//! a sleep) or inside C code that let go of it (PBKDF2, zlib). How that is seen is in
+//! [`admission`]. More threads then never cost latency; they add concurrency exactly where the
+//! app leaves the GIL unused.
+//!
+//! The queue is bounded: a job that does not fit is refused at once so the caller can answer
+//! 503 instead of letting the client hang.
+
+mod admission;
+
+use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use admission::{OffGil, ThreadProbe};
+
+pub type Job = Box<dyn FnOnce() + Send + 'static>;
+
+/// Why a job was not queued.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    #[error("the request queue is full")]
+    Full,
+    #[error("the pool is locked")]
+    Locked,
+    #[error("the server is stopping")]
+    Stopped,
+}
+
+/// An idle thread above `min_threads` exits after this long without work.
+const IDLE_EXIT: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, Copy)]
+pub struct PoolLimits {
+    pub min_threads: usize,
+    pub max_threads: usize,
+    pub queue: usize,
+}
+
+/// Runs a closure inside some context: see [`Contexts`].
+pub type ThreadWrap = Arc<dyn Fn(&mut (dyn FnMut() + Send)) + Send + Sync>;
+
+/// Takes the lock the jobs share to run their code (for the WSGI pool: the GIL) and lets it
+/// go at once. How long that took tells the admission watcher whether it was free.
+pub type GilProbe = Arc<dyn Fn() + Send + Sync>;
+
+/// What the pool's threads run inside. For the WSGI pool: `thread` keeps one Python thread
+/// state for the thread's whole life, so thread-locals such as Django's database connections
+/// survive from one request to the next; `busy` holds the GIL across jobs that follow each
+/// other without a pause; `gil` is the admission watcher's probe.
+#[derive(Clone, Default)]
+pub struct Contexts {
+    /// The whole life of each worker thread, and of the admission watcher.
+    pub thread: Option<ThreadWrap>,
+    /// Each run of jobs a worker takes back to back, from the first job until it finds the
+    /// queue empty or may not start the next.
+    pub busy: Option<ThreadWrap>,
+    /// Without one, the shared lock is taken to be always free: only the threads' states
+    /// decide.
+    pub gil: Option<GilProbe>,
+}
+
+pub struct Pool {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    limits: PoolLimits,
+    /// Jobs running C code off the GIL that may share the machine's cores; starting more
+    /// would only slice the same cores thinner.
+    cores: usize,
+    contexts: Contexts,
+    state: Mutex<State>,
+    /// The watcher waits here for a backlog behind running jobs.
+    watch: Condvar,
+    /// `drain` waits here for the last job to finish.
+    done: Condvar,
+}
+
+/// An idle worker and the condvar (used with the state lock) it sleeps on.
+struct Sleeper {
+    worker: usize,
+    wake: Arc<Condvar>,
+}
+
+struct Running {
+    worker: usize,
+    thread: Option<ThreadProbe>,
+    started: Instant,
+    /// Set by the watcher when it saw this job off the GIL; a job without it is taken to be
+    /// running Python.
+    off: Option<OffGil>,
+}
+
+impl Running {
+    /// Tells this job apart from an earlier one on the same thread.
+    fn key(&self) -> (usize, Instant) {
+        (self.worker, self.started)
+    }
+}
+
+/// What the queue's next job may do now.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Admission {
+    Start,
+    /// Some running job may be running Python: the watcher is to look. At the thread limit
+    /// too, so that the marks are ready for the next job to start when one ends.
+    Judge,
+    /// Nothing to start or to learn until a job ends.
+    Wait,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<Job>,
+    threads: usize,
+    /// Threads spawned or woken that have not yet looked at the queue: each will take a
+    /// job without further help.
+    coming: usize,
+    /// Workers asleep waiting for a job, the most recently idle last. Only they need a
+    /// wake-up (a futex call each), and the last one is woken first: its caches are warm,
+    /// and the threads at the bottom stay asleep long enough to exit.
+    idle: Vec<Sleeper>,
+    running: Vec<Running>,
+    locked: bool,
+    held: bool,
+    /// Callers blocked in `drain`, and whether the watcher sleeps: a condvar notify is a
+    /// syscall even with nobody waiting, so these are only notified when someone is.
+    draining: usize,
+    watcher_asleep: bool,
+    stopping: bool,
+    next_worker: usize,
+    handles: Vec<thread::JoinHandle<()>>,
+}
+
+impl State {
+    /// Whether the queue's next job may start now: when nothing runs, or when every running
+    /// job is still off the GIL as the watcher saw it, and those on a core leave one free.
+    /// Marks are taken as they will be at `now`.
+    fn admission(&self, max_threads: usize, cores: usize, now: Instant) -> Admission {
+        if self.held || self.queue.is_empty() {
+            return Admission::Wait;
+        }
+        if self.running.is_empty() {
+            return Admission::Start;
+        }
+        let mut on_cores = 0;
+        for r in &self.running {
+            match r.off {
+                Some(off) if off.holds(r.thread, now) => on_cores += usize::from(off.on_core),
+                _ => return Admission::Judge,
+            }
+        }
+        if self.running.len() >= max_threads || on_cores >= cores {
+            Admission::Wait
+        } else {
+            Admission::Start
+        }
+    }
+
+    fn pending(&self) -> usize {
+        self.queue.len() + self.running.len()
+    }
+}
+
+impl Pool {
+    #[cfg(test)]
+    pub fn new(limits: PoolLimits) -> Pool {
+        Pool::with_contexts(limits, Contexts::default())
+    }
+
+    pub fn with_contexts(limits: PoolLimits, contexts: Contexts) -> Pool {
+        let cores = thread::available_parallelism().map_or(1, |n| n.get());
+        let inner = Arc::new(Inner {
+            limits,
+            cores,
+            contexts,
+            state: Mutex::new(State::default()),
+            watch: Condvar::new(),
+            done: Condvar::new(),
+        });
+        {
+            let mut st = inner.lock();
+            for _ in 0..limits.min_threads {
+                Inner::spawn_worker(&inner, &mut st);
+            }
+        }
+        let watcher = Arc::clone(&inner);
+        let handle = thread::Builder::new()
+            .name("bartizan-admit".into())
+            .spawn(move || match watcher.contexts.thread.clone() {
+                Some(wrap) => {
+                    let mut run = Some(watcher);
+                    wrap(&mut || {
+                        if let Some(w) = run.take() {
+                            admission::watch_loop(w);
+                        }
+                    });
+                }
+                None => admission::watch_loop(watcher),
+            })
+            .expect("spawning the pool watcher thread");
+        inner.lock().handles.push(handle);
+        Pool { inner }
+    }
+
+    /// Queues a job, or says at once why it cannot be queued.
+    pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+        let inner = &self.inner;
+        let mut st = inner.lock();
+        if st.stopping {
+            return Err(SubmitError::Stopped);
+        }
+        if st.locked {
+            return Err(SubmitError::Locked);
+        }
+        if st.queue.len() >= inner.limits.queue {
+            return Err(SubmitError::Full);
+        }
+        st.queue.push_back(job);
+        if inner.startable(&st) > 0 {
+            Inner::wake_or_spawn(inner, &mut st);
+        } else {
+            inner.poke_watcher(&st);
+        }
+        Ok(())
+    }
+
+    /// Jobs queued or running.
+    pub fn pending(&self) -> usize {
+        self.inner.lock().pending()
+    }
+
+    pub fn queued(&self) -> usize {
+        self.inner.lock().queue.len()
+    }
+
+    /// Stops taking new jobs. With `hold`, new jobs are queued but not started until `unlock`.
+    pub fn lock(&self, hold: bool) {
+        let mut st = self.inner.lock();
+        if hold {
+            st.held = true;
+            st.locked = false;
+        } else {
+            st.locked = true;
+        }
+    }
+
+    pub fn unlock(&self) {
+        let mut st = self.inner.lock();
+        st.locked = false;
+        st.held = false;
+        if self.inner.startable(&st) > 0 {
+            Inner::wake_or_spawn(&self.inner, &mut st);
+        }
+        self.inner.watch.notify_one();
+    }
+
+    /// Waits until nothing is pending or `timeout` passes; returns how many are still pending.
+    pub fn drain(&self, timeout: Option<Duration>) -> usize {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut st = self.inner.lock();
+        st.draining += 1;
+        while st.pending() > 0 {
+            match deadline {
+                None => st = self.inner.done.wait(st).unwrap_or_else(|e| e.into_inner()),
+                Some(d) => {
+                    let now = Instant::now();
+                    if now >= d {
+                        break;
+                    }
+                    st = self
+                        .inner
+                        .done
+                        .wait_timeout(st, d - now)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0;
+                }
+            }
+        }
+        st.draining -= 1;
+        st.pending()
+    }
+
+    /// Refuses new jobs, lets queued and running ones finish for up to `timeout`, then lets
+    /// the threads go. Threads still inside the app at the deadline are left to finish on
+    /// their own rather than joined, so a stuck request cannot block a stop forever.
+    /// Returns how many jobs were still pending at the deadline.
+    pub fn stop(&self, timeout: Option<Duration>) -> usize {
+        {
+            let mut st = self.inner.lock();
+            st.held = false;
+            st.stopping = true;
+            Inner::wake_all(&mut st);
+            self.inner.watch.notify_all();
+        }
+        let left = self.drain(timeout);
+        let handles = {
+            let mut st = self.inner.lock();
+            // Jobs never started are dropped; their callers see the reply channel close.
+            st.queue.clear();
+            Inner::wake_all(&mut st);
+            self.inner.watch.notify_all();
+            std::mem::take(&mut st.handles)
+        };
+        if left == 0 {
+            for h in handles {
+                let _ = h.join();
+            }
+        }
+        left
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let mut st = self.inner.lock();
+        st.stopping = true;
+        Inner::wake_all(&mut st);
+        self.inner.watch.notify_all();
+    }
+}
+
+impl Inner {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic inside a job is caught before it can poison the lock; be safe anyway.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn admission(&self, st: &State) -> Admission {
+        st.admission(self.limits.max_threads, self.cores, Instant::now())
+    }
+
+    /// Queued jobs that may start now.
+    fn startable(&self, st: &State) -> usize {
+        usize::from(self.admission(st) == Admission::Start)
+    }
+
+    /// A backlog waits behind running jobs that may be running Python: the watcher's cue to
+    /// look whether the GIL is free.
+    fn needs_judging(&self, st: &State) -> bool {
+        // Marks about to run out count as gone, so they are renewed before they are needed.
+        let soon = Instant::now() + admission::RENEW_AHEAD;
+        st.admission(self.limits.max_threads, self.cores, soon) == Admission::Judge
+    }
+
+    /// Wakes the watcher if there is a backlog for it to judge and it sleeps.
+    fn poke_watcher(&self, st: &State) {
+        if st.watcher_asleep && self.needs_judging(st) {
+            self.watch.notify_one();
+        }
+    }
+
+    fn job_done(&self, st: &State) {
+        if st.draining > 0 && st.pending() == 0 {
+            self.done.notify_all();
+        }
+    }
+
+    /// Gets an admissible job started unless a thread is already on its way to it: wakes
+    /// the most recently idle worker, or starts a thread when none sleeps.
+    fn wake_or_spawn(inner: &Arc<Inner>, st: &mut State) {
+        if st.coming >= inner.startable(st) {
+            return;
+        }
+        if let Some(sleeper) = st.idle.pop() {
+            st.coming += 1;
+            sleeper.wake.notify_one();
+        } else if st.threads < inner.limits.max_threads {
+            Inner::spawn_worker(inner, st);
+        }
+    }
+
+    fn wake_all(st: &mut State) {
+        st.coming += st.idle.len();
+        for sleeper in st.idle.drain(..) {
+            sleeper.wake.notify_one();
+        }
+    }
+
+    fn spawn_worker(inner: &Arc<Inner>, st: &mut State) {
+        let id = st.next_worker;
+        st.next_worker += 1;
+        st.threads += 1;
+        st.coming += 1;
+        let me = Arc::clone(inner);
+        match thread::Builder::new()
+            .name(format!("bartizan-wsgi-{id}"))
+            .spawn(move || match me.contexts.thread.clone() {
+                Some(wrap) => {
+                    let mut run = Some(me);
+                    wrap(&mut || {
+                        if let Some(me) = run.take() {
+                            me.worker_loop(id);
+                        }
+                    });
+                }
+                None => me.worker_loop(id),
+            }) {
+            Ok(h) => st.handles.push(h),
+            Err(e) => {
+                st.threads -= 1;
+                st.coming -= 1;
+                tracing::error!("could not start a pool thread: {e}");
+            }
+        }
+    }
+
+    fn worker_loop(self: Arc<Self>, id: usize) {
+        let probe = ThreadProbe::current();
+        let wake = Arc::new(Condvar::new());
+        let mut st = self.lock();
+        st.coming -= 1;
+        loop {
+            if let Some(job) = self.take_job(&mut st, id, probe) {
+                drop(st);
+                self.run_busy(id, probe, job);
+                st = self.lock();
+                // Counted in `coming` by `run_busy` when its streak ended.
+                st.coming -= 1;
+                continue;
+            }
+            if st.stopping && st.queue.is_empty() {
+                break;
+            }
+            st.idle.push(Sleeper {
+                worker: id,
+                wake: Arc::clone(&wake),
+            });
+            // Whoever wakes this worker takes it off `idle` first; still on it means a
+            // spurious wake-up, or the idle time is up.
+            let idle_until = Instant::now() + IDLE_EXIT;
+            let mut timed_out = false;
+            loop {
+                let Some(at) = st.idle.iter().position(|s| s.worker == id) else {
+                    st.coming -= 1;
+                    break;
+                };
+                let now = Instant::now();
+                if now >= idle_until {
+                    st.idle.remove(at);
+                    timed_out = true;
+                    break;
+                }
+                st = wake
+                    .wait_timeout(st, idle_until - now)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            if timed_out
+                && st.queue.is_empty()
+                && st.threads > self.limits.min_threads
+                && !st.stopping
+            {
+                break;
+            }
+        }
+        st.threads -= 1;
+    }
+
+    /// Takes the next job this worker may start, and counts it as running Python.
+    fn take_job(&self, st: &mut State, id: usize, thread: Option<ThreadProbe>) -> Option<Job> {
+        if self.startable(st) == 0 {
+            return None;
+        }
+        let job = st.queue.pop_front().expect("startable implies a job");
+        st.running.push(Running {
+            worker: id,
+            thread,
+            started: Instant::now(),
+            off: None,
+        });
+        self.poke_watcher(st);
+        Some(job)
+    }
+
+    /// Runs `first`, then every job that may start the moment the previous one ends, inside
+    /// the `busy` context. Under load the WSGI pool thus keeps the GIL from one request to
+    /// the next instead of dropping it in between. Each drop would wake any thread waiting
+    /// for the GIL, only for this thread to take it back first: such a waiter was woken once
+    /// per request and, under load, could wait seconds to get in.
+    fn run_busy(&self, id: usize, probe: Option<ThreadProbe>, first: Job) {
+        let mut next = Some(first);
+        let mut streak = || {
+            while let Some(job) = next.take() {
+                if catch_unwind(AssertUnwindSafe(job)).is_err() {
+                    tracing::error!("a request handler panicked; the server goes on");
+                }
+                let mut st = self.lock();
+                st.running.retain(|r| r.worker != id);
+                self.job_done(&st);
+                next = self.take_job(&mut st, id, probe);
+                if next.is_none() {
+                    // Until this thread is back in `worker_loop`, it is neither running nor
+                    // idle: a job submitted meanwhile must wait for it, not start a thread.
+                    st.coming += 1;
+                    self.poke_watcher(&st);
+                }
+            }
+        };
+        match &self.contexts.busy {
+            Some(busy) => busy(&mut streak),
+            None => streak(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;
