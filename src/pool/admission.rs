@@ -252,6 +252,14 @@ fn judge(inner: &Inner, jobs: &[Sampled]) -> Verdict {
     }
     let after = cpu_clocks(jobs);
     let span = start.elapsed();
+    // A thread that did not run through the wait and does not sleep is waiting for a core:
+    // it may be about to run Python.
+    let starved = |(j, (a, b)): (&Sampled, (&Option<Duration>, &Option<Duration>))| {
+        a.is_some() && a == b && !j.sleeping()
+    };
+    if jobs.iter().zip(before.iter().zip(&after)).any(starved) {
+        return Verdict::Busy;
+    }
     let seen = Instant::now();
     let marks = jobs
         .iter()
