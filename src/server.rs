@@ -17,7 +17,7 @@ use tokio::sync::{mpsc, watch};
 use crate::access_log::AccessLog;
 use crate::config::Config;
 use crate::metrics::Metrics;
-use crate::pool::{Contexts, Pool, PoolLimits};
+use crate::pool::{Contexts, Pool, PoolLimits, ThreadWrap};
 use crate::proxy::Proxy;
 use crate::router;
 use crate::statics::Statics;
@@ -132,17 +132,19 @@ impl Server {
             std_listeners.push(adopt(*fd).map_err(ServerError::Runtime)?);
         }
         let contexts = match handler {
-            Handler::Wsgi(_) => Contexts {
-                // Attach once for the thread's life and run detached: each request then
-                // re-attaches to the same thread state instead of creating one.
-                thread: Some(Arc::new(|run: &mut (dyn FnMut() + Send)| {
-                    Python::attach(|py| py.detach(run));
-                })),
-                busy: Some(Arc::new(|run: &mut (dyn FnMut() + Send)| {
-                    Python::attach(|_| run())
-                })),
-                gil: Some(Arc::new(|| Python::attach(|_| ()))),
-            },
+            Handler::Wsgi(_) => {
+                let holding_the_gil: ThreadWrap =
+                    Arc::new(|run: &mut (dyn FnMut() + Send)| Python::attach(|_| run()));
+                Contexts {
+                    // Attach once for the thread's life and run detached: each request then
+                    // re-attaches to the same thread state instead of creating one.
+                    thread: Some(Arc::new(|run: &mut (dyn FnMut() + Send)| {
+                        Python::attach(|py| py.detach(run));
+                    })),
+                    busy: Some(Arc::clone(&holding_the_gil)),
+                    gil: Some(holding_the_gil),
+                }
+            }
             Handler::Proxy(_) => Contexts::default(),
         };
         let pool = Pool::with_contexts(

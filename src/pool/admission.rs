@@ -11,24 +11,29 @@
 //! 2. **Blocked.** Granted at once, and every running job's thread sleeps in the kernel: they
 //!    all wait on something other than the GIL (nobody holds it), so one more job may start.
 //! 3. **Off the GIL on a core.** Granted, but some job's thread is running: it runs C code
-//!    without the GIL, or is just back from it. Short calls (an SQLite step of 50 µs) must
-//!    not count, or a CPU-bound page would be joined by another on every query. The watcher
-//!    waits [`CONFIRM`] and probes again; granted at once a second time, the jobs count as
-//!    off the GIL, and those whose CPU clock ran through the wait as on a core. Jobs on a
-//!    core are capped at the machine's cores: more would slice the same cores thinner.
+//!    without the GIL, or Python between short releases (an SQLite step of 50 µs), which a
+//!    probe cannot tell apart: it is granted the GIL at the next release either way. So the
+//!    watcher holds the GIL for [`HOLD`] and reads the CPU clocks meanwhile. A thread whose
+//!    clock ran through it is off the GIL, on a core; one that stopped is waiting for the
+//!    GIL, so it runs Python, and nothing starts. Jobs on a core are capped at the machine's
+//!    cores: more would slice the same cores thinner. A thread that wants the GIL waits at
+//!    most [`HOLD`] for this, and only when the first probe found the GIL free.
 //!
 //! While every running job holds its mark "off the GIL", the queue's next job may start,
 //! also on the thread that has just finished one (keeping the GIL, see `run_busy`). A
 //! sleeping job's mark holds while its thread's CPU clock reads what it read when marked:
-//! a thread that has not run since cannot have gone back to Python. A mark of a job on a
-//! core holds for [`TRUST`]. A job without a mark is taken to run Python.
+//! a thread that has not run since has not gone back to Python. (One woken but still
+//! waiting for a core on a saturated machine counts as waiting a little too long: a job may
+//! start just before it runs.) A mark of a job on a core, or of a thread without a readable
+//! clock, holds for [`TRUST`] and is renewed [`RENEW_AHEAD`] of its end while a backlog
+//! waits. A job without a mark is taken to run Python.
 //!
 //! **What it costs a CPU-bound page.** A probe against a holder running Python waits for the
 //! switch interval and then makes the holder hand the GIL over and back: two thread wake-ups.
 //! After such a probe the watcher backs off, doubling from [`MIN_BACKOFF`] to
 //! [`MAX_BACKOFF`], so a page that never leaves the GIL pays one such hand-off every 20 ms
 //! or so. While backing off, the watcher reads the running threads' CPU clocks every
-//! [`TICK`] (one cheap syscall each, no GIL) and probes at once when one stops advancing: a
+//! [`TICK`] (one cheap syscall each, no GIL) and probes at once when a running one stops: a
 //! job that starts to wait is seen within a tick, not at the end of the back-off.
 //!
 //! **Why not other signals.** CPU clocks and scheduler states alone cannot tell a thread
@@ -49,12 +54,12 @@ const BUSY_WAIT: Duration = Duration::from_millis(1);
 const FREE_WAIT: Duration = Duration::from_micros(200);
 /// Between the two looks at blocked threads: time for one woken by the probe to run.
 const SETTLE: Duration = Duration::from_micros(100);
-/// How long a GIL-free moment beside a running thread must last to count.
-const CONFIRM: Duration = Duration::from_micros(500);
+/// How long the watcher holds the GIL to see which running threads go on without it.
+const HOLD: Duration = Duration::from_micros(100);
 /// How long a mark "off the GIL on a core" is believed without another look.
-const TRUST: Duration = Duration::from_millis(5);
+const TRUST: Duration = Duration::from_millis(10);
 /// How long before it runs out the watcher renews such a mark.
-pub(super) const RENEW_AHEAD: Duration = Duration::from_millis(2);
+pub(super) const RENEW_AHEAD: Duration = Duration::from_millis(3);
 /// How often, while backing off, the running threads' CPU clocks are read.
 const TICK: Duration = Duration::from_micros(500);
 const MIN_BACKOFF: Duration = Duration::from_millis(1);
@@ -75,7 +80,7 @@ pub(super) struct OffGil {
 
 impl OffGil {
     /// Whether the job is still off the GIL: a sleeping one for as long as its thread has
-    /// not run; one on a core, or without a readable clock, for [`TRUST`].
+    /// not run; any other for [`TRUST`].
     pub(super) fn holds(self, thread: Option<ThreadProbe>, now: Instant) -> bool {
         match self.cpu {
             Some(cpu) => thread.and_then(|t| t.cpu()) == Some(cpu),
@@ -142,10 +147,16 @@ pub(super) fn watch_loop(inner: Arc<Inner>) {
             };
             st.watcher_asleep = false;
         }
-        let jobs = sample(&st);
+        let mut jobs = sample(&st);
         drop(st);
         if let Some(wait) = backoff {
             wait_for_a_stall(&inner, &jobs, Instant::now() + wait);
+            st = inner.lock();
+            if !inner.needs_judging(&st) {
+                continue;
+            }
+            jobs = sample(&st);
+            drop(st);
         }
         let verdict = judge(&inner, &jobs);
         st = inner.lock();
@@ -191,10 +202,12 @@ fn mark(st: &mut State, seen: &[((usize, Instant), OffGil)]) -> bool {
     any
 }
 
-/// Sleeps until `until`, or until a sampled thread's CPU clock stops advancing (it has
-/// started to wait), or until the jobs running are no longer the sampled ones.
+/// Sleeps until `until`, or until a sampled thread that was running stops (it has started
+/// to wait), or until the jobs running are no longer the sampled ones. Threads already
+/// asleep do not count: their jobs hold marks, or will be judged with the rest.
 fn wait_for_a_stall(inner: &Inner, jobs: &[Sampled], until: Instant) {
     let mut last = cpu_clocks(jobs);
+    let mut ran = vec![false; jobs.len()];
     loop {
         let now = Instant::now();
         if now >= until {
@@ -202,10 +215,14 @@ fn wait_for_a_stall(inner: &Inner, jobs: &[Sampled], until: Instant) {
         }
         thread::sleep(TICK.min(until - now));
         let clocks = cpu_clocks(jobs);
-        let stalled = last.iter().zip(&clocks).any(|(a, b)| match (a, b) {
-            (Some(a), Some(b)) => b.saturating_sub(*a) < TICK / 4,
-            _ => false,
-        });
+        let mut stalled = false;
+        for (i, (a, b)) in last.iter().zip(&clocks).enumerate() {
+            if let (Some(a), Some(b)) = (a, b) {
+                let running = b.saturating_sub(*a) >= TICK / 4;
+                stalled |= ran[i] && !running;
+                ran[i] = running;
+            }
+        }
         if stalled {
             return;
         }
@@ -244,55 +261,70 @@ fn judge(inner: &Inner, jobs: &[Sampled]) -> Verdict {
             return Verdict::Off(marks.collect());
         }
     }
-    let start = Instant::now();
-    let before = cpu_clocks(jobs);
-    thread::sleep(CONFIRM);
-    if probe(inner) >= FREE_WAIT {
-        return Verdict::Busy;
-    }
-    let after = cpu_clocks(jobs);
-    let span = start.elapsed();
-    // A thread that did not run through the wait and does not sleep is waiting for a core:
-    // it may be about to run Python.
-    let starved = |(j, (a, b)): (&Sampled, (&Option<Duration>, &Option<Duration>))| {
-        a.is_some() && a == b && !j.sleeping()
-    };
-    if jobs.iter().zip(before.iter().zip(&after)).any(starved) {
-        return Verdict::Busy;
-    }
+    // Some thread runs. Only holding the GIL tells C code without it (which goes on) from
+    // Python between short releases (which stops at once, waiting for the GIL).
+    let (before, after, held) = holding_the_gil(inner, jobs);
+    thread::sleep(SETTLE);
+    let later = cpu_clocks(jobs);
     let seen = Instant::now();
-    let marks = jobs
-        .iter()
-        .zip(before.iter().zip(&after))
-        .map(|(j, (a, b))| {
-            let off = match (a, b) {
-                // Did not run at all through the wait: it sleeps.
-                (Some(a), Some(b)) if a == b => OffGil {
+    let mut marks = Vec::with_capacity(jobs.len());
+    for (j, ((a, b), c)) in jobs.iter().zip(before.iter().zip(&after).zip(&later)) {
+        let off = match (a, b, c) {
+            (Some(a), Some(b), _) if b.saturating_sub(*a) >= held / 2 => OffGil {
+                seen,
+                on_core: true,
+                cpu: None,
+            },
+            // Ran neither while the GIL was held nor once it was let go, and sleeps: it
+            // waits on something else.
+            (Some(a), Some(b), Some(c))
+                if a == b && b == c && j.thread.is_none_or(|t| t.sleeping()) =>
+            {
+                OffGil {
                     seen,
                     on_core: false,
-                    cpu: Some(*a),
-                },
-                (Some(a), Some(b)) => OffGil {
-                    seen,
-                    on_core: b.saturating_sub(*a) >= span / 2,
-                    cpu: None,
-                },
-                _ => OffGil {
-                    seen,
-                    on_core: false,
-                    cpu: None,
-                },
-            };
-            (j.key, off)
-        });
-    Verdict::Off(marks.collect())
+                    cpu: Some(*c),
+                }
+            }
+            (None, _, _) | (_, None, _) => OffGil {
+                seen,
+                on_core: false,
+                cpu: None,
+            },
+            // Stopped while the GIL was held, ran once it was let go, or waits for a core:
+            // it may be running Python.
+            _ => return Verdict::Busy,
+        };
+        marks.push((j.key, off));
+    }
+    Verdict::Off(marks)
+}
+
+/// The running threads' CPU clocks before and after the watcher holds the GIL for
+/// [`HOLD`], and how long it held it.
+type HeldClocks = (Vec<Option<Duration>>, Vec<Option<Duration>>, Duration);
+
+fn holding_the_gil(inner: &Inner, jobs: &[Sampled]) -> HeldClocks {
+    let mut clocks = None;
+    let mut measure = || {
+        let start = Instant::now();
+        let before = cpu_clocks(jobs);
+        thread::sleep(HOLD);
+        let after = cpu_clocks(jobs);
+        clocks = Some((before, after, start.elapsed()));
+    };
+    match &inner.contexts.gil {
+        Some(gil) => gil(&mut measure),
+        None => measure(),
+    }
+    clocks.expect("the measurement ran")
 }
 
 /// How long taking and letting go of the GIL took.
 fn probe(inner: &Inner) -> Duration {
     let start = Instant::now();
     if let Some(gil) = &inner.contexts.gil {
-        gil();
+        gil(&mut || {});
     }
     start.elapsed()
 }

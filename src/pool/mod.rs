@@ -48,14 +48,10 @@ pub struct PoolLimits {
 /// Runs a closure inside some context: see [`Contexts`].
 pub type ThreadWrap = Arc<dyn Fn(&mut (dyn FnMut() + Send)) + Send + Sync>;
 
-/// Takes the lock the jobs share to run their code (for the WSGI pool: the GIL) and lets it
-/// go at once. How long that took tells the admission watcher whether it was free.
-pub type GilProbe = Arc<dyn Fn() + Send + Sync>;
-
 /// What the pool's threads run inside. For the WSGI pool: `thread` keeps one Python thread
 /// state for the thread's whole life, so thread-locals such as Django's database connections
 /// survive from one request to the next; `busy` holds the GIL across jobs that follow each
-/// other without a pause; `gil` is the admission watcher's probe.
+/// other without a pause; `gil` holds the GIL, for the admission watcher's probes.
 #[derive(Clone, Default)]
 pub struct Contexts {
     /// The whole life of each worker thread, and of the admission watcher.
@@ -63,9 +59,9 @@ pub struct Contexts {
     /// Each run of jobs a worker takes back to back, from the first job until it finds the
     /// queue empty or may not start the next.
     pub busy: Option<ThreadWrap>,
-    /// Without one, the shared lock is taken to be always free: only the threads' states
-    /// decide.
-    pub gil: Option<GilProbe>,
+    /// Runs a closure holding the lock the jobs share to run their code (the GIL). Without
+    /// one, that lock is taken to be always free: only the threads' states decide.
+    pub gil: Option<ThreadWrap>,
 }
 
 pub struct Pool {
@@ -228,6 +224,10 @@ impl Pool {
         st.queue.push_back(job);
         if inner.startable(&st) > 0 {
             Inner::wake_or_spawn(inner, &mut st);
+        } else if st.queue.len() == 1 && st.watcher_asleep {
+            // A backlog begins: the watcher looks, or naps with a timeout, since marks of
+            // jobs on a core run out without anyone saying so.
+            inner.watch.notify_one();
         } else {
             inner.poke_watcher(&st);
         }
@@ -431,6 +431,9 @@ impl Inner {
             if st.stopping && st.queue.is_empty() {
                 break;
             }
+            // Woken for a job that may no longer start (a mark broke meanwhile): the
+            // watcher is to look again.
+            self.poke_watcher(&st);
             st.idle.push(Sleeper {
                 worker: id,
                 wake: Arc::clone(&wake),
