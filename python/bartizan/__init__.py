@@ -20,7 +20,9 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable
+from typing import Any
 
+from bartizan import options
 from bartizan._bartizan import FileWrapper
 from bartizan._bartizan import Server as _CoreServer
 
@@ -47,11 +49,11 @@ def format_address(host: str, port: int) -> str:
 class Server:
     """A WSGI server that runs beside the calling code.
 
-    ``bind`` is a list of ``"host:port"`` strings (``"[::1]:8000"`` for IPv6); without it,
-    ``host`` and ``port`` name the one address. Port 0 picks a free port (see ``port``).
-    ``static`` maps URL prefixes to directories served from Rust (``{"/static": "static"}``).
-    ``trusted_proxies`` lists the IPs and CIDR networks whose ``X-Forwarded-*`` and
-    ``Forwarded`` headers are believed (``[]``: none, ``["*"]``: every peer).
+    The keyword arguments are the options of ``bartizan.options`` (the same as the command
+    line's flags, with underscores): ``threads=8``, ``static={"/static": "static"}``,
+    ``trusted_proxies=["10.0.0.0/8"]`` and so on; ``bind`` is a list of ``"host:port"``
+    strings (``"[::1]:8000"`` for IPv6) used instead of ``host`` and ``port``. Port 0 picks
+    a free port (see ``port``). A bad value is a ``ValueError`` naming the option.
     """
 
     def __init__(
@@ -60,71 +62,36 @@ class Server:
         host: str = "127.0.0.1",
         port: int = 8000,
         *,
-        bind: Iterable[str] | None = None,
-        threads: int = 20,
-        min_threads: int = 1,
-        queue: int = 1024,
-        root_path: str = "",
-        max_body: int = 1 << 30,
-        body_timeout: float = 60.0,
-        header_timeout: float = 30.0,
-        io_threads: int = 2,
-        retry_after: int = 1,
-        static: dict[str, str] | Iterable[tuple[str, str]] | None = None,
-        static_max_age: int = 3600,
-        trusted_proxies: Iterable[str] = ("127.0.0.1", "::1"),
-        upstreams: Iterable[str] = (),
-        upstream_wait: float = 30.0,
-        connect_timeout: float = 5.0,
-        response_timeout: float = 60.0,
-        certfile: str | os.PathLike | None = None,
-        keyfile: str | os.PathLike | None = None,
         listen_fds: Iterable[int] = (),
-        access_log: str | None = None,
-        access_log_format: str = "combined",
         multiprocess: bool = False,
+        **given: Any,
     ) -> None:
-        upstreams = list(upstreams)
-        if not upstreams and not callable(app):
+        values = options.embed_options({"host": host, "port": port, **given})
+        if not values["upstreams"] and not callable(app):
             raise TypeError(f"app must be a WSGI callable, not {type(app).__name__}")
         listen_fds = list(listen_fds)
-        if bind:
-            binds = list(bind)
+        if values["bind"]:
+            binds = values["bind"]
         elif listen_fds:
             binds = []  # sockets handed over by a supervisor
         else:
-            binds = [format_address(host, port)]
-        mounts = list(static.items() if isinstance(static, dict) else static or [])
-        self.static = [(prefix, os.fspath(directory)) for prefix, directory in mounts]
+            binds = [format_address(values["host"], values["port"])]
+        self.static = values["static"]
         self.app = app
+        core = {k: v for k, v in values.items() if k not in ("host", "port", "bind", "static")}
+        for path in ("certfile", "keyfile", "access_log"):
+            if core[path] is not None:
+                core[path] = os.fspath(core[path])
         self._core = _CoreServer(
             app,
             binds,
-            threads=threads,
-            min_threads=min_threads,
-            queue=queue,
-            root_path=root_path,
-            max_body=max_body,
-            body_timeout=body_timeout,
-            header_timeout=header_timeout,
-            io_threads=io_threads,
-            retry_after=retry_after,
             statics=self.static,
-            static_max_age=static_max_age,
-            trusted_proxies=list(trusted_proxies),
-            upstreams=upstreams,
-            upstream_wait=upstream_wait,
-            connect_timeout=connect_timeout,
-            response_timeout=response_timeout,
-            certfile=os.fspath(certfile) if certfile else None,
-            keyfile=os.fspath(keyfile) if keyfile else None,
             listen_fds=listen_fds,
-            access_log=os.fspath(access_log) if access_log else None,
-            access_log_format=access_log_format,
             multiprocess=multiprocess,
+            **core,
         )
-        self.scheme = "https" if certfile else "http"
-        self.threads = threads
+        self.scheme = "https" if values["certfile"] else "http"
+        self.threads = values["threads"]
 
     def start(self) -> Server:
         """Bind and serve on background threads; returns at once."""
@@ -196,12 +163,14 @@ class Proxy(Server):
     """
 
     def __init__(
-        self, upstreams: Iterable[str], host: str = "127.0.0.1", port: int = 8000, **options
+        self, upstreams: Iterable[str], host: str = "127.0.0.1", port: int = 8000, **given: Any
     ):
         upstreams = list(upstreams)
         if not upstreams:
-            raise ValueError("option upstream: at least one upstream is needed")
-        super().__init__(None, host, port, upstreams=upstreams, **options)
+            raise options.OptionError(
+                options.BY_NAME["upstreams"], upstreams, "at least one upstream is needed"
+            )
+        super().__init__(None, host, port, upstreams=upstreams, **given)
 
 
 def serve(

@@ -14,7 +14,8 @@ import traceback
 from collections.abc import Callable
 
 import bartizan
-from bartizan.supervisor import Supervisor, split_bind
+from bartizan import options
+from bartizan.supervisor import Supervisor
 
 DEMO_APP = "bartizan.demo.wsgi:application"
 
@@ -23,40 +24,73 @@ class UserError(Exception):
     """A problem the user can fix; reported as one line, exit code 2."""
 
 
-def _int_between(low: int, high: int | None, what: str) -> Callable[[str], int]:
-    """An argparse type: a whole number in [low, high], named in the error."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if value < low or (high is not None and value > high):
-            limit = f"at least {low}" if high is None else f"between {low} and {high}"
-            raise argparse.ArgumentTypeError(f"{text!r} must be {limit}")
-        return value
-
-    return parse
+def _show_default(option: options.Option) -> str:
+    value = option.shown or option.default
+    if option.switch or value in (None, "", []):
+        return ""
+    if isinstance(value, list):
+        value = ",".join(value)
+    return f" ({value})"
 
 
-_positive_int = _int_between(1, None, "a whole number")
-_port = _int_between(0, 65535, "a port number")
+def _metavar(option: options.Option) -> str:
+    if option.metavar:
+        return option.metavar
+    return {options.parse_integer: "N", options.parse_seconds: "S"}.get(option.parse, "TEXT")
 
 
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must not be negative")
-    return value
+def add_options(parser: argparse.ArgumentParser, command: str) -> None:
+    """One flag per option of the table that `command` takes, in the table's groups. Values
+    stay text here: `read_options` parses and checks them, so a bad one is a single line."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for option in options.for_command(command):
+        group = groups.get(option.group)
+        if group is None:
+            group = groups[option.group] = parser.add_argument_group(options.GROUPS[option.group])
+        kwargs: dict = {"dest": option.name, "help": option.help + _show_default(option)}
+        if option.switch:
+            kwargs["action"] = "store_true"
+        else:
+            kwargs["metavar"] = _metavar(option)
+            kwargs["action"] = "append" if option.many else "store"
+            kwargs.update(option.extra)
+        group.add_argument(option.flag, **kwargs)
+
+
+def read_options(args: argparse.Namespace, command: str) -> dict:
+    """Every option of `command`: parsed from its flag's text, else the table's default;
+    checked. Raises OptionError naming the flag."""
+    values = {}
+    for option in options.for_command(command):
+        given = getattr(args, option.name)
+        if given is None or option.switch:
+            value = option.default if given is None else given
+        else:
+            parsed = []
+            for text in given if option.many else [given]:
+                try:
+                    parsed.append(option.parse(text))
+                except ValueError as e:
+                    raise options.OptionError(option, text, str(e), flag=True) from None
+            value = parsed if option.many else parsed[0]
+        values[option.name] = options.check_value(option, value, flag=True)
+    options.check_together(values, flag=True)
+    return values
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage mistakes (an unknown flag, a missing value) as one line, exit code 2."""
+
+    def error(self, message: str) -> None:
+        print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr, flush=True)
+        raise SystemExit(2)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="bartizan",
-        description="Serve a WSGI application (a Django site, for one) from Rust.",
+        description="Serve a WSGI application (a Django site, for one) from Rust. "
+        "`bartizan proxy --help` tells of the reverse-proxy front.",
     )
     p.add_argument(
         "app",
@@ -64,108 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEMO_APP,
         help="the app as MODULE:NAME (default: the bundled demo site, %(default)s)",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
-    p.add_argument("--port", type=_port, default=8000, help="port to listen on (%(default)s)")
-    p.add_argument(
-        "--bind",
-        action="append",
-        metavar="ADDR:PORT",
-        help="listen here instead of --host/--port; repeatable, e.g. [::1]:8000",
-    )
-    p.add_argument(
-        "--threads", type=_positive_int, default=20, help="most app threads (%(default)s)"
-    )
-    p.add_argument(
-        "--min-threads",
-        type=int,
-        default=1,
-        help="app threads kept when idle (%(default)s)",
-    )
-    p.add_argument(
-        "--queue",
-        type=_positive_int,
-        default=1024,
-        help="requests that may wait for a thread before 503 (%(default)s)",
-    )
-    p.add_argument("--root-path", default="", help="serve the app under this URL prefix")
-    p.add_argument("--factory", action="store_true", help="MODULE:NAME is called to make the app")
-    p.add_argument(
-        "--max-body",
-        type=_positive_int,
-        default=1 << 30,
-        help="largest request body in bytes; larger gets 413 (%(default)s)",
-    )
-    p.add_argument(
-        "--io-threads",
-        type=_positive_int,
-        default=2,
-        help="network threads (%(default)s)",
-    )
-    p.add_argument(
-        "--static",
-        action="append",
-        default=[],
-        metavar="PREFIX=DIR",
-        help="serve DIR under URL PREFIX from Rust, e.g. /static=./static; repeatable",
-    )
-    p.add_argument(
-        "--static-max-age",
-        type=int,
-        default=3600,
-        help="Cache-Control max-age for static files without a content hash (%(default)s)",
-    )
-    p.add_argument(
-        "--django",
-        action="store_true",
-        help="mount STATIC_ROOT/MEDIA_ROOT at STATIC_URL/MEDIA_URL (automatic for Django apps)",
-    )
-    p.add_argument(
-        "--no-django-static",
-        action="store_true",
-        help="do not mount Django's static and media roots automatically",
-    )
-    p.add_argument(
-        "--trusted-proxies",
-        default="127.0.0.1,::1",
-        metavar="IPS",
-        help="comma-separated IPs/CIDRs whose X-Forwarded-*/Forwarded headers are believed;"
-        " empty for none (%(default)s)",
-    )
-    p.add_argument(
-        "--graceful-timeout",
-        type=_seconds,
-        default=30.0,
-        help="seconds in-flight requests get to finish on stop (%(default)s)",
-    )
-    p.add_argument(
-        "--workers",
-        type=_positive_int,
-        default=1,
-        help="worker processes sharing the port; SIGHUP reloads them (%(default)s)",
-    )
-    p.add_argument(
-        "--reload",
-        action="store_true",
-        help="reload the workers when a .py file under the current directory changes",
-    )
-    p.add_argument(
-        "--access-log",
-        nargs="?",
-        const="-",
-        metavar="PATH",
-        help="log each request (to PATH, or '-' for standard output); off by default",
-    )
-    p.add_argument(
-        "--access-log-format",
-        choices=["combined", "json"],
-        default="combined",
-        help="%(default)s: Combined Log Format plus the duration in microseconds",
-    )
-    p.add_argument(
-        "--metrics",
-        metavar="ADDR:PORT",
-        help="serve Prometheus metrics for all workers at http://ADDR:PORT/metrics",
-    )
+    add_options(p, options.SERVE)
     return p
 
 
@@ -215,18 +148,6 @@ def load_app(spec: str, factory: bool = False) -> Callable:
     return obj
 
 
-def parse_static(specs: list[str]) -> list[tuple[str, str]]:
-    mounts = []
-    for spec in specs:
-        prefix, sep, directory = spec.partition("=")
-        if not sep or not prefix.startswith("/") or not directory:
-            raise UserError(f"--static {spec!r}: expected PREFIX=DIR, e.g. /static=./static")
-        if not os.path.isdir(directory):
-            raise UserError(f"--static {spec!r}: {directory!r} is not a directory")
-        mounts.append((prefix, directory))
-    return mounts
-
-
 def django_mounts(required: bool) -> list[tuple[str, str]]:
     """STATIC_URL/STATIC_ROOT and MEDIA_URL/MEDIA_ROOT of the loaded Django project."""
     django_conf = sys.modules.get("django.conf")
@@ -257,76 +178,39 @@ def _fail(message: str) -> int:
 
 
 def build_proxy_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="bartizan proxy",
         description="Reverse-proxy front: listen publicly, forward to app servers.",
     )
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
-    p.add_argument("--port", type=_port, default=8000, help="port to listen on (%(default)s)")
-    p.add_argument("--bind", action="append", metavar="ADDR:PORT", help="listen here; repeatable")
-    p.add_argument(
-        "--upstream",
-        action="append",
-        required=True,
-        metavar="HOST:PORT",
-        help="an app server; repeatable (round-robin with passive health checks)",
-    )
-    p.add_argument(
-        "--upstream-wait",
-        type=_seconds,
-        default=30.0,
-        help="seconds a request waits for an upstream to come back before 502 (%(default)s)",
-    )
-    p.add_argument("--connect-timeout", type=_seconds, default=5.0, help="(%(default)s)")
-    p.add_argument(
-        "--response-timeout",
-        type=_seconds,
-        default=60.0,
-        help="seconds an upstream may take to send response headers; then 504 (%(default)s)",
-    )
-    p.add_argument("--certfile", help="PEM certificate chain: serve HTTPS")
-    p.add_argument("--keyfile", help="PEM private key for --certfile")
-    p.add_argument("--static", action="append", default=[], metavar="PREFIX=DIR")
-    p.add_argument("--static-max-age", type=int, default=3600)
-    p.add_argument("--io-threads", type=_positive_int, default=2)
-    p.add_argument("--graceful-timeout", type=_seconds, default=30.0)
+    add_options(p, options.PROXY)
     return p
+
+
+def _embedding(values: dict) -> dict:
+    """The Server/Proxy keyword arguments among `values`."""
+    return {k: v for k, v in values.items() if options.EMBED in options.BY_NAME[k].where}
 
 
 def proxy_main(argv: list[str]) -> int:
     args = build_proxy_parser().parse_args(argv)
-    if bool(args.certfile) != bool(args.keyfile):
-        return _fail("--certfile and --keyfile go together")
-    for f in (args.certfile, args.keyfile):
-        if f and not os.path.isfile(f):
-            return _fail(f"{f!r} is not a file")
     try:
-        mounts = parse_static(args.static)
-    except UserError as e:
+        values = read_options(args, options.PROXY)
+    except options.OptionError as e:
         return _fail(str(e))
+    if not values["upstreams"]:
+        return _fail("--upstream: at least one is needed, e.g. --upstream 127.0.0.1:8001")
 
     def announce(server: bartizan.Server) -> None:
         urls = ", ".join(server.urls)
-        ups = ", ".join(args.upstream)
+        ups = ", ".join(values["upstreams"])
         print(f"bartizan: proxy listening on {urls} -> {ups}", file=sys.stderr, flush=True)
 
     try:
         bartizan.serve(
             None,
-            host=args.host,
-            port=args.port,
-            bind=args.bind,
-            upstreams=args.upstream,
-            upstream_wait=args.upstream_wait,
-            connect_timeout=args.connect_timeout,
-            response_timeout=args.response_timeout,
-            certfile=args.certfile,
-            keyfile=args.keyfile,
-            static=mounts,
-            static_max_age=args.static_max_age,
-            io_threads=args.io_threads,
-            graceful_timeout=args.graceful_timeout,
+            graceful_timeout=values["graceful_timeout"],
             on_start=announce,
+            **_embedding(values),
         )
     except ValueError as e:
         return _fail(str(e))
@@ -341,48 +225,28 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["proxy"]:
         return proxy_main(argv[1:])
     args = build_parser().parse_args(argv)
-    if args.min_threads < 0 or args.min_threads > args.threads:
-        return _fail(f"--min-threads must be between 0 and --threads ({args.threads})")
     try:
-        mounts = parse_static(args.static)
-    except UserError as e:
+        values = read_options(args, options.SERVE)
+    except options.OptionError as e:
         return _fail(str(e))
-    if args.metrics:
-        try:
-            split_bind(args.metrics)
-        except ValueError:
-            return _fail(f"--metrics {args.metrics!r}: expected ADDR:PORT")
-    binds = args.bind or [bartizan.format_address(args.host, args.port)]
-    for b in binds:
-        try:
-            split_bind(b)
-        except ValueError:
-            return _fail(f"--bind {b!r}: expected HOST:PORT, e.g. 0.0.0.0:8000 or [::1]:8000")
+    binds = values["bind"] or [bartizan.format_address(values["host"], values["port"])]
     worker_config = {
-        "app": args.app,
-        "factory": args.factory,
-        "static": mounts,
-        "django": "on" if args.django else "off" if args.no_django_static else "auto",
-        "graceful_timeout": args.graceful_timeout,
-        "threads": args.threads,
-        "min_threads": args.min_threads,
-        "queue": args.queue,
-        "root_path": args.root_path,
-        "max_body": args.max_body,
-        "io_threads": args.io_threads,
-        "static_max_age": args.static_max_age,
-        "trusted_proxies": [t for t in args.trusted_proxies.split(",") if t.strip()],
-        "access_log": args.access_log,
-        "access_log_format": args.access_log_format,
+        k: v for k, v in _embedding(values).items() if k not in ("host", "port", "bind")
     }
+    worker_config.update(
+        app=args.app,
+        factory=values["factory"],
+        django="on" if values["django"] else "off" if values["no_django_static"] else "auto",
+        graceful_timeout=values["graceful_timeout"],
+    )
     return Supervisor(
         worker_config,
         binds,
-        workers=args.workers,
-        threads=args.threads,
-        graceful_timeout=args.graceful_timeout,
-        reload=args.reload,
-        metrics=args.metrics,
+        workers=values["workers"],
+        threads=values["threads"],
+        graceful_timeout=values["graceful_timeout"],
+        reload=values["reload"],
+        metrics=values["metrics"],
     ).run()
 
 

@@ -56,7 +56,7 @@ def split_bind(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     host = host.strip("[]")
     if not host or not port.isdigit():
-        raise ValueError(f"option bind: {addr!r} is not HOST:PORT")
+        raise ValueError(f"--bind {addr!r}: expected HOST:PORT")
     return host, int(port)
 
 

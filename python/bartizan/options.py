@@ -1,0 +1,514 @@
+"""The table of Bartizan's options: every one is an entry here, and nowhere else.
+
+The command line's flags (``bartizan`` and ``bartizan proxy``), the keyword arguments of
+``bartizan.Server`` and ``bartizan.Proxy`` and the config a worker process is started with are
+all made from this table, so an option has one name, one default, one help text and one check.
+Adding an option is one ``Option(...)`` below plus its use.
+
+A bad value is reported once, in the caller's words: ``--threads '0': must be at least 1``
+on the command line, ``threads=0: must be at least 1`` from Python.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+# Where an option is taken: by `bartizan` (an app server), by `bartizan proxy`, and whether
+# it is a keyword of Server/Proxy (`EMBED`) or only steers the command line's supervisor.
+SERVE, PROXY, EMBED = "serve", "proxy", "embed"
+
+
+class OptionError(ValueError):
+    """A bad option value. ``str()`` names the option as the caller spelled it."""
+
+    def __init__(self, option: Option, value: Any, problem: str, *, flag: bool = False):
+        self.option, self.value, self.problem = option, value, problem
+        shown = f"{option.flag} {value!r}" if flag else f"{option.name}={value!r}"
+        super().__init__(f"{shown}: {problem}")
+
+
+# --- parsers (text from the command line to a value) and checks (a value to a problem) -----
+
+
+def parse_integer(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError("not a whole number") from None
+
+
+def parse_seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError("not a number of seconds") from None
+
+
+def _words(text: str) -> list[str]:
+    """A comma-separated list; empty items are dropped, so '' is the empty list."""
+    return [w.strip() for w in text.split(",") if w.strip()]
+
+
+def at_least(low: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "must be a whole number"
+        return None if value >= low else f"must be at least {low}"
+
+    return check
+
+
+def between(low: int, high: int) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return "must be a whole number"
+        return None if low <= value <= high else f"must be between {low} and {high}"
+
+    return check
+
+
+def seconds(*, positive: bool) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return "must be a number of seconds"
+        if positive and not value > 0:
+            return "must be more than 0 seconds"
+        if not value >= 0 or value == float("inf"):
+            return "must be a finite number of seconds, not negative"
+        return None
+
+    return check
+
+
+def one_of(*choices: str) -> Callable[[Any], str | None]:
+    def check(value: Any) -> str | None:
+        return None if value in choices else f"must be one of {', '.join(choices)}"
+
+    return check
+
+
+def _bind(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a HOST:PORT string"
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or int(port) > 65535:
+        return "expected HOST:PORT, e.g. 0.0.0.0:8000 or [::1]:8000"
+    return None
+
+
+def _mount(value: Any) -> str | None:
+    prefix, directory = value
+    if not isinstance(prefix, str) or not prefix.startswith("/"):
+        return f"{prefix!r}: the URL prefix must start with /"
+    if not os.path.isdir(directory):
+        return f"{os.fspath(directory)!r} is not a directory"
+    return None
+
+
+def _static_spec(text: str) -> tuple[str, str]:
+    prefix, sep, directory = text.partition("=")
+    if not sep or not prefix or not directory:
+        raise ValueError("expected PREFIX=DIR, e.g. /static=./static")
+    return prefix, directory
+
+
+def _networks(values: Any) -> str | None:
+    for value in values:
+        if value == "*":
+            continue
+        try:
+            ipaddress.ip_network(value, strict=False)
+        except (TypeError, ValueError):
+            return f"{value!r} is not an IP address or CIDR network"
+    return None
+
+
+def _file(value: Any) -> str | None:
+    if value is None:
+        return None
+    return None if os.path.isfile(value) else f"{os.fspath(value)!r} is not a file"
+
+
+# --- the table --------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    default: Any
+    help: str
+    parse: Callable[[str], Any] = str
+    # Of each item, for an option that is a list.
+    check: Callable[[Any], str | None] | None = None
+    where: frozenset[str] = frozenset({SERVE, EMBED})
+    metavar: str | None = None
+    # Repeatable on the command line: each use adds one parsed item to a list.
+    many: bool = False
+    # A command-line switch (no value).
+    switch: bool = False
+    group: str = "serving"
+    # The command line's spelling, when it is not the name's.
+    cli_name: str | None = None
+    # The default as the help shows it, when its value reads badly.
+    shown: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def flag(self) -> str:
+        return "--" + (self.cli_name or self.name).replace("_", "-")
+
+
+BOTH = frozenset({SERVE, PROXY, EMBED})
+CLI_SERVE = frozenset({SERVE})
+CLI_BOTH = frozenset({SERVE, PROXY})
+PROXY_ONLY = frozenset({PROXY, EMBED})
+
+OPTIONS: tuple[Option, ...] = (
+    # Where to listen.
+    Option("host", "127.0.0.1", "address to listen on", where=BOTH, group="listening"),
+    Option(
+        "port",
+        8000,
+        "port to listen on; 0 picks a free one",
+        parse=parse_integer,
+        check=between(0, 65535),
+        where=BOTH,
+        group="listening",
+    ),
+    Option(
+        "bind",
+        [],
+        "listen here instead of --host/--port; repeatable, e.g. [::1]:8000",
+        check=_bind,
+        where=BOTH,
+        metavar="ADDR:PORT",
+        many=True,
+        group="listening",
+    ),
+    # The app and its thread pool.
+    Option(
+        "threads",
+        20,
+        "most app threads per worker",
+        parse=parse_integer,
+        check=at_least(1),
+        group="app",
+    ),
+    Option(
+        "min_threads",
+        1,
+        "app threads kept while idle",
+        parse=parse_integer,
+        check=at_least(0),
+        group="app",
+    ),
+    Option(
+        "queue",
+        1024,
+        "requests that may wait for a thread; beyond that, 503",
+        parse=parse_integer,
+        check=at_least(1),
+        group="app",
+    ),
+    Option("root_path", "", "serve the app under this URL prefix (SCRIPT_NAME)", group="app"),
+    Option(
+        "retry_after",
+        1,
+        "seconds in the Retry-After header of a 503",
+        parse=parse_integer,
+        check=at_least(0),
+        group="app",
+    ),
+    # Requests.
+    Option(
+        "max_body",
+        1 << 30,
+        "largest request body in bytes; larger gets 413",
+        parse=parse_integer,
+        check=at_least(1),
+        group="requests",
+        metavar="BYTES",
+        shown="1 GiB",
+    ),
+    Option(
+        "body_timeout",
+        60.0,
+        "seconds a request body may pause between reads",
+        parse=parse_seconds,
+        check=seconds(positive=True),
+        group="requests",
+    ),
+    Option(
+        "header_timeout",
+        30.0,
+        "seconds a client has to send a request's head",
+        parse=parse_seconds,
+        check=seconds(positive=True),
+        group="requests",
+    ),
+    Option(
+        "io_threads",
+        2,
+        "network threads per worker",
+        parse=parse_integer,
+        check=at_least(1),
+        where=BOTH,
+        group="requests",
+    ),
+    # Files.
+    Option(
+        "static",
+        [],
+        "serve DIR under URL PREFIX from Rust, e.g. /static=./static; repeatable",
+        parse=_static_spec,
+        check=_mount,
+        where=BOTH,
+        metavar="PREFIX=DIR",
+        many=True,
+        group="files",
+    ),
+    Option(
+        "static_max_age",
+        3600,
+        "Cache-Control max-age for static files without a content hash in the name",
+        parse=parse_integer,
+        check=at_least(0),
+        where=BOTH,
+        group="files",
+        metavar="S",
+    ),
+    # Proxies.
+    Option(
+        "trusted_proxies",
+        ["127.0.0.1", "::1"],
+        "comma-separated IPs/CIDRs whose X-Forwarded-* and Forwarded headers are believed; "
+        "empty for none",
+        parse=_words,
+        check=_networks,
+        group="proxies",
+        metavar="IPS",
+    ),
+    Option(
+        "upstreams",
+        [],
+        "an app server to forward to; repeatable (round-robin)",
+        check=_bind,
+        where=PROXY_ONLY,
+        metavar="HOST:PORT",
+        many=True,
+        cli_name="upstream",
+        group="proxying",
+    ),
+    Option(
+        "upstream_wait",
+        30.0,
+        "seconds a request waits for an upstream to come back; then 502",
+        parse=parse_seconds,
+        check=seconds(positive=False),
+        where=PROXY_ONLY,
+        group="proxying",
+    ),
+    Option(
+        "connect_timeout",
+        5.0,
+        "seconds to connect to an upstream",
+        parse=parse_seconds,
+        check=seconds(positive=True),
+        where=PROXY_ONLY,
+        group="proxying",
+    ),
+    Option(
+        "response_timeout",
+        60.0,
+        "seconds an upstream may take to send its response's head; then 504",
+        parse=parse_seconds,
+        check=seconds(positive=True),
+        where=PROXY_ONLY,
+        group="proxying",
+    ),
+    Option(
+        "certfile",
+        None,
+        "PEM certificate chain: serve HTTPS",
+        check=_file,
+        where=PROXY_ONLY,
+        metavar="PATH",
+        group="proxying",
+    ),
+    Option(
+        "keyfile",
+        None,
+        "PEM private key for --certfile",
+        check=_file,
+        where=PROXY_ONLY,
+        metavar="PATH",
+        group="proxying",
+    ),
+    # Logs.
+    Option(
+        "access_log",
+        None,
+        "log each request to PATH, or - for standard output; off by default",
+        where=frozenset({SERVE, EMBED}),
+        metavar="PATH",
+        group="logs",
+        extra={"nargs": "?", "const": "-"},
+    ),
+    Option(
+        "access_log_format",
+        "combined",
+        "combined: Combined Log Format plus the duration in microseconds; json: one object a line",
+        check=one_of("combined", "json"),
+        group="logs",
+        extra={"choices": ["combined", "json"]},
+    ),
+    # The command line's own: the supervisor and its workers.
+    Option(
+        "graceful_timeout",
+        30.0,
+        "seconds in-flight requests get to finish on stop",
+        parse=parse_seconds,
+        check=seconds(positive=False),
+        where=CLI_BOTH,
+        group="processes",
+    ),
+    Option(
+        "workers",
+        1,
+        "worker processes sharing the port; SIGHUP reloads them",
+        parse=parse_integer,
+        check=at_least(1),
+        where=CLI_SERVE,
+        group="processes",
+    ),
+    Option(
+        "reload",
+        False,
+        "reload the workers when a .py file under the current directory changes",
+        switch=True,
+        where=CLI_SERVE,
+        group="processes",
+    ),
+    Option(
+        "metrics",
+        None,
+        "serve Prometheus metrics for all workers at http://ADDR:PORT/metrics",
+        check=lambda v: None if v is None else _bind(v),
+        where=CLI_SERVE,
+        metavar="ADDR:PORT",
+        group="logs",
+    ),
+    Option(
+        "factory",
+        False,
+        "MODULE:NAME is called to make the app",
+        switch=True,
+        where=CLI_SERVE,
+        group="app",
+    ),
+    Option(
+        "django",
+        False,
+        "mount STATIC_ROOT and MEDIA_ROOT at STATIC_URL and MEDIA_URL (automatic for Django apps)",
+        switch=True,
+        where=CLI_SERVE,
+        group="files",
+    ),
+    Option(
+        "no_django_static",
+        False,
+        "do not mount Django's static and media roots automatically",
+        switch=True,
+        where=CLI_SERVE,
+        group="files",
+    ),
+)
+
+BY_NAME: dict[str, Option] = {o.name: o for o in OPTIONS}
+
+GROUPS = {
+    "listening": "where to listen",
+    "app": "the app and its threads",
+    "requests": "requests",
+    "files": "static and media files",
+    "proxies": "behind a proxy",
+    "proxying": "the proxy front",
+    "logs": "logs and metrics",
+    "processes": "processes",
+}
+
+
+def for_command(command: str) -> list[Option]:
+    return [o for o in OPTIONS if command in o.where]
+
+
+def check_value(option: Option, value: Any, *, flag: bool = False) -> Any:
+    """The value, or an OptionError naming the option and the item that is wrong."""
+    if option.check is not None:
+        for item in value if option.many else [value]:
+            problem = option.check(item)
+            if problem:
+                raise OptionError(option, item, problem, flag=flag)
+    return value
+
+
+def check_together(values: Mapping[str, Any], *, flag: bool = False) -> None:
+    """Rules between options, checked once all are known."""
+    if "min_threads" in values and "threads" in values:
+        if values["min_threads"] > values["threads"]:
+            raise OptionError(
+                BY_NAME["min_threads"],
+                values["min_threads"],
+                f"must not be more than threads ({values['threads']})",
+                flag=flag,
+            )
+    if bool(values.get("certfile")) != bool(values.get("keyfile")):
+        missing = "keyfile" if values.get("certfile") else "certfile"
+        given = BY_NAME["certfile" if missing == "keyfile" else "keyfile"]
+        raise OptionError(
+            given,
+            values[given.name],
+            f"needs {BY_NAME[missing].flag if flag else missing}",
+            flag=flag,
+        )
+
+
+def embed_options(given: Mapping[str, Any], *, proxy: bool = False) -> dict[str, Any]:
+    """Server/Proxy keyword arguments: every embedding option, with the table's defaults,
+    checked. An unknown keyword is a TypeError, as for any Python function."""
+    known = {o.name for o in OPTIONS if EMBED in o.where}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}")
+    values = {}
+    for option in OPTIONS:
+        if EMBED not in option.where:
+            continue
+        value = given.get(option.name, option.default)
+        if option.many or isinstance(option.default, list):
+            value = _as_list(option, value)
+        values[option.name] = check_value(option, value)
+    check_together(values)
+    if proxy and not values["upstreams"]:
+        raise OptionError(BY_NAME["upstreams"], [], "at least one upstream is needed")
+    return values
+
+
+def _as_list(option: Option, value: Any) -> list:
+    if value is None:
+        return []
+    if option.name == "static" and isinstance(value, Mapping):
+        value = value.items()
+    if isinstance(value, str):
+        # A single string where a list goes is almost always a mistake ("127.0.0.1,::1").
+        return _words(value) if option.name == "trusted_proxies" else [value]
+    if not isinstance(value, Iterable):
+        raise OptionError(option, value, "must be a list")
+    items = list(value)
+    if option.name == "static":
+        items = [(p, os.fspath(d)) for p, d in items]
+    return items
