@@ -16,6 +16,7 @@ use http::{HeaderMap, Method, Version};
 use http_body::{Body, Frame, SizeHint};
 
 use crate::body::{BodyError, ResponseBody};
+use crate::error::StartError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -40,13 +41,17 @@ pub struct AccessLog {
 }
 
 impl AccessLog {
-    pub fn open(config: &LogConfig) -> std::io::Result<AccessLog> {
+    pub fn open(config: &LogConfig) -> Result<AccessLog, StartError> {
         let mut out: Box<dyn Write + Send> = match &config.path {
             Some(p) => Box::new(
                 std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(p)?,
+                    .open(p)
+                    .map_err(|source| StartError::AccessLog {
+                        path: p.clone(),
+                        source,
+                    })?,
             ),
             None => Box::new(std::io::stdout()),
         };
@@ -65,7 +70,8 @@ impl AccessLog {
                     let _ = out.flush();
                     buf.clear();
                 }
-            })?;
+            })
+            .map_err(|source| StartError::Threads { source })?;
         Ok(AccessLog {
             tx,
             format: config.format,

@@ -13,7 +13,7 @@ pub enum ConfigError {
     },
 }
 
-fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
+pub(crate) fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         option,
         reason: reason.into(),

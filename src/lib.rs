@@ -5,7 +5,8 @@
 pub mod access_log;
 pub mod body;
 pub mod config;
-pub mod errors;
+pub mod error;
+pub mod error_page;
 pub mod forwarded;
 pub mod metrics;
 pub mod pool;
@@ -21,24 +22,29 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Mutex, Once};
 use std::time::Duration;
 
-use pyo3::exceptions::{PyOSError, PyRuntimeError, PyValueError};
+use pyo3::exceptions::{PyRuntimeError, PyValueError};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
 
 use config::Config;
+use error::StartError;
 use server::Server;
 
 /// Parses "host:port", "[v6]:port" or a resolvable "name:port".
-fn parse_bind(s: &str) -> Result<Vec<SocketAddr>, String> {
+fn parse_bind(s: &str) -> Result<Vec<SocketAddr>, StartError> {
     if let Ok(a) = s.parse::<SocketAddr>() {
         return Ok(vec![a]);
     }
+    let problem = |problem: String| StartError::Address {
+        bind: s.to_string(),
+        problem,
+    };
     let addrs: Vec<SocketAddr> = s
         .to_socket_addrs()
-        .map_err(|e| format!("option bind: cannot use {s:?}: {e}"))?
+        .map_err(|e| problem(format!("cannot be used: {e}")))?
         .collect();
     if addrs.is_empty() {
-        return Err(format!("option bind: {s:?} resolves to no address"));
+        return Err(problem("resolves to no address".into()));
     }
     Ok(addrs)
 }
@@ -131,34 +137,30 @@ impl PyServer {
             "combined" => access_log::LogFormat::Combined,
             "json" => access_log::LogFormat::Json,
             other => {
-                return Err(PyValueError::new_err(format!(
-                    "option access_log_format: {other:?} is not 'combined' or 'json'"
-                )));
+                let problem = format!("{other:?} is not 'combined' or 'json'");
+                return Err(StartError::from(config::invalid("access_log_format", problem)).into());
             }
         };
         let access_log = access_log.map(|p| access_log::LogConfig {
             path: (p != "-").then(|| p.into()),
             format,
         });
-        let trusted = forwarded::TrustList::parse(&trusted_proxies)
-            .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        let trusted = forwarded::TrustList::parse(&trusted_proxies).map_err(StartError::from)?;
         let mut mounts = Vec::new();
         for (prefix, dir) in &statics {
-            mounts.push(
-                statics::Mount::new(prefix, dir)
-                    .map_err(|e| PyValueError::new_err(e.to_string()))?,
-            );
+            mounts.push(statics::Mount::new(prefix, dir).map_err(StartError::from)?);
         }
         let mut addrs = Vec::new();
         for b in &binds {
-            addrs.extend(parse_bind(b).map_err(PyValueError::new_err)?);
+            addrs.extend(parse_bind(b)?);
         }
-        let positive = |name: &str, v: f64| {
+        let positive = |name: &'static str, v: f64| {
             if v.is_finite() && v > 0.0 {
                 Ok(Duration::from_secs_f64(v))
             } else {
-                Err(PyValueError::new_err(format!(
-                    "option {name}: must be a positive number of seconds"
+                Err(StartError::from(config::invalid(
+                    name,
+                    "must be a positive number of seconds",
                 )))
             }
         };
@@ -183,7 +185,10 @@ impl PyServer {
                 Some(proxy::ProxyConfig {
                     upstreams,
                     wait: Duration::try_from_secs_f64(upstream_wait.max(0.0)).map_err(|_| {
-                        PyValueError::new_err("option upstream_wait: must be a number of seconds")
+                        StartError::from(config::invalid(
+                            "upstream_wait",
+                            "must be a number of seconds",
+                        ))
                     })?,
                     connect_timeout: positive("connect_timeout", connect_timeout)?,
                     response_timeout: positive("response_timeout", response_timeout)?,
@@ -195,16 +200,16 @@ impl PyServer {
                 (Some(cert), Some(key)) => Some(tls::TlsFiles { cert, key }),
                 (None, None) => None,
                 _ => {
-                    return Err(PyValueError::new_err(
-                        "options certfile and keyfile go together",
-                    ));
+                    let problem = "goes together with keyfile";
+                    return Err(StartError::from(config::invalid("certfile", problem)).into());
                 }
             },
         }
         .validate()
-        .map_err(|e| PyValueError::new_err(e.to_string()))?;
+        .map_err(StartError::from)?;
         if app.is_none() && config.proxy.is_none() {
-            return Err(PyValueError::new_err("an app or upstreams are needed"));
+            let problem = "an app or upstreams are needed";
+            return Err(StartError::from(config::invalid("upstreams", problem)).into());
         }
         Ok(PyServer {
             multiprocess,
@@ -231,9 +236,7 @@ impl PyServer {
             .map(|app| wsgi::WsgiApp::new(py, app.clone_ref(py), c, self.multiprocess))
             .transpose()?;
         let config = self.config.clone();
-        let server = py
-            .detach(|| Server::start(config, app))
-            .map_err(|e| PyOSError::new_err(e.to_string()))?;
+        let server = py.detach(|| Server::start(config, app))?;
         *guard = Some(server);
         Ok(())
     }

@@ -27,7 +27,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::body::{BodyError, ResponseBody};
-use crate::errors;
+use crate::error_page;
 use crate::wsgi::ConnInfo;
 use crate::wsgi::response::Reply;
 
@@ -322,7 +322,7 @@ impl Proxy {
             .unwrap_or_else(|| "/".into());
         parts.uri = match Uri::builder().path_and_query(path).build() {
             Ok(u) => u,
-            Err(_) => return errors::plain(StatusCode::BAD_REQUEST),
+            Err(_) => return error_page::plain(StatusCode::BAD_REQUEST),
         };
         let h = &mut parts.headers;
         strip_hop_by_hop(h, upgrade);
@@ -364,14 +364,14 @@ impl Proxy {
                 Ok(c) => c,
                 Err(e) => {
                     tracing::warn!("proxy: {e}");
-                    return errors::plain(e.status());
+                    return error_page::plain(e.status());
                 }
             };
             let sent =
                 tokio::time::timeout(self.config.response_timeout, sender.try_send_request(req))
                     .await;
             match sent {
-                Err(_) => return errors::plain(ProxyError::Timeout.status()),
+                Err(_) => return error_page::plain(ProxyError::Timeout.status()),
                 Ok(Ok(res)) => {
                     if res.status() != StatusCode::SWITCHING_PROTOCOLS {
                         up.recycle(sender);
@@ -402,7 +402,7 @@ impl Proxy {
                         }
                         let e = ProxyError::Upstream(e.into_error().to_string());
                         tracing::warn!("proxy: {e}");
-                        return errors::plain(e.status());
+                        return error_page::plain(e.status());
                     }
                 },
             }
@@ -410,7 +410,7 @@ impl Proxy {
 
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
             let Some(client_upgrade) = client_upgrade else {
-                return errors::plain(StatusCode::BAD_GATEWAY);
+                return error_page::plain(StatusCode::BAD_GATEWAY);
             };
             let upstream_upgrade = hyper::upgrade::on(&mut res);
             tokio::spawn(async move {

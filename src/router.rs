@@ -15,7 +15,7 @@ use hyper::body::Incoming;
 
 use crate::access_log::{LoggedBody, RequestFacts};
 use crate::body::ResponseBody;
-use crate::errors;
+use crate::error_page;
 use crate::forwarded;
 use crate::server::{Handler, Shared};
 use crate::wsgi::{self, ConnInfo, response::Reply};
@@ -79,14 +79,14 @@ fn log_facts(req: &Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> Reque
 async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo) -> Reply {
     // hyper bounds its read buffer, not the parsed head; the configured limit is enforced here.
     if head_size(&req) > shared.config.max_head {
-        return errors::plain(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        return error_page::plain(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     }
     // RFC 9112 3.2: an HTTP/1.1 request without Host is malformed.
     if req.version() == Version::HTTP_11
         && req.uri().authority().is_none()
         && !req.headers().contains_key(HOST)
     {
-        return errors::plain(StatusCode::BAD_REQUEST);
+        return error_page::plain(StatusCode::BAD_REQUEST);
     }
     let req = if shared.statics.is_empty() {
         req

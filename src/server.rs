@@ -15,7 +15,8 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
 use crate::access_log::AccessLog;
-use crate::config::Config;
+use crate::config::{self, Config};
+use crate::error::StartError;
 use crate::metrics::Metrics;
 use crate::pool::{Contexts, Pool, PoolLimits, ThreadWrap};
 use crate::proxy::Proxy;
@@ -24,19 +25,6 @@ use crate::statics::Statics;
 use crate::tls::{self, TlsAcceptor};
 use crate::wsgi::{ConnInfo, WsgiApp};
 use pyo3::Python;
-
-#[derive(Debug, thiserror::Error)]
-pub enum ServerError {
-    #[error("TLS: {0}")]
-    Tls(String),
-    #[error("cannot listen on {addr}: {source}")]
-    Bind {
-        addr: SocketAddr,
-        source: std::io::Error,
-    },
-    #[error("cannot start the network threads: {0}")]
-    Runtime(std::io::Error),
-}
 
 /// Who answers requests that no static mount takes.
 pub enum Handler {
@@ -100,18 +88,16 @@ fn adopt(fd: i32) -> std::io::Result<std::net::TcpListener> {
 
 impl Server {
     /// Serves `app`, or forwards to upstreams when the config has a proxy section.
-    pub fn start(config: Config, app: Option<WsgiApp>) -> Result<Server, ServerError> {
+    pub fn start(config: Config, app: Option<WsgiApp>) -> Result<Server, StartError> {
         let handler = match (&config.proxy, app) {
             (Some(p), _) => Handler::Proxy(Proxy::new(p.clone())),
             (None, Some(app)) => Handler::Wsgi(Arc::new(app)),
             (None, None) => {
-                return Err(ServerError::Runtime(std::io::Error::other(
-                    "neither an app nor upstreams to serve",
-                )));
+                return Err(config::invalid("upstreams", "an app or upstreams are needed").into());
             }
         };
         let tls = match &config.tls {
-            Some(files) => Some(tls::acceptor(files).map_err(ServerError::Tls)?),
+            Some(files) => Some(tls::acceptor(files)?),
             None => None,
         };
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -119,17 +105,17 @@ impl Server {
             .thread_name("bartizan-io")
             .enable_all()
             .build()
-            .map_err(ServerError::Runtime)?;
+            .map_err(|source| StartError::Threads { source })?;
         let mut std_listeners = Vec::new();
         for addr in &config.binds {
-            let l = listen(*addr).map_err(|source| ServerError::Bind {
+            let l = listen(*addr).map_err(|source| StartError::Listen {
                 addr: *addr,
                 source,
             })?;
             std_listeners.push(l);
         }
         for fd in &config.listen_fds {
-            std_listeners.push(adopt(*fd).map_err(ServerError::Runtime)?);
+            std_listeners.push(adopt(*fd).map_err(|source| StartError::Fd { fd: *fd, source })?);
         }
         let contexts = match handler {
             Handler::Wsgi(_) => {
@@ -159,10 +145,9 @@ impl Server {
             },
             contexts,
         );
-        let statics = Statics::new(config.mounts.clone(), config.static_max_age)
-            .map_err(ServerError::Runtime)?;
+        let statics = Statics::new(config.mounts.clone(), config.static_max_age)?;
         let access_log = match &config.access_log {
-            Some(c) => Some(Arc::new(AccessLog::open(c).map_err(ServerError::Runtime)?)),
+            Some(c) => Some(Arc::new(AccessLog::open(c)?)),
             None => None,
         };
         let shared = Arc::new(Shared {
@@ -180,8 +165,11 @@ impl Server {
         let (conn_tx, conn_rx) = mpsc::channel(1);
         for l in std_listeners {
             let _guard = runtime.enter();
-            let listener = TcpListener::from_std(l).map_err(ServerError::Runtime)?;
-            let local = listener.local_addr().map_err(ServerError::Runtime)?;
+            let listener =
+                TcpListener::from_std(l).map_err(|source| StartError::Threads { source })?;
+            let local = listener
+                .local_addr()
+                .map_err(|source| StartError::Threads { source })?;
             addrs.push(local);
             acceptors.push(runtime.spawn(accept_loop(
                 listener,

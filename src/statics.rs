@@ -32,7 +32,8 @@ use tower_http::services::fs::{
 };
 
 use crate::body::{BodyError, ResponseBody};
-use crate::errors;
+use crate::error::StartError;
+use crate::error_page;
 use crate::static_cache::{self, FileStamp, Key, ResponseCache};
 
 type EmptyBody = Empty<Bytes>;
@@ -93,13 +94,17 @@ pub struct Statics {
 }
 
 impl Statics {
-    pub fn new(mut mounts: Vec<Mount>, max_age: u32) -> io::Result<Statics> {
+    pub fn new(mut mounts: Vec<Mount>, max_age: u32) -> Result<Statics, StartError> {
         // Longest prefix first, so `/static/admin` wins over `/static`.
         mounts.sort_by_key(|m| std::cmp::Reverse(m.prefix.len()));
         let mounts = mounts
             .into_iter()
             .map(|m| {
-                let backend = RootedBackend::new(&m.root)?;
+                let backend =
+                    RootedBackend::new(&m.root).map_err(|source| StartError::StaticRoot {
+                        path: m.root.clone(),
+                        source,
+                    })?;
                 let dir = ServeDir::with_backend(&m.root, backend.clone())
                     .append_index_html_on_directories(false)
                     .redirect_to_trailing_slash(false)
@@ -110,7 +115,7 @@ impl Statics {
                     .with_buf_chunk_size(CHUNK);
                 Ok((m, dir, backend))
             })
-            .collect::<io::Result<_>>()?;
+            .collect::<Result<_, StartError>>()?;
         Ok(Statics {
             mounts,
             max_age,
@@ -161,16 +166,16 @@ impl Statics {
         }
         let is_get = req.method() == Method::GET;
         let Some(relative) = safe_relative(&rest) else {
-            return Ok(errors::plain(StatusCode::NOT_FOUND));
+            return Ok(error_page::plain(StatusCode::NOT_FOUND));
         };
         if relative.is_empty() {
             // The mount itself is a directory: never listed.
-            return Ok(errors::plain(StatusCode::FORBIDDEN));
+            return Ok(error_page::plain(StatusCode::FORBIDDEN));
         }
         let (mut parts, _) = req.into_parts();
         let uri = match Uri::builder().path_and_query(rest.as_str()).build() {
             Ok(u) => u,
-            Err(_) => return Ok(errors::plain(StatusCode::NOT_FOUND)),
+            Err(_) => return Ok(error_page::plain(StatusCode::NOT_FOUND)),
         };
         parts.uri = uri;
         // RFC 9110 14.2: a Range in a unit other than bytes is ignored, not refused.
@@ -209,7 +214,7 @@ impl Statics {
             }
             Err(e) => {
                 tracing::warn!("static file {relative}: {e}");
-                return Ok(errors::plain(StatusCode::INTERNAL_SERVER_ERROR));
+                return Ok(error_page::plain(StatusCode::INTERNAL_SERVER_ERROR));
             }
         };
         let status = res.status();
@@ -241,7 +246,7 @@ impl Statics {
                 Ok(b) => b.to_bytes(),
                 Err(e) => {
                     tracing::warn!("static file {relative}: {e}");
-                    return Ok(errors::plain(StatusCode::INTERNAL_SERVER_ERROR));
+                    return Ok(error_page::plain(StatusCode::INTERNAL_SERVER_ERROR));
                 }
             };
             if let Some(stamp) = backend.stamp(&served) {
@@ -292,9 +297,9 @@ fn safe_relative(rest: &str) -> Option<String> {
 /// Nothing to send: a directory (never listed) is 403, anything else 404.
 fn missing(root: &Path, relative: &str) -> Response<ResponseBody> {
     if inside_root(root, &root.join(relative)).is_some_and(|p| p.is_dir()) {
-        errors::plain(StatusCode::FORBIDDEN)
+        error_page::plain(StatusCode::FORBIDDEN)
     } else {
-        errors::plain(StatusCode::NOT_FOUND)
+        error_page::plain(StatusCode::NOT_FOUND)
     }
 }
 

@@ -24,7 +24,7 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::errors;
+use crate::error_page;
 use crate::forwarded::TrustList;
 use crate::pool::{Pool, SubmitError};
 use environ::{EnvError, RequestEnv};
@@ -125,7 +125,7 @@ pub async fn handle(
     let (parts, body) = req.into_parts();
     let env = match RequestEnv::from_parts(&parts, &app.root_path, conn, &app.trust) {
         Ok(env) => env,
-        Err(EnvError::OutsideRoot) => return errors::plain(StatusCode::NOT_FOUND),
+        Err(EnvError::OutsideRoot) => return error_page::plain(StatusCode::NOT_FOUND),
     };
     let declared = parts
         .headers
@@ -133,7 +133,7 @@ pub async fn handle(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > app.max_body) {
-        return errors::plain(StatusCode::PAYLOAD_TOO_LARGE);
+        return error_page::plain(StatusCode::PAYLOAD_TOO_LARGE);
     }
     // `env` holds copies of all the app needs from the head: release the head (and its
     // share of the connection's read buffer) now, not after the app has answered.
@@ -150,13 +150,13 @@ pub async fn handle(
     match pool.submit(Box::new(move || run(&runner, job))) {
         Ok(()) => {}
         Err(SubmitError::Full | SubmitError::Locked | SubmitError::Stopped) => {
-            return errors::unavailable(app.retry_after);
+            return error_page::unavailable(app.retry_after);
         }
     }
     match rx.await {
         Ok(reply) => reply,
         // The job was dropped unrun: the server is stopping.
-        Err(_) => errors::unavailable(app.retry_after),
+        Err(_) => error_page::unavailable(app.retry_after),
     }
 }
 

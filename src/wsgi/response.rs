@@ -19,7 +19,7 @@ use pyo3::types::{PyBytes, PyString, PyTuple};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::body::{BodyError, Chunk, ResponseBody, StreamBody};
-use crate::errors;
+use crate::error_page;
 
 /// Chunks a streaming response may have in flight between the app and the socket.
 const STREAM_DEPTH: usize = 4;
@@ -148,7 +148,7 @@ impl ResponseState {
     /// The app failed: a 500 if nothing went out yet, else cut the connection.
     pub fn fail(&mut self) {
         if let Some(reply) = self.reply.take() {
-            let _ = reply.send(errors::plain(StatusCode::INTERNAL_SERVER_ERROR));
+            let _ = reply.send(error_page::plain(StatusCode::INTERNAL_SERVER_ERROR));
         }
         if let Some(tx) = self.stream.take() {
             let _ = tx.try_send(Err(BodyError("application error".into())));
