@@ -8,7 +8,14 @@ import threading
 
 import pytest
 
-from tests.support import LIVE, ServerProcess
+from tests.support.process import (
+    LIVE,
+    METRICS_LINE_RE,
+    ROOT,
+    WORKERS_START_LINE_RE,
+    ServerProcess,
+    wait_line,
+)
 
 # Every wait in the tests has its own timeout; this is the backstop for a
 # call that can't take one (e.g. an embedded Server.stop() that never
@@ -37,17 +44,27 @@ class _Launcher:
     def __init__(self):
         self.started = []
 
-    def __call__(self, *args, env=None, python_args=(), wait=True, module_args=("-m", "bartizan")):
+    def __call__(
+        self,
+        *args,
+        env=None,
+        cwd=ROOT,
+        python_args=(),
+        wait=True,
+        module_args=("-m", "bartizan"),
+    ):
         """Start the server with CLI args; returns a ServerProcess whose
         `.url` is the base URL parsed from the start line.
 
         `--port 0` is added unless a port or bind is given, so parallel runs
         never collide. With wait=False the caller handles startup (used for
-        the user-error exit tests)."""
+        the user-error exit tests and the proxy's own start line)."""
         args = list(args)
         if not any(a in ("--port", "--bind") or a.startswith(("--port=", "--bind=")) for a in args):
             args += ["--port", "0"]
-        proc = ServerProcess(args, env=env, python_args=python_args, module_args=module_args)
+        proc = ServerProcess(
+            args, env=env, python_args=python_args, cwd=cwd, module_args=module_args
+        )
         self.started.append(proc)
         if wait:
             proc.wait_started()
@@ -56,6 +73,20 @@ class _Launcher:
     def stop_all(self):
         for proc in self.started:
             proc.stop()
+
+
+class _CliLauncher(_Launcher):
+    """The CLI as the lifecycle and logging tests run it: the start line may
+    name a worker count (`.declared_workers`), and with --metrics the
+    metrics address is read too (`.metrics_url`)."""
+
+    def __call__(self, *args, env=None, cwd=ROOT):
+        proc = super().__call__(*args, env=env, cwd=cwd, wait=False)
+        proc.wait_started(pattern=WORKERS_START_LINE_RE)
+        proc.metrics_url = None
+        if "--metrics" in args:
+            proc.metrics_url = wait_line(proc, METRICS_LINE_RE, 10).group("url")
+        return proc
 
 
 @pytest.fixture
@@ -71,5 +102,14 @@ def module_server():
     """Same as `server`, but the processes live for the whole test module,
     so table-driven tests share one server instead of starting dozens."""
     launcher = _Launcher()
+    yield launcher
+    launcher.stop_all()
+
+
+@pytest.fixture
+def cli():
+    """Factory like `server` for tests of the master and its workers:
+    cli(LIFECYCLE, "--workers", "2") -> ServerProcess."""
+    launcher = _CliLauncher()
     yield launcher
     launcher.stop_all()

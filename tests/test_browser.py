@@ -3,20 +3,17 @@ loads the demo site served by Bartizan: the stylesheet and the script come
 from the static mount and take effect."""
 
 import base64
-import os
 import re
 import shutil
-import signal
-import subprocess
-import threading
 import time
 
 import pytest
 
-from tests.cdp import CDP
-from tests.support import wait_for
+from tests.support import ChildProcess
+from tests.support.cdp import CDP
 
 WAIT = 30  # bound on every browser wait, in seconds
+DEVTOOLS_RE = re.compile(r"DevTools listening on (ws://\S+)")
 
 CHROMIUM = shutil.which("chromium")
 
@@ -42,7 +39,7 @@ def browser(tmp_path):
         )
     profile = tmp_path / "profile"
     profile.mkdir()
-    proc = subprocess.Popen(
+    proc = ChildProcess(
         [
             CHROMIUM,
             "--headless=new",
@@ -57,49 +54,20 @@ def browser(tmp_path):
             "--remote-debugging-port=0",
             f"--user-data-dir={profile}",
             "about:blank",
-        ],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
+        ]
     )
-    lines = []
-    found = threading.Event()
-    ws_url = {}
-
-    def pump():
-        for raw in iter(proc.stderr.readline, b""):
-            line = raw.decode("utf-8", "replace").rstrip()
-            lines.append(line)
-            m = re.search(r"DevTools listening on (ws://\S+)", line)
-            if m:
-                ws_url["url"] = m.group(1)
-                found.set()
-        found.set()
-
-    threading.Thread(target=pump, daemon=True).start()
     cdp = None
     try:
-        found.wait(WAIT)
-        assert "url" in ws_url, "chromium did not report a DevTools address; stderr:\n" + "\n".join(
-            lines[-30:]
+        m = proc.stderr_match(DEVTOOLS_RE, WAIT)
+        assert m, "chromium did not report a DevTools address; stderr:\n" + "\n".join(
+            proc.stderr_lines()[-30:]
         )
-        cdp = CDP(ws_url["url"], timeout=WAIT)
+        cdp = CDP(m.group(1), timeout=WAIT)
         yield cdp
     finally:
         if cdp:
             cdp.close()
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            if wait_for(lambda: proc.poll() is not None, 5):
-                break
-        try:
-            proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        proc.stop()
 
 
 def test_demo_page_styled_and_scripted(demo, browser, tmp_path):

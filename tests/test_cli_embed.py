@@ -16,6 +16,7 @@ import requests
 
 from tests.support import (
     START_LINE_RE,
+    ChildProcess,
     RawConnection,
     ServerProcess,
     free_port,
@@ -24,8 +25,8 @@ from tests.support import (
     raw_request,
     wait_for,
 )
+from tests.support.apps import ECHO, ERRORS
 
-ECHO = "tests.apps.echo:app"
 TIMEOUT = 5
 
 
@@ -176,7 +177,7 @@ def test_signal_stops_server(server, sig):
 def test_sigterm_lets_in_flight_request_finish(server, tmp_path):
     """Graceful stop: after SIGTERM the server takes no new connections but
     lets a running request finish, then exits."""
-    srv = server("tests.apps.errors:app")
+    srv = server(ERRORS)
     go = tmp_path / "go"
     result = {}
 
@@ -409,11 +410,7 @@ def test_embedding_thread_keeps_running_under_load(bartizan):
     for at most one interpreter switch interval or so, never until the load
     stops."""
     with bartizan.Server(busy_app, port=0, threads=4) as s:
-        load = subprocess.Popen(
-            [sys.executable, "-c", LOAD, str(s.port), "6", "16"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
+        load = ChildProcess([sys.executable, "-c", LOAD, str(s.port), "6", "16"])
         try:
             assert wait_for(lambda: s.pending >= 4, timeout=5), "the load did not start"
             ticks = []
@@ -424,8 +421,11 @@ def test_embedding_thread_keeps_running_under_load(bartizan):
                 ticks.append(time.perf_counter() - t0)
             busy = s.pending
         finally:
-            _, err = load.communicate(timeout=30)
-        assert load.returncode == 0, err.decode()
+            try:
+                rc = load.wait_exit(timeout=30)
+            finally:
+                load.stop()
+        assert rc == 0, load.stderr_text()
     assert busy >= 4, f"the pool was not saturated during the ticks ({busy} pending)"
     ticks.sort()
     assert len(ticks) > 100, f"only {len(ticks)} ticks in 3 s"

@@ -8,9 +8,8 @@ under the test's control; the echo app answers with the environ as JSON.
 import pytest
 
 from tests.apps.echo import FIXED_BODY
-from tests.support import RawConnection, build_request, chunked
-
-ECHO = "tests.apps.echo:app"
+from tests.support import RawConnection, build_request, chunked, raw_request
+from tests.support.apps import ECHO
 
 
 class _Absent:
@@ -296,9 +295,7 @@ def echo(module_server):
 
 
 def echo_request(srv, method="GET", target="/", headers=(), body=b"", version="HTTP/1.1"):
-    with RawConnection(srv.port) as c:
-        c.send(build_request(method, target, headers, body, version, host=f"127.0.0.1:{srv.port}"))
-        resp = c.read_response(method)
+    resp = raw_request(srv.port, method, target, headers, body, version)
     assert resp.status == 200, resp
     return resp.json()
 

@@ -15,9 +15,15 @@ from urllib.parse import quote
 import pytest
 
 from tests.apps.errors import BAD_HEADERS, BAD_STATUS, SECRET
-from tests.support import ConnectionClosed, RawConnection, build_request, read_marker_file, wait_for
-
-ERRORS = "tests.apps.errors:app"
+from tests.support import (
+    ConnectionClosed,
+    RawConnection,
+    build_request,
+    raw_request,
+    read_marker_file,
+    wait_for,
+)
+from tests.support.apps import ERRORS
 
 
 @pytest.fixture(scope="module")
@@ -26,9 +32,7 @@ def srv(module_server):
 
 
 def get(srv, target, method="GET", timeout=5):
-    with RawConnection(srv.port, timeout=timeout) as c:
-        c.send(build_request(method, target, host=f"127.0.0.1:{srv.port}"))
-        return c.read_response(method)
+    return raw_request(srv.port, method, target, timeout=timeout)
 
 
 def assert_server_still_works(srv):

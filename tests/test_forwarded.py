@@ -20,9 +20,8 @@ import subprocess
 
 import pytest
 
-from tests.support import RawConnection, have_ipv6_loopback, raw_request
-
-ECHO = "tests.apps.echo:app"
+from tests.support import have_ipv6_loopback, raw_request
+from tests.support.apps import ECHO
 
 
 @pytest.fixture(scope="module")
@@ -409,8 +408,7 @@ needs_v6 = pytest.mark.skipif(
 
 
 def v6_fetch(srv, headers):
-    with RawConnection(srv.port, host="::1") as c:
-        r = c.request("GET", "/", headers)
+    r = raw_request(srv.port, "GET", "/", headers, host="::1")
     assert r.status == 200, r
     return r.json()["environ"]
 

@@ -15,102 +15,26 @@ import pytest
 
 from tests.support import (
     ROOT,
-    START_TIMEOUT,
     ConnectionClosed,
     RawConnection,
-    ServerProcess,
+    alive,
+    in_thread,
     port_refuses,
     raw_request,
-    tree_pids,
     wait_for,
+    wait_line,
+    worker_pids,
 )
+from tests.support.apps import LIFECYCLE
 
-LIFECYCLE = "tests.apps.lifecycle:app"
-
-# The start line of the CLI; with more than one worker it names the count.
-LISTEN_RE = re.compile(
-    r"^bartizan: listening on (?P<url>http://\S+) "
-    r"\(threads: (?P<threads>\d+)(?:, workers: (?P<workers>\d+))?\)$"
-)
-METRICS_RE = re.compile(r"^bartizan: metrics on (?P<url>http://\S+)$")
 RELOADED_RE = re.compile(
     r"^bartizan: reloaded: workers (?P<pids>[\d, ]+) serving; "
     r"(?P<old>\d+) old worker\(s\) draining$"
 )
 
 
-# --- launching the CLI -----------------------------------------------------------
-
-
-def wait_line(proc, pattern, timeout, count=1):
-    """The `count`-th stderr line matching `pattern` (a compiled regex), waiting
-    at most `timeout` seconds; fails with the whole stderr otherwise."""
-    deadline = time.monotonic() + timeout
-    while True:
-        matches = [m for m in (pattern.search(line) for line in proc.stderr_lines()) if m]
-        if len(matches) >= count:
-            return matches[count - 1]
-        if time.monotonic() >= deadline:
-            raise AssertionError(
-                f"no{'' if count == 1 else f' {count} lines'} matching {pattern.pattern!r} "
-                f"within {timeout} s "
-                f"(exit code {proc.proc.poll()}); stderr:\n{proc.stderr_text()}"
-            )
-        time.sleep(0.05)
-
-
 def count_lines(proc, pattern):
     return sum(1 for line in proc.stderr_lines() if pattern.search(line))
-
-
-class Cli:
-    """Starts `python -m bartizan ARGS --port 0` and parses the start line
-    (which the shared START_LINE_RE does not accept with `workers: N`)."""
-
-    def __init__(self):
-        self.started = []
-
-    def __call__(self, *args, env=None, cwd=ROOT):
-        proc = ServerProcess([*args, "--port", "0"], env=env, cwd=cwd)
-        self.started.append(proc)
-        m = wait_line(proc, LISTEN_RE, START_TIMEOUT)
-        proc.start_line = m.group(0)
-        proc.urls = [m.group("url")]
-        proc.threads = int(m.group("threads"))
-        proc.declared_workers = int(m.group("workers")) if m.group("workers") else None
-        proc.metrics_url = None
-        if "--metrics" in args:
-            proc.metrics_url = wait_line(proc, METRICS_RE, 10).group("url")
-        return proc
-
-    def stop_all(self):
-        for proc in self.started:
-            proc.stop()
-
-
-@pytest.fixture
-def cli():
-    launcher = Cli()
-    yield launcher
-    launcher.stop_all()
-
-
-def _state(pid):
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return None
-
-
-def alive(pid):
-    s = _state(pid)
-    return s is not None and s not in ("Z", "X")
-
-
-def worker_pids(proc):
-    """Live processes below the master (zombies not yet reaped excluded)."""
-    return sorted(p for p in tree_pids(proc.pid) if p != proc.pid and alive(p))
 
 
 def get_json(port, path="/"):
@@ -145,21 +69,6 @@ def assert_settled(port, pids, version, within=2.0):
                 f"{within} s after the reload, a fresh connection got {last} "
                 f"(new workers {pids}, {version!r})"
             )
-
-
-def in_thread(fn):
-    """Run fn() on a daemon thread; returns (thread, result dict)."""
-    out = {}
-
-    def run():
-        try:
-            out["value"] = fn()
-        except BaseException as e:  # reported by the caller
-            out["error"] = e
-
-    t = threading.Thread(target=run, daemon=True)
-    t.start()
-    return t, out
 
 
 # --- embedded Server: lock, hold, pending, drain, stop ----------------------------------

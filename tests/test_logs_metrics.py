@@ -11,8 +11,8 @@ from urllib.parse import quote, urlsplit
 
 import pytest
 
-from tests.support import raw_request, wait_for
-from tests.test_lifecycle import LIFECYCLE, Cli, in_thread, worker_pids
+from tests.support import in_thread, raw_request, wait_for, worker_pids
+from tests.support.apps import LIFECYCLE
 
 CLF_RE = re.compile(
     r"^(?P<remote>\S+) - - \[(?P<time>\d{2}/[A-Z][a-z]{2}/\d{4}:\d{2}:\d{2}:\d{2} \+0000)\] "
@@ -33,13 +33,6 @@ JSON_KEYS = {
     "duration_us",
 }
 XFF = ("X-Forwarded-For", "203.0.113.9")
-
-
-@pytest.fixture
-def cli():
-    launcher = Cli()
-    yield launcher
-    launcher.stop_all()
 
 
 def log_lines(path):

@@ -23,11 +23,19 @@ import pytest
 
 from tests.apps.proxied import download_bytes
 from tests.apps.ws_echo import WsEchoServer
-from tests.proxy_support import (
+from tests.support import (
     PROXY_LINE_RE,
-    SourceConnection,
+    RawConnection,
+    RssSampler,
+    build_request,
     can_bind_source,
+    chunked,
+    free_port,
     kill_now,
+    raw_request,
+)
+from tests.support.apps import RECORDER
+from tests.support.proxy import (
     make_self_signed,
     start_app,
     start_proxy,
@@ -36,7 +44,6 @@ from tests.proxy_support import (
     ws_recv,
     ws_send,
 )
-from tests.support import RawConnection, RssSampler, build_request, chunked, free_port, raw_request
 
 TEN_MB = 10 * 1024 * 1024
 
@@ -235,7 +242,7 @@ def test_spoofed_client_address_end_to_end(stack):
     the client's own X-Forwarded-For / Forwarded claims (6.6.6.6, https,
     evil.example) lose to what the proxy appends: REMOTE_ADDR is 127.0.0.2,
     scheme http, host the real one."""
-    with SourceConnection(stack.trusting_proxy.port, "127.0.0.2") as c:
+    with RawConnection(stack.trusting_proxy.port, source="127.0.0.2") as c:
         r = c.request(
             "GET",
             "/spoof",
@@ -254,7 +261,7 @@ def test_spoofed_client_address_end_to_end(stack):
     assert env["wsgi.url_scheme"] == "http"
     assert env["HTTP_HOST"] == "real.example"
 
-    with SourceConnection(stack.trusting_proxy.port, "127.0.0.2") as c:
+    with RawConnection(stack.trusting_proxy.port, source="127.0.0.2") as c:
         r = c.request("GET", "/spoof", [("X-Forwarded-For", "6.6.6.6")])
     assert r.json()["environ"]["REMOTE_ADDR"] == "127.0.0.2", "X-Forwarded-For alone"
 
@@ -606,7 +613,7 @@ def test_proxy_serves_static_mount(server, tmp_path):
     root.mkdir()
     (root / "hello.txt").write_bytes(b"hello from the proxy\n")
     record = tmp_path / "record.txt"
-    app = server("tests.apps.recorder:app", env={"BARTIZAN_TEST_RECORD": str(record)})
+    app = server(RECORDER, env={"BARTIZAN_TEST_RECORD": str(record)})
     proxy = start_proxy(server, [upstream_of(app)], "--static", f"/static={root}")
     r = raw_request(proxy.port, "GET", "/static/hello.txt")
     assert r.status == 200, r

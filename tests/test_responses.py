@@ -17,6 +17,7 @@ from tests.support import (
     RawConnection,
     RssSampler,
     build_request,
+    raw_request,
     read_marker_file,
     tree_pids,
     wait_for,
@@ -31,11 +32,7 @@ def srv(module_server):
 
 
 def get(srv, target, method="GET", version="HTTP/1.1", headers=()):
-    with RawConnection(srv.port) as c:
-        c.send(
-            build_request(method, target, headers, version=version, host=f"127.0.0.1:{srv.port}")
-        )
-        return c.read_response(method)
+    return raw_request(srv.port, method, target, headers, version=version)
 
 
 def q(path):

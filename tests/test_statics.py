@@ -16,7 +16,9 @@ import bartizan
 import pytest
 import requests
 
-from tests.static_support import (
+from tests.support import RssSampler, fetch_until_close, header_tokens, send_until_close
+from tests.support.apps import RECORDER
+from tests.support.statics import (
     BIG_SIZE,
     RANGE_TXT,
     REAL_CSS,
@@ -24,13 +26,8 @@ from tests.static_support import (
     X_CSS,
     X_CSS_BR,
     build_tree,
-    fetch,
-    fetch_raw,
-    header_tokens,
 )
-from tests.support import RssSampler
 
-RECORDER = "tests.apps.recorder:app"
 TIMEOUT = 10
 DEMO_STATIC = Path(bartizan.__file__).resolve().parent / "demo" / "static"
 
@@ -100,7 +97,7 @@ def test_get_returns_file_bytes_and_validators(srv, tree):
     """GET of a file under the mount: 200, the exact bytes, Content-Length
     equal to the size, and the validators ETag and Last-Modified (the file's
     mtime, as an HTTP date)."""
-    r = fetch(srv.port, "/static/real.css")
+    r = fetch_until_close(srv.port, "/static/real.css")
     assert r.status == 200, r
     assert r.body == REAL_CSS
     assert r.header("Content-Length") == str(len(REAL_CSS))
@@ -127,7 +124,7 @@ def test_content_type_from_extension(srv, tree, name, expected):
     """Content-Type comes from the extension; text types (css, js, html,
     txt, json, svg) say `charset=utf-8`, images carry no charset. Content-Length
     is always there and matches the body."""
-    r = fetch(srv.port, f"/static/{name}")
+    r = fetch_until_close(srv.port, f"/static/{name}")
     assert r.status == 200, r
     ct = (r.header("Content-Type") or "").lower().replace(" ", "")
     assert ct in {e.replace(" ", "") for e in expected}, (
@@ -144,14 +141,14 @@ def test_content_type_from_extension(srv, tree, name, expected):
 def test_missing_file_is_404(srv, target):
     """A path under a mount that names no file answers 404 (not an error
     status of another kind, and not the app)."""
-    r = fetch(srv.port, target)
+    r = fetch_until_close(srv.port, target)
     assert r.status == 404, f"GET {target} -> {r.status} {r.body[:100]!r}"
 
 
 def test_symlink_inside_root_is_served(srv):
     """A symlink whose target lies inside the root is an ordinary file:
     alias.css -> real.css answers 200 with real.css's bytes."""
-    r = fetch(srv.port, "/static/alias.css")
+    r = fetch_until_close(srv.port, "/static/alias.css")
     assert r.status == 200, r
     assert r.body == REAL_CSS
 
@@ -162,14 +159,14 @@ def test_changed_file_is_served_fresh(srv, tree):
     very next request: the copy is only used while a fresh stat vouches for it."""
     path = tree.root / "changing.txt"
     path.write_bytes(b"first version\n")
-    first = fetch(srv.port, "/static/changing.txt")
+    first = fetch_until_close(srv.port, "/static/changing.txt")
     assert first.status == 200 and first.body == b"first version\n", first
-    again = fetch(srv.port, "/static/changing.txt")
+    again = fetch_until_close(srv.port, "/static/changing.txt")
     assert again.body == b"first version\n", again
     path.write_bytes(b"other version\n")
     st = path.stat()
     os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-    fresh = fetch(srv.port, "/static/changing.txt")
+    fresh = fetch_until_close(srv.port, "/static/changing.txt")
     assert fresh.status == 200 and fresh.body == b"other version\n", fresh
     assert fresh.header("etag") != first.header("etag")
 
@@ -178,10 +175,10 @@ def test_longest_prefix_wins_and_media_mount(srv):
     """With /static and /static/special both mounted (the shorter given
     first), /static/special/... is served from the /static/special directory;
     /media is its own root."""
-    r = fetch(srv.port, "/static/special/only.txt")
+    r = fetch_until_close(srv.port, "/static/special/only.txt")
     assert r.status == 200, r
     assert r.body == b"from the /static/special mount\n"
-    r = fetch(srv.port, "/media/photo.png")
+    r = fetch_until_close(srv.port, "/media/photo.png")
     assert r.status == 200, r
     assert r.header("Content-Type") == "image/png"
 
@@ -189,15 +186,15 @@ def test_longest_prefix_wins_and_media_mount(srv):
 def test_cache_control(srv):
     """A content-hashed name (12 hex digits before the extension) is cached
     for a year and immutable; any other file for the default max-age, 3600."""
-    r = fetch(srv.port, "/static/app.3f2a1b4c5d6e.css")
+    r = fetch_until_close(srv.port, "/static/app.3f2a1b4c5d6e.css")
     assert r.status == 200, r
     assert r.header("Cache-Control") == "public, max-age=31536000, immutable"
-    r = fetch(srv.port, "/static/real.css")
+    r = fetch_until_close(srv.port, "/static/real.css")
     assert r.status == 200, r
     assert r.header("Cache-Control") == "public, max-age=3600"
     # 11 hex digits is not a content hash.
     assert (
-        fetch(srv.port, "/static/app.3f2a1b4c5d6.css").header("Cache-Control")
+        fetch_until_close(srv.port, "/static/app.3f2a1b4c5d6.css").header("Cache-Control")
         == "public, max-age=3600"
     )
 
@@ -206,9 +203,12 @@ def test_static_max_age_option(server, tree):
     """`--static-max-age N` sets max-age for unhashed files; hashed names
     keep their year."""
     s = server(RECORDER, "--static", f"/static={tree.root}", "--static-max-age", "123")
-    assert fetch(s.port, "/static/real.css").header("Cache-Control") == "public, max-age=123"
     assert (
-        fetch(s.port, "/static/app.3f2a1b4c5d6e.css").header("Cache-Control")
+        fetch_until_close(s.port, "/static/real.css").header("Cache-Control")
+        == "public, max-age=123"
+    )
+    assert (
+        fetch_until_close(s.port, "/static/app.3f2a1b4c5d6e.css").header("Cache-Control")
         == "public, max-age=31536000, immutable"
     )
 
@@ -220,7 +220,7 @@ def test_static_max_age_option(server, tree):
 def test_directory_is_forbidden_never_listed(srv, target):
     """A directory (the mount root itself or a subdirectory, with or without
     the trailing slash) answers 403 and its entries are never listed."""
-    r = fetch(srv.port, target)
+    r = fetch_until_close(srv.port, target)
     assert r.status == 403, r
     for entry in (b"inside.txt", b"real.css", b".hidden", b"pixel.png"):
         assert entry not in r.body, f"listing leaked {entry!r}: {r.body[:300]!r}"
@@ -232,8 +232,8 @@ def test_directory_is_forbidden_never_listed(srv, target):
 def test_head_same_headers_no_body(srv):
     """HEAD answers with the headers of GET (status, length, type,
     validators, caching) and not one body byte on the wire."""
-    get = fetch(srv.port, "/static/real.css")
-    head = fetch(srv.port, "/static/real.css", method="HEAD")
+    get = fetch_until_close(srv.port, "/static/real.css")
+    head = fetch_until_close(srv.port, "/static/real.css", method="HEAD")
     assert head.status == 200, head
     assert head.body == b"", f"HEAD sent body bytes: {head.body[:100]!r}"
     for name in ("Content-Length", "Content-Type", "ETag", "Last-Modified", "Cache-Control"):
@@ -246,7 +246,9 @@ def test_other_methods_not_allowed(srv, method, record_file):
     header listing GET and HEAD; the file is not sent and the app is not
     called instead."""
     before = len(app_calls(record_file))
-    r = fetch(srv.port, "/static/real.css", method=method, headers=[("Content-Length", "0")])
+    r = fetch_until_close(
+        srv.port, "/static/real.css", method=method, headers=[("Content-Length", "0")]
+    )
     assert r.status == 405, r
     assert {"get", "head"} <= header_tokens(r.header("Allow")), r.headers
     assert REAL_CSS not in r.body
@@ -257,7 +259,7 @@ def test_other_methods_not_allowed(srv, method, record_file):
 
 
 def current_etag(srv, path="/static/real.css"):
-    r = fetch(srv.port, path)
+    r = fetch_until_close(srv.port, path)
     assert r.status == 200 and r.header("ETag"), r
     return r.header("ETag"), r.header("Last-Modified")
 
@@ -280,7 +282,7 @@ def test_if_none_match_gives_304(srv, make):
     list containing it, its weak `W/` form) answers 304 with the ETag and
     no body."""
     tag, _ = current_etag(srv)
-    r = fetch(srv.port, "/static/real.css", headers=[("If-None-Match", make(tag))])
+    r = fetch_until_close(srv.port, "/static/real.css", headers=[("If-None-Match", make(tag))])
     assert r.status == 304, r
     assert r.header("ETag") == tag
     assert r.body == b"", f"304 carried a body: {r.body[:100]!r}"
@@ -290,9 +292,11 @@ def test_if_none_match_other_tag_gives_200(srv):
     """A non-matching If-None-Match gets the full 200; it takes precedence
     over If-Modified-Since, which alone would have given 304."""
     _, lm = current_etag(srv)
-    r = fetch(srv.port, "/static/real.css", headers=[("If-None-Match", '"not-the-tag"')])
+    r = fetch_until_close(
+        srv.port, "/static/real.css", headers=[("If-None-Match", '"not-the-tag"')]
+    )
     assert r.status == 200 and r.body == REAL_CSS, r
-    r = fetch(
+    r = fetch_until_close(
         srv.port,
         "/static/real.css",
         headers=[("If-None-Match", '"not-the-tag"'), ("If-Modified-Since", lm)],
@@ -304,12 +308,12 @@ def test_if_modified_since(srv):
     """If-Modified-Since at or after the file's mtime answers 304 (no body);
     a date before it answers 200 with the file."""
     _, lm = current_etag(srv)
-    r = fetch(srv.port, "/static/real.css", headers=[("If-Modified-Since", lm)])
+    r = fetch_until_close(srv.port, "/static/real.css", headers=[("If-Modified-Since", lm)])
     assert r.status == 304 and r.body == b"", r
     later = http_date(email.utils.parsedate_to_datetime(lm).timestamp() + 3600)
-    r = fetch(srv.port, "/static/real.css", headers=[("If-Modified-Since", later)])
+    r = fetch_until_close(srv.port, "/static/real.css", headers=[("If-Modified-Since", later)])
     assert r.status == 304 and r.body == b"", r
-    r = fetch(
+    r = fetch_until_close(
         srv.port,
         "/static/real.css",
         headers=[("If-Modified-Since", "Mon, 01 Jan 1990 00:00:00 GMT")],
@@ -332,7 +336,7 @@ def test_range(srv, spec, first, last):
     """A satisfiable single range answers 206 with
     `Content-Range: bytes FIRST-LAST/SIZE`, the matching Content-Length and
     exactly those bytes."""
-    r = fetch(srv.port, "/static/range.txt", headers=[("Range", spec)])
+    r = fetch_until_close(srv.port, "/static/range.txt", headers=[("Range", spec)])
     assert r.status == 206, r
     assert r.header("Content-Range") == f"bytes {first}-{last}/{SIZE}"
     assert r.body == RANGE_TXT[first : last + 1]
@@ -342,7 +346,7 @@ def test_range(srv, spec, first, last):
 def test_range_not_satisfiable(srv):
     """A range starting past the end answers 416 with
     `Content-Range: bytes */SIZE` and none of the file."""
-    r = fetch(srv.port, "/static/range.txt", headers=[("Range", "bytes=99999999-")])
+    r = fetch_until_close(srv.port, "/static/range.txt", headers=[("Range", "bytes=99999999-")])
     assert r.status == 416, r
     assert r.header("Content-Range") == f"bytes */{SIZE}"
     assert RANGE_TXT[:20] not in r.body
@@ -362,7 +366,7 @@ def test_if_range(srv, make, status):
     ignored and the whole file is sent (200)."""
     tag, _ = current_etag(srv, "/static/range.txt")
     if_range = make(tag)
-    r = fetch(
+    r = fetch_until_close(
         srv.port, "/static/range.txt", headers=[("Range", "bytes=0-9"), ("If-Range", if_range)]
     )
     assert r.status == status, f"Range: bytes=0-9, If-Range: {if_range} -> {r.status}"
@@ -388,7 +392,7 @@ def test_precompressed_sibling(srv, tree, accept, expected, encoding):
     if expected is None:
         expected = tree.files["x.css.gz"]
     headers = [("Accept-Encoding", accept)] if accept else []
-    r = fetch(srv.port, "/static/x.css", headers=headers)
+    r = fetch_until_close(srv.port, "/static/x.css", headers=headers)
     assert r.status == 200, r
     assert r.body == expected
     assert r.header("Content-Length") == str(len(expected))
@@ -439,7 +443,7 @@ def hostile_request(target):
 
 
 def assert_refused(port, request_bytes):
-    r = fetch_raw(port, request_bytes)
+    r = send_until_close(port, request_bytes)
     assert r.status in (400, 404), f"{request_bytes[:80]!r} -> {r.status}: {r.body[:200]!r}"
     assert SECRET.encode() not in r.body, f"{request_bytes[:80]!r} leaked the secret"
     return r
@@ -466,9 +470,9 @@ def test_keeps_serving_after_hostile_requests(server, tree):
     answered, none leaking the secret) still serves a normal file afterwards."""
     s = server(RECORDER, *tree.static_args())
     for req in [hostile_request(t) for t in HOSTILE] + [ABSOLUTE_FORM]:
-        r = fetch_raw(s.port, req)
+        r = send_until_close(s.port, req)
         assert SECRET.encode() not in r.body, f"{req[:80]!r} leaked the secret"
-    r = fetch(s.port, "/static/real.css")
+    r = fetch_until_close(s.port, "/static/real.css")
     assert r.status == 200 and r.body == REAL_CSS, r
 
 
@@ -540,14 +544,14 @@ def test_static_requests_never_reach_the_app(srv, record_file):
         ("GET", "/static/special/only.txt", []),
     ]
     for method, target, headers in requests_:
-        r = fetch(srv.port, target, method=method, headers=headers)
+        r = fetch_until_close(srv.port, target, method=method, headers=headers)
         assert r.header("X-From-App") is None, f"{method} {target} was answered by the app"
     assert app_calls(record_file)[before:] == [], "static requests reached the app"
 
     probe = f"/app-probe-{uuid.uuid4().hex}"
-    r = fetch(srv.port, probe)
+    r = fetch_until_close(srv.port, probe)
     assert r.status == 200 and r.body == f"app saw {probe}".encode(), r
-    r = fetch(srv.port, "/staticx/real.css")
+    r = fetch_until_close(srv.port, "/staticx/real.css")
     assert r.status == 200 and r.body == b"app saw /staticx/real.css", r
     assert app_calls(record_file)[before:] == [f"GET {probe}", "GET /staticx/real.css"]
 
@@ -567,12 +571,12 @@ def test_embedded_server_static(tree):
         return [b"app"]
 
     with bartizan.Server(app, port=0, static={"/static": str(tree.root)}) as s:
-        r = fetch(s.port, "/static/real.css")
+        r = fetch_until_close(s.port, "/static/real.css")
         assert r.status == 200 and r.body == REAL_CSS, r
         assert r.header("Cache-Control") == "public, max-age=3600"
-        leak = fetch(s.port, "/static/leak")
+        leak = fetch_until_close(s.port, "/static/leak")
         assert leak.status != 200 and SECRET.encode() not in leak.body, leak
-        r = fetch(s.port, "/other")
+        r = fetch_until_close(s.port, "/other")
         assert r.status == 200 and r.body == b"app", r
     assert calls == ["/other"]
 
@@ -594,12 +598,12 @@ def test_django_static_and_media_mounted(demo):
     its MEDIA_ROOT are served from Rust (Django itself serves no static
     files with DEBUG off)."""
     for name, ctype in (("site.css", "text/css"), ("site.js", "javascript")):
-        r = fetch(demo.port, f"/static/demo/{name}")
+        r = fetch_until_close(demo.port, f"/static/demo/{name}")
         assert r.status == 200, r
         assert r.body == (DEMO_STATIC / "demo" / name).read_bytes()
         assert ctype in (r.header("Content-Type") or ""), r.headers
         assert r.header("ETag") and r.header("Cache-Control") == "public, max-age=3600", r.headers
-    r = fetch(demo.port, "/media/upload.txt")
+    r = fetch_until_close(demo.port, "/media/upload.txt")
     assert r.status == 200 and r.body == b"an uploaded file\n", r
     r = requests.get(demo.url + "/", timeout=TIMEOUT)
     assert r.status_code == 200 and "/static/demo/site.css" in r.text

@@ -9,7 +9,14 @@ import time
 
 import pytest
 
-from tests.support import ConnectionClosed, RawConnection, RssSampler, build_request, chunked
+from tests.support import (
+    ConnectionClosed,
+    RawConnection,
+    RssSampler,
+    build_request,
+    chunked,
+    raw_request,
+)
 
 INPUTS = "tests.apps.inputs:app"
 
@@ -32,9 +39,7 @@ def post(srv, path, body, framing="length", extra_headers=(), timeout=5):
         pieces = [body[a:b] for a, b in itertools.pairwise(cuts)]
         headers = [("Transfer-Encoding", "chunked"), *extra_headers]
         payload = chunked(*pieces)
-    with RawConnection(srv.port, timeout=timeout) as c:
-        c.send(build_request("POST", path, headers, payload, host=f"127.0.0.1:{srv.port}"))
-        resp = c.read_response()
+    resp = raw_request(srv.port, "POST", path, headers, payload, timeout=timeout)
     assert resp.status == 200, resp
     return resp.json()
 

@@ -1,5 +1,5 @@
-"""Helpers for the static-file tests: a directory tree with the files, dotfiles
-and symlinks the tests need, and an exact-bytes fetch over a raw socket.
+"""The static-file tests' directory tree: the files, dotfiles and symlinks
+the tests need, and the bytes the tests compare.
 
 The tree (under a temporary BASE):
 
@@ -22,12 +22,8 @@ The tree (under a temporary BASE):
 
 import gzip
 import os
-import socket
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from tests.support import IO_TIMEOUT, RawResponse
 
 # Must never appear in any response body.
 SECRET = "SECRET-MARKER-5d41402abc4b2a76"
@@ -111,50 +107,3 @@ def build_tree(base: Path) -> StaticTree:
         f.truncate(BIG_SIZE)
 
     return StaticTree(base=base, root=root, special=special, media=media, files=files)
-
-
-def fetch(port, target, method="GET", headers=(), host="127.0.0.1", timeout=IO_TIMEOUT):
-    """One request with `Connection: close`; the response's `body` is every
-    byte after the head until the server closes, unparsed, so a test sees
-    exactly what went on the wire (e.g. no body bytes after HEAD or 304)."""
-    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}:{port}", "Connection: close"]
-    lines += [f"{k}: {v}" for k, v in headers]
-    return fetch_raw(port, ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"), timeout=timeout)
-
-
-def fetch_raw(port, request_bytes, timeout=IO_TIMEOUT):
-    """Send exact request bytes; parse the status line and headers by hand and
-    return everything after them (until EOF) as the body."""
-    deadline = time.monotonic() + timeout
-    data = b""
-    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as s:
-        s.sendall(request_bytes)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(
-                    f"connection still open {timeout}s after {request_bytes[:200]!r}; got {data[:300]!r}"
-                )
-            s.settimeout(remaining)
-            try:
-                chunk = s.recv(65536)
-            except ConnectionResetError:
-                chunk = b""
-            if not chunk:
-                break
-            data += chunk
-    head, sep, body = data.partition(b"\r\n\r\n")
-    assert sep, f"no complete response head for {request_bytes[:200]!r}: {data[:300]!r}"
-    lines = head.split(b"\r\n")
-    version, status, reason = ([*lines[0].decode("latin-1").split(" ", 2), ""])[:3]
-    assert status.isdigit(), f"bad status line {lines[0]!r}"
-    headers = []
-    for line in lines[1:]:
-        name, _, value = line.decode("latin-1").partition(":")
-        headers.append((name, value.strip()))
-    return RawResponse(version, int(status), reason, headers, body, True, head + sep)
-
-
-def header_tokens(value):
-    """`Accept-Encoding, Origin` -> {'accept-encoding', 'origin'}."""
-    return {t.strip().lower() for t in (value or "").split(",") if t.strip()}

@@ -1,0 +1,447 @@
+"""The server under test as a real process: starting it in its own process
+group, reading its start line and log, stopping it, measuring it, and the
+bounded waits the tests make on it.
+
+Every blocking operation here has a timeout: a misbehaving server makes a
+test fail, never hang.
+"""
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+PYTHON = sys.executable
+
+# Generous: the demo site imports Django before the server starts listening.
+START_TIMEOUT = 30.0
+
+START_LINE_RE = re.compile(
+    r"^bartizan: listening on (?P<urls>http://\S+(?:, http://\S+)*) "
+    r"\(threads: (?P<threads>\d+)\)$"
+)
+# The same line as the `cli` fixture accepts it: with more than one worker it
+# names the count.
+WORKERS_START_LINE_RE = re.compile(
+    r"^bartizan: listening on (?P<urls>http://\S+) "
+    r"\(threads: (?P<threads>\d+)(?:, workers: (?P<workers>\d+))?\)$"
+)
+PROXY_LINE_RE = re.compile(
+    r"^bartizan: proxy listening on (?P<urls>https?://\S+(?:, https?://\S+)*) -> (?P<ups>\S+(?:, \S+)*)$"
+)
+METRICS_LINE_RE = re.compile(r"^bartizan: metrics on (?P<url>http://\S+)$")
+
+
+class ServerStartError(AssertionError):
+    pass
+
+
+def _pump(stream, lines, cond):
+    """Read a child pipe line by line so it never fills and blocks the child."""
+    for raw in iter(stream.readline, b""):
+        with cond:
+            lines.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            cond.notify_all()
+    stream.close()
+    with cond:
+        lines.append(None)  # EOF marker
+        cond.notify_all()
+
+
+def _die_with_parent():
+    """Runs in the child before exec: if the test process dies (even by
+    SIGKILL), the kernel kills the child too, so none outlives a run."""
+    try:
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except Exception:
+        pass
+
+
+# Every child started and not yet stopped, for the hang watchdog.
+LIVE = set()
+
+
+def split_url(url):
+    parts = urlsplit(url)
+    return parts.hostname, parts.port
+
+
+def _nth_match(pattern, lines, count):
+    matches = [m for m in (pattern.search(line) for line in lines) if m]
+    return matches[count - 1] if len(matches) >= count else None
+
+
+class ChildProcess:
+    """A command in its own process group, its stdout and stderr read line by
+    line on threads.
+
+    The process group lets teardown stop the command and anything it spawned
+    with one signal addressed by id.
+    """
+
+    def __init__(self, argv, env=None, cwd=ROOT):
+        full_env = dict(os.environ)
+        full_env["PYTHONUNBUFFERED"] = "1"
+        if env:
+            full_env.update(env)
+        self.args = list(argv)
+        self.proc = subprocess.Popen(
+            self.args,
+            cwd=str(cwd),
+            env=full_env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        self.pid = self.proc.pid
+        LIVE.add(self)
+        self._cond = threading.Condition()
+        self._stderr = []
+        self._stdout = []
+        self._threads = [
+            threading.Thread(
+                target=_pump, args=(self.proc.stderr, self._stderr, self._cond), daemon=True
+            ),
+            threading.Thread(
+                target=_pump, args=(self.proc.stdout, self._stdout, self._cond), daemon=True
+            ),
+        ]
+        for t in self._threads:
+            t.start()
+
+    # -- output -------------------------------------------------------
+    def stderr_lines(self):
+        with self._cond:
+            return [line for line in self._stderr if line is not None]
+
+    def stderr_text(self):
+        return "\n".join(self.stderr_lines())
+
+    def stdout_text(self):
+        with self._cond:
+            return "\n".join(line for line in self._stdout if line is not None)
+
+    def _wait_stderr(self, find, timeout, while_running=False):
+        """Wait until find(stderr lines) is not None and return it; None once
+        the timeout passes or stderr is closed (nothing more can come), or
+        with `while_running` once the process has exited."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while True:
+                found = find([line for line in self._stderr if line is not None])
+                if found is not None:
+                    return found
+                if None in self._stderr or (while_running and self.proc.poll() is not None):
+                    return None
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return None
+                self._cond.wait(min(remaining, 0.2))
+
+    def stderr_match(self, pattern, timeout, count=1):
+        """The `count`-th stderr line matching `pattern` (a compiled regex,
+        searched), waiting at most `timeout` seconds; None if it did not come."""
+        return self._wait_stderr(lambda lines: _nth_match(pattern, lines, count), timeout)
+
+    # -- lifecycle ----------------------------------------------------
+    def wait_exit(self, timeout):
+        """Return the exit code, or raise subprocess.TimeoutExpired."""
+        rc = self.proc.wait(timeout=timeout)
+        for t in self._threads:
+            t.join(timeout=2)
+        return rc
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def stop(self):
+        LIVE.discard(self)
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        # Anything left in the group (the child ignored SIGTERM, or a child of
+        # it outlived it) is killed outright.
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            pass
+        for t in self._threads:
+            t.join(timeout=2)
+
+    # -- measurements -------------------------------------------------
+    def rss_kb(self):
+        return rss_kb(self.pid)
+
+
+class ServerProcess(ChildProcess):
+    """`python -m bartizan ARGS`; once started, `.url` (and `.host`, `.port`)
+    come from its start line."""
+
+    def __init__(self, args, env=None, python_args=(), cwd=ROOT, module_args=("-m", "bartizan")):
+        super().__init__([PYTHON, *python_args, *module_args, *args], env=env, cwd=cwd)
+        self.start_line = None
+        self.urls = []
+        self.threads = None
+        self.declared_workers = None
+
+    def _wait_start_line(self, prefix, pattern, name, timeout):
+        """The first stderr line starting with `prefix`, matched against
+        `pattern`; sets start_line and urls. Stops the process and raises
+        ServerStartError if it does not come or is malformed."""
+
+        def first(lines):
+            return next((line for line in lines if line.startswith(prefix)), None)
+
+        line = self._wait_stderr(first, timeout, while_running=True)
+        if line is None:
+            self.stop()
+            raise ServerStartError(
+                f"{name} did not report listening within {timeout}s "
+                f"(exit code {self.proc.returncode}); stderr:\n{self.stderr_text()}"
+            )
+        m = pattern.match(line)
+        if not m:
+            self.stop()
+            raise ServerStartError(f"malformed {name} start line: {line!r}")
+        self.start_line = line
+        self.urls = m.group("urls").split(", ")
+        return m
+
+    def wait_started(self, timeout=START_TIMEOUT, pattern=START_LINE_RE):
+        """Wait for the start line and parse the listening URL(s), the thread
+        count and, if `pattern` has it, the worker count from it."""
+        m = self._wait_start_line("bartizan: listening on", pattern, "server", timeout)
+        self.threads = int(m.group("threads"))
+        workers = m.groupdict().get("workers")
+        self.declared_workers = int(workers) if workers else None
+        return self
+
+    def wait_proxy_started(self, timeout=START_TIMEOUT):
+        """Wait for the reverse proxy's start line; parse its URL(s) and
+        upstreams from it."""
+        m = self._wait_start_line("bartizan: proxy listening on", PROXY_LINE_RE, "proxy", timeout)
+        self.upstreams = m.group("ups").split(", ")
+        return self
+
+    # -- addresses ----------------------------------------------------
+    @property
+    def url(self):
+        return self.urls[0]
+
+    @property
+    def host(self):
+        return split_url(self.url)[0]
+
+    @property
+    def port(self):
+        return split_url(self.url)[1]
+
+    def __str__(self):
+        return self.url
+
+
+def wait_line(proc, pattern, timeout, count=1):
+    """The `count`-th stderr line matching `pattern` (a compiled regex), waiting
+    at most `timeout` seconds; fails with the whole stderr otherwise."""
+    m = proc.stderr_match(pattern, timeout, count)
+    if m is None:
+        raise AssertionError(
+            f"no{'' if count == 1 else f' {count} lines'} matching {pattern.pattern!r} "
+            f"within {timeout} s "
+            f"(exit code {proc.proc.poll()}); stderr:\n{proc.stderr_text()}"
+        )
+    return m
+
+
+def kill_now(proc):
+    """SIGKILL the server's whole process group: no graceful anything."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        proc.proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"server {proc.pid} still alive 5 s after SIGKILL") from None
+    LIVE.discard(proc)
+
+
+# ---------------------------------------------------------------------------
+# Processes below the server, and their memory
+# ---------------------------------------------------------------------------
+
+
+def tree_pids(pid):
+    """`pid` and all its descendants: the CLI serves from worker processes."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        children.setdefault(ppid, []).append(int(entry))
+    found, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        found.append(p)
+        todo.extend(children.get(p, []))
+    return found
+
+
+def _state(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return None
+
+
+def alive(pid):
+    s = _state(pid)
+    return s is not None and s not in ("Z", "X")
+
+
+def worker_pids(proc):
+    """Live processes below the master (zombies not yet reaped excluded)."""
+    return sorted(p for p in tree_pids(proc.pid) if p != proc.pid and alive(p))
+
+
+def rss_kb(pid):
+    """Resident memory of the server: the process and its workers together."""
+    total, seen = 0, False
+    for p in tree_pids(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+                        seen = True
+        except OSError:
+            pass
+    if not seen:
+        raise AssertionError(f"no VmRSS for pid {pid}")
+    return total
+
+
+class RssSampler:
+    """Samples a process's resident set size in a thread; records the peak."""
+
+    def __init__(self, pid, interval=0.02):
+        self.pid = pid
+        self.interval = interval
+        self.baseline = rss_kb(pid)
+        self.peak = self.baseline
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self):
+        while not self._stop.is_set():
+            try:
+                self.peak = max(self.peak, rss_kb(self.pid))
+            except (OSError, AssertionError):
+                return
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join(timeout=5)
+        try:
+            self.peak = max(self.peak, rss_kb(self.pid))
+        except (OSError, AssertionError):
+            pass
+
+    @property
+    def growth_mb(self):
+        return (self.peak - self.baseline) / 1024.0
+
+
+# ---------------------------------------------------------------------------
+# Bounded waits, a result from another thread, ports
+# ---------------------------------------------------------------------------
+
+
+def wait_for(predicate, timeout, interval=0.05):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        v = predicate()
+        if v:
+            return v
+        time.sleep(interval)
+    return predicate()
+
+
+def in_thread(fn):
+    """Run fn() on a daemon thread; returns (thread, result dict)."""
+    out = {}
+
+    def run():
+        try:
+            out["value"] = fn()
+        except BaseException as e:  # reported by the caller
+            out["error"] = e
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, out
+
+
+def read_marker_file(path, timeout):
+    """Wait (bounded) for a marker file written by an app in the server
+    process; its text, or None if it never appeared."""
+    if not wait_for(lambda: os.path.exists(path), timeout):
+        return None
+    with open(path) as f:
+        return f.read()
+
+
+def port_refuses(port, host="127.0.0.1", timeout=2.0):
+    """True if a TCP connect to the port is refused (nothing listening)."""
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+    except ConnectionRefusedError:
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+    return False
+
+
+def free_port(host="127.0.0.1"):
+    s = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    s.bind((host, 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
