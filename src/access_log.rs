@@ -15,8 +15,8 @@ use http::header::{REFERER, USER_AGENT};
 use http::{HeaderMap, Method, Version};
 use http_body::{Body, Frame, SizeHint};
 
-use crate::body::{BodyError, ResponseBody};
 use crate::error::StartError;
+use crate::http::body::{BodyError, ResponseBody};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {

@@ -4,21 +4,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum ConfigError {
-    #[error("option {option}: {reason}")]
-    Invalid {
-        option: &'static str,
-        reason: String,
-    },
-}
-
-pub(crate) fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        option,
-        reason: reason.into(),
-    }
-}
+use crate::error::{ConfigError, invalid};
 
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -49,7 +35,7 @@ pub struct Config {
     /// `Cache-Control: max-age` for static files whose names carry no content hash.
     pub static_max_age: u32,
     /// Peers whose `X-Forwarded-*`/`Forwarded` headers are believed.
-    pub trusted: crate::forwarded::TrustList,
+    pub trusted: crate::http::forwarded::TrustList,
     /// Forward to app servers instead of running an app (the proxy front).
     pub proxy: Option<crate::proxy::ProxyConfig>,
     /// Serve HTTPS with this certificate chain and key.
@@ -75,7 +61,7 @@ impl Default for Config {
             retry_after: 1,
             mounts: Vec::new(),
             static_max_age: 3600,
-            trusted: crate::forwarded::TrustList::default(),
+            trusted: crate::http::forwarded::TrustList::default(),
             proxy: None,
             tls: None,
             listen_fds: Vec::new(),

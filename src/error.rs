@@ -10,9 +10,33 @@ use std::path::PathBuf;
 use pyo3::PyErr;
 use pyo3::exceptions::{PyOSError, PyValueError};
 
-use crate::config::ConfigError;
-use crate::forwarded::TrustError;
-use crate::statics::MountError;
+use crate::http::forwarded::TrustError;
+
+/// A bad value of one option, named as the embedding API spells it.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("option {option}: {reason}")]
+    Invalid {
+        option: &'static str,
+        reason: String,
+    },
+}
+
+pub(crate) fn invalid(option: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        option,
+        reason: reason.into(),
+    }
+}
+
+/// A static mount that cannot be served.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MountError {
+    #[error("option static: URL prefix {0:?} must start with '/' and name a path")]
+    Prefix(String),
+    #[error("option static: {dir:?} for {prefix} is not a readable directory")]
+    Root { prefix: String, dir: PathBuf },
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {

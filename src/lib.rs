@@ -2,21 +2,18 @@
 //! everything else (sockets, HTTP, the pool) lives in Rust and runs on background threads, so
 //! `start()` returns at once and the calling process keeps running its own Python.
 
-pub mod access_log;
-pub mod body;
-pub mod config;
-pub mod error;
-pub mod error_page;
-pub mod forwarded;
-pub mod metrics;
-pub mod pool;
-pub mod proxy;
-pub mod router;
-pub mod server;
-pub mod static_cache;
-pub mod statics;
-pub mod tls;
-pub mod wsgi;
+mod access_log;
+mod config;
+mod error;
+mod http;
+mod metrics;
+mod pool;
+mod proxy;
+mod server;
+mod static_cache;
+mod statics;
+mod tls;
+mod wsgi;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::{Mutex, Once};
@@ -138,14 +135,15 @@ impl PyServer {
             "json" => access_log::LogFormat::Json,
             other => {
                 let problem = format!("{other:?} is not 'combined' or 'json'");
-                return Err(StartError::from(config::invalid("access_log_format", problem)).into());
+                return Err(StartError::from(error::invalid("access_log_format", problem)).into());
             }
         };
         let access_log = access_log.map(|p| access_log::LogConfig {
             path: (p != "-").then(|| p.into()),
             format,
         });
-        let trusted = forwarded::TrustList::parse(&trusted_proxies).map_err(StartError::from)?;
+        let trusted =
+            http::forwarded::TrustList::parse(&trusted_proxies).map_err(StartError::from)?;
         let mut mounts = Vec::new();
         for (prefix, dir) in &statics {
             mounts.push(statics::Mount::new(prefix, dir).map_err(StartError::from)?);
@@ -158,7 +156,7 @@ impl PyServer {
             if v.is_finite() && v > 0.0 {
                 Ok(Duration::from_secs_f64(v))
             } else {
-                Err(StartError::from(config::invalid(
+                Err(StartError::from(error::invalid(
                     name,
                     "must be a positive number of seconds",
                 )))
@@ -185,7 +183,7 @@ impl PyServer {
                 Some(proxy::ProxyConfig {
                     upstreams,
                     wait: Duration::try_from_secs_f64(upstream_wait.max(0.0)).map_err(|_| {
-                        StartError::from(config::invalid(
+                        StartError::from(error::invalid(
                             "upstream_wait",
                             "must be a number of seconds",
                         ))
@@ -201,7 +199,7 @@ impl PyServer {
                 (None, None) => None,
                 _ => {
                     let problem = "goes together with keyfile";
-                    return Err(StartError::from(config::invalid("certfile", problem)).into());
+                    return Err(StartError::from(error::invalid("certfile", problem)).into());
                 }
             },
         }
@@ -209,7 +207,7 @@ impl PyServer {
         .map_err(StartError::from)?;
         if app.is_none() && config.proxy.is_none() {
             let problem = "an app or upstreams are needed";
-            return Err(StartError::from(config::invalid("upstreams", problem)).into());
+            return Err(StartError::from(error::invalid("upstreams", problem)).into());
         }
         Ok(PyServer {
             multiprocess,

@@ -26,10 +26,11 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::body::{BodyError, ResponseBody};
-use crate::error_page;
-use crate::wsgi::ConnInfo;
-use crate::wsgi::response::Reply;
+use crate::http::body::Reply;
+use crate::http::body::{BodyError, ResponseBody};
+use crate::http::conn::ConnInfo;
+use crate::http::error_page;
+use crate::http::headers::CONNECTION_SCOPED;
 
 /// How long an upstream that refused a connection is skipped while others are tried.
 const SKIP_DOWN: Duration = Duration::from_secs(2);
@@ -164,17 +165,6 @@ pub struct Proxy {
     config: ProxyConfig,
 }
 
-/// Headers that describe one connection, never forwarded (RFC 9110 7.6.1).
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
-
 fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
@@ -196,7 +186,7 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
         .flat_map(|v| v.split(','))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    for name in named.iter().chain(CONNECTION_SCOPED.iter()) {
         headers.remove(name);
     }
     if upgrade && let Some(u) = upgrade_value {

@@ -20,7 +20,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
-use crate::body::ResponseBody;
+use crate::http::body::ResponseBody;
 
 /// An entry is rebuilt through `ServeDir` at least this often.
 const REFRESH: Duration = Duration::from_secs(1);

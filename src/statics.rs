@@ -31,9 +31,9 @@ use tower_http::services::fs::{
     Backend, DefaultServeDirFallback, File, Metadata, ServeFileSystemResponseBody,
 };
 
-use crate::body::{BodyError, ResponseBody};
-use crate::error::StartError;
-use crate::error_page;
+use crate::error::{MountError, StartError};
+use crate::http::body::{BodyError, ResponseBody};
+use crate::http::error_page;
 use crate::static_cache::{self, FileStamp, Key, ResponseCache};
 
 type EmptyBody = Empty<Bytes>;
@@ -45,14 +45,6 @@ pub struct Mount {
     pub prefix: String,
     /// The directory, already resolved to its canonical path.
     pub root: PathBuf,
-}
-
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
-pub enum MountError {
-    #[error("option static: URL prefix {0:?} must start with '/' and name a path")]
-    Prefix(String),
-    #[error("option static: {dir:?} for {prefix} is not a readable directory")]
-    Root { prefix: String, dir: PathBuf },
 }
 
 impl Mount {

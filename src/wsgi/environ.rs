@@ -8,7 +8,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method, Version};
 
 use super::ConnInfo;
-use crate::forwarded::{self, TrustList};
+use crate::http::forwarded::{self, TrustList};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyAny, intern};

@@ -6,7 +6,6 @@ pub mod file_wrapper;
 pub mod input;
 pub mod response;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,13 +23,16 @@ use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
 use crate::config::Config;
-use crate::error_page;
-use crate::forwarded::TrustList;
+use crate::http::error_page;
+use crate::http::forwarded::TrustList;
 use crate::pool::{Pool, SubmitError};
 use environ::{EnvError, RequestEnv};
 use file_wrapper::FileWrapper;
 use input::WsgiInput;
-use response::{Reply, ResponseState, Sent, SharedState, StartResponse};
+use response::{ResponseState, Sent, SharedState, StartResponse};
+
+use crate::http::body::Reply;
+use crate::http::conn::ConnInfo;
 
 /// The app and what every call of it needs.
 pub struct WsgiApp {
@@ -71,40 +73,6 @@ impl WsgiApp {
             body_timeout: config.body_timeout,
             retry_after: config.retry_after,
         })
-    }
-}
-
-/// Where a connection is: what the environ says about both ends.
-#[derive(Clone, Debug)]
-pub struct ConnInfo {
-    pub peer: SocketAddr,
-    pub scheme: &'static str,
-    /// Both ends as the environ spells them, formatted once per connection rather than
-    /// once per request (formatting an address costs more than the rest of the environ).
-    pub text: Arc<ConnText>,
-}
-
-#[derive(Debug)]
-pub struct ConnText {
-    pub peer_ip: String,
-    pub peer_port: String,
-    pub local_ip: String,
-    pub local_port: String,
-}
-
-impl ConnInfo {
-    pub fn new(peer: SocketAddr, local: SocketAddr, scheme: &'static str) -> ConnInfo {
-        let text = ConnText {
-            peer_ip: peer.ip().to_canonical().to_string(),
-            peer_port: peer.port().to_string(),
-            local_ip: local.ip().to_string(),
-            local_port: local.port().to_string(),
-        };
-        ConnInfo {
-            peer,
-            scheme,
-            text: Arc::new(text),
-        }
     }
 }
 

@@ -18,13 +18,12 @@ use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyString, PyTuple};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::body::{BodyError, Chunk, ResponseBody, StreamBody};
-use crate::error_page;
+use crate::http::body::{BodyError, Chunk, Reply, ResponseBody, StreamBody};
+use crate::http::error_page;
+use crate::http::headers::is_hop_by_hop_for_wsgi;
 
 /// Chunks a streaming response may have in flight between the app and the socket.
 const STREAM_DEPTH: usize = 4;
-
-pub type Reply = Response<ResponseBody>;
 
 /// What happened to one body chunk.
 #[derive(Debug, PartialEq, Eq)]
@@ -179,17 +178,6 @@ pub fn send_chunk(py: Python<'_>, state: &SharedState, data: Bytes) -> PyResult<
     }
 }
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
-];
-
 fn parse_status(status: &Bound<'_, PyAny>) -> PyResult<(StatusCode, Option<ReasonPhrase>)> {
     let s = status
         .cast::<PyString>()
@@ -243,7 +231,7 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
         let (name, value) = (name.to_str()?, value.to_str()?);
         let hname = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| PyValueError::new_err(format!("invalid header name {name:?}")))?;
-        if HOP_BY_HOP.contains(&hname.as_str()) {
+        if is_hop_by_hop_for_wsgi(&hname) {
             return Err(PyValueError::new_err(format!(
                 "hop-by-hop header {name:?} is not allowed from a WSGI application"
             )));

@@ -13,12 +13,14 @@ use http::{HeaderValue, Request, StatusCode, Version};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::{Handler, Shared};
 use crate::access_log::{LoggedBody, RequestFacts};
-use crate::body::ResponseBody;
-use crate::error_page;
-use crate::forwarded;
-use crate::server::{Handler, Shared};
-use crate::wsgi::{self, ConnInfo, response::Reply};
+use crate::http::body::Reply;
+use crate::http::body::ResponseBody;
+use crate::http::conn::ConnInfo;
+use crate::http::error_page;
+use crate::http::forwarded;
+use crate::wsgi;
 
 /// Bytes of request line and headers, as counted against `max_head`.
 fn head_size<B>(req: &Request<B>) -> usize {

@@ -1,6 +1,8 @@
 //! Bind, accept, serve connections, and stop: the network side of a server, on its own tokio
 //! runtime so it runs beside whatever the host process does (a CLI, or a game server).
 
+mod pipeline;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,15 +17,16 @@ use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
 use crate::access_log::AccessLog;
-use crate::config::{self, Config};
-use crate::error::StartError;
+use crate::config::Config;
+use crate::error::{self, StartError};
 use crate::metrics::Metrics;
 use crate::pool::{Contexts, Pool, PoolLimits, ThreadWrap};
 use crate::proxy::Proxy;
-use crate::router;
+
+use crate::http::conn::ConnInfo;
 use crate::statics::Statics;
 use crate::tls::{self, TlsAcceptor};
-use crate::wsgi::{ConnInfo, WsgiApp};
+use crate::wsgi::WsgiApp;
 use pyo3::Python;
 
 /// Who answers requests that no static mount takes.
@@ -93,7 +96,7 @@ impl Server {
             (Some(p), _) => Handler::Proxy(Proxy::new(p.clone())),
             (None, Some(app)) => Handler::Wsgi(Arc::new(app)),
             (None, None) => {
-                return Err(config::invalid("upstreams", "an app or upstreams are needed").into());
+                return Err(error::invalid("upstreams", "an app or upstreams are needed").into());
             }
         };
         let tls = match &config.tls {
@@ -330,7 +333,7 @@ async fn serve<I>(
     let peer = conn_info.peer;
     let svc = {
         let shared = Arc::clone(&shared);
-        service_fn(move |req| router::route(req, Arc::clone(&shared), conn_info.clone()))
+        service_fn(move |req| pipeline::route(req, Arc::clone(&shared), conn_info.clone()))
     };
     // Upgrades let WebSocket handshakes through the proxy front.
     let conn = builder

@@ -93,3 +93,6 @@ impl Body for ResponseBody {
         }
     }
 }
+
+/// A whole answer as hyper sends it.
+pub type Reply = http::Response<ResponseBody>;

@@ -53,10 +53,6 @@ impl TrustList {
         Ok(TrustList(nets))
     }
 
-    pub fn none() -> TrustList {
-        TrustList(Vec::new())
-    }
-
     pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.0.iter().any(|n| n.contains(&ip))

@@ -4,7 +4,7 @@
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, RETRY_AFTER};
 use http::{HeaderValue, Response, StatusCode};
 
-use crate::body::ResponseBody;
+use crate::http::body::ResponseBody;
 
 /// A plain-text answer for `status`, e.g. "404 Not Found".
 pub fn plain(status: StatusCode) -> Response<ResponseBody> {
