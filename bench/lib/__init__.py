@@ -1,0 +1,15 @@
+"""The harness behind bench/run, one module per concept, and what they all share: where
+the repository and its venv are, the loopback address, and the progress log."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+BENCH = ROOT / "bench"
+VENV = ROOT / ".venv"
+VENV_PY = VENV / "bin" / "python"
+HOST = "127.0.0.1"
+
+
+def log(msg):
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
