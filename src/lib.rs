@@ -46,6 +46,61 @@ fn parse_bind(s: &str) -> Result<Vec<SocketAddr>, StartError> {
     Ok(addrs)
 }
 
+fn positive_seconds(option: &'static str, v: f64) -> Result<Duration, StartError> {
+    if v.is_finite() && v > 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(error::invalid(option, "must be a positive number of seconds").into())
+    }
+}
+
+fn proxy_config(
+    upstreams: Vec<String>,
+    wait: f64,
+    connect_timeout: f64,
+    response_timeout: f64,
+) -> Result<Option<proxy::ProxyConfig>, StartError> {
+    if upstreams.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(proxy::ProxyConfig {
+        upstreams,
+        wait: Duration::try_from_secs_f64(wait.max(0.0))
+            .map_err(|_| error::invalid("upstream_wait", "must be a number of seconds"))?,
+        connect_timeout: positive_seconds("connect_timeout", connect_timeout)?,
+        response_timeout: positive_seconds("response_timeout", response_timeout)?,
+    }))
+}
+
+fn access_log_config(
+    path: Option<String>,
+    format: &str,
+) -> Result<Option<access_log::LogConfig>, StartError> {
+    let format = match format {
+        "combined" => access_log::LogFormat::Combined,
+        "json" => access_log::LogFormat::Json,
+        other => {
+            let problem = format!("{other:?} is not 'combined' or 'json'");
+            return Err(error::invalid("access_log_format", problem).into());
+        }
+    };
+    Ok(path.map(|p| access_log::LogConfig {
+        path: (p != "-").then(|| p.into()),
+        format,
+    }))
+}
+
+fn tls_files(
+    cert: Option<std::path::PathBuf>,
+    key: Option<std::path::PathBuf>,
+) -> Result<Option<tls::TlsFiles>, StartError> {
+    match (cert, key) {
+        (Some(cert), Some(key)) => Ok(Some(tls::TlsFiles { cert, key })),
+        (None, None) => Ok(None),
+        _ => Err(error::invalid("certfile", "goes together with keyfile").into()),
+    }
+}
+
 fn secs(t: Option<f64>) -> PyResult<Option<Duration>> {
     t.map(|t| {
         Duration::try_from_secs_f64(t.max(0.0))
@@ -130,20 +185,6 @@ impl PyServer {
         access_log_format: &str,
         multiprocess: bool,
     ) -> PyResult<Self> {
-        let format = match access_log_format {
-            "combined" => access_log::LogFormat::Combined,
-            "json" => access_log::LogFormat::Json,
-            other => {
-                let problem = format!("{other:?} is not 'combined' or 'json'");
-                return Err(StartError::from(error::invalid("access_log_format", problem)).into());
-            }
-        };
-        let access_log = access_log.map(|p| access_log::LogConfig {
-            path: (p != "-").then(|| p.into()),
-            format,
-        });
-        let trusted =
-            http::forwarded::TrustList::parse(&trusted_proxies).map_err(StartError::from)?;
         let mut mounts = Vec::new();
         for (prefix, dir) in &statics {
             mounts.push(statics::Mount::new(prefix, dir).map_err(StartError::from)?);
@@ -152,16 +193,6 @@ impl PyServer {
         for b in &binds {
             addrs.extend(parse_bind(b)?);
         }
-        let positive = |name: &'static str, v: f64| {
-            if v.is_finite() && v > 0.0 {
-                Ok(Duration::from_secs_f64(v))
-            } else {
-                Err(StartError::from(error::invalid(
-                    name,
-                    "must be a positive number of seconds",
-                )))
-            }
-        };
         let config = Config {
             binds: addrs,
             min_threads,
@@ -169,39 +200,19 @@ impl PyServer {
             queue,
             root_path,
             max_body,
-            body_timeout: positive("body_timeout", body_timeout)?,
-            header_timeout: positive("header_timeout", header_timeout)?,
+            body_timeout: positive_seconds("body_timeout", body_timeout)?,
+            header_timeout: positive_seconds("header_timeout", header_timeout)?,
             io_threads,
             max_head,
             retry_after,
             mounts,
             static_max_age,
-            trusted,
-            proxy: if upstreams.is_empty() {
-                None
-            } else {
-                Some(proxy::ProxyConfig {
-                    upstreams,
-                    wait: Duration::try_from_secs_f64(upstream_wait.max(0.0)).map_err(|_| {
-                        StartError::from(error::invalid(
-                            "upstream_wait",
-                            "must be a number of seconds",
-                        ))
-                    })?,
-                    connect_timeout: positive("connect_timeout", connect_timeout)?,
-                    response_timeout: positive("response_timeout", response_timeout)?,
-                })
-            },
+            trusted: http::forwarded::TrustList::parse(&trusted_proxies)
+                .map_err(StartError::from)?,
+            proxy: proxy_config(upstreams, upstream_wait, connect_timeout, response_timeout)?,
             listen_fds,
-            access_log,
-            tls: match (certfile, keyfile) {
-                (Some(cert), Some(key)) => Some(tls::TlsFiles { cert, key }),
-                (None, None) => None,
-                _ => {
-                    let problem = "goes together with keyfile";
-                    return Err(StartError::from(error::invalid("certfile", problem)).into());
-                }
-            },
+            access_log: access_log_config(access_log, access_log_format)?,
+            tls: tls_files(certfile, keyfile)?,
         }
         .validate()
         .map_err(StartError::from)?;

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode, Uri};
+use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -26,8 +26,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::http::body::Reply;
-use crate::http::body::{BodyError, ResponseBody};
+use crate::http::body::{BodyError, Reply, ResponseBody};
 use crate::http::conn::ConnInfo;
 use crate::http::error_page;
 use crate::http::headers::CONNECTION_SCOPED;
@@ -298,43 +297,9 @@ impl Proxy {
         let upgrade = wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        let host = parts.headers.get(header::HOST).cloned().or_else(|| {
-            parts
-                .uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        });
-        // Origin form upstream, exactly the bytes the client sent.
-        let path = parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str().to_string())
-            .unwrap_or_else(|| "/".into());
-        parts.uri = match Uri::builder().path_and_query(path).build() {
-            Ok(u) => u,
-            Err(_) => return error_page::plain(StatusCode::BAD_REQUEST),
-        };
-        let h = &mut parts.headers;
-        strip_hop_by_hop(h, upgrade);
-        if let Some(host) = &host {
-            h.insert(header::HOST, host.clone());
-            h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        if let Err(status) = rewrite_head(&mut parts, conn, upgrade) {
+            return error_page::plain(status);
         }
-        let peer = conn.peer.ip().to_canonical();
-        append(
-            h,
-            HeaderName::from_static("x-forwarded-for"),
-            peer.to_string(),
-        );
-        h.insert(
-            HeaderName::from_static("x-forwarded-proto"),
-            HeaderValue::from_static(conn.scheme),
-        );
-        let mut fwd = format!("for={};proto={}", forwarded_node(peer), conn.scheme);
-        if let Some(host) = host.as_ref().and_then(|v| v.to_str().ok()) {
-            fwd.push_str(&format!(";host=\"{host}\""));
-        }
-        append(h, header::FORWARDED, fwd);
         // A bodiless idempotent request may be sent again if its connection dies before an
         // answer (RFC 9110 9.2.2): keep its head to rebuild it. A body is never replayed.
         let replayable =
@@ -345,79 +310,20 @@ impl Proxy {
                     parts.headers.clone(),
                 )
             });
-        let mut replays = 0;
-        let mut req = Request::from_parts(parts, UpstreamBody::Client(body));
-
-        let deadline = Instant::now() + self.config.wait;
-        let mut res = loop {
-            let (up, mut sender) = match self.checkout(deadline).await {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!("proxy: {e}");
-                    return error_page::plain(e.status());
-                }
-            };
-            let sent =
-                tokio::time::timeout(self.config.response_timeout, sender.try_send_request(req))
-                    .await;
-            match sent {
-                Err(_) => return error_page::plain(ProxyError::Timeout.status()),
-                Ok(Ok(res)) => {
-                    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
-                        up.recycle(sender);
-                    }
-                    break res;
-                }
-                Ok(Err(mut e)) => match e.take_message() {
-                    // Not written upstream (a stale kept-alive connection, say): try again.
-                    Some(back) => {
-                        req = back;
-                        continue;
-                    }
-                    None => {
-                        // The connection died under the request: its upstream is likely
-                        // gone, and so are its other pooled connections.
-                        up.forget_idle();
-                        if let Some((method, uri, headers)) = &replayable
-                            && replays < MAX_REPLAYS
-                            && Instant::now() < deadline
-                        {
-                            replays += 1;
-                            let mut again = Request::new(UpstreamBody::Empty);
-                            *again.method_mut() = method.clone();
-                            *again.uri_mut() = uri.clone();
-                            *again.headers_mut() = headers.clone();
-                            req = again;
-                            continue;
-                        }
-                        let e = ProxyError::Upstream(e.into_error().to_string());
-                        tracing::warn!("proxy: {e}");
-                        return error_page::plain(e.status());
-                    }
-                },
+        let req = Request::from_parts(parts, UpstreamBody::Client(body));
+        let res = match self.send(req, replayable).await {
+            Ok(res) => res,
+            Err(e) => {
+                tracing::warn!("proxy: {e}");
+                return error_page::plain(e.status());
             }
         };
-
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-            let Some(client_upgrade) = client_upgrade else {
-                return error_page::plain(StatusCode::BAD_GATEWAY);
+            return match client_upgrade {
+                Some(client) => splice_upgrade(res, client),
+                None => error_page::plain(StatusCode::BAD_GATEWAY),
             };
-            let upstream_upgrade = hyper::upgrade::on(&mut res);
-            tokio::spawn(async move {
-                let (Ok(client), Ok(upstream)) = tokio::join!(client_upgrade, upstream_upgrade)
-                else {
-                    return;
-                };
-                let _ = tokio::io::copy_bidirectional(
-                    &mut TokioIo::new(client),
-                    &mut TokioIo::new(upstream),
-                )
-                .await;
-            });
-            let (parts, _) = res.into_parts();
-            return Response::from_parts(parts, ResponseBody::empty());
         }
-
         let (mut parts, body) = res.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
         let body = body
@@ -425,6 +331,115 @@ impl Proxy {
             .boxed_unsync();
         Response::from_parts(parts, ResponseBody::Boxed(body))
     }
+
+    /// Sends `req` to an upstream, waiting for one until the deadline, trying again while
+    /// nothing was written, and replaying a `replayable` request whose connection died.
+    async fn send(
+        &self,
+        mut req: Request<UpstreamBody>,
+        replayable: Option<(Method, Uri, HeaderMap)>,
+    ) -> Result<Response<Incoming>, ProxyError> {
+        let deadline = Instant::now() + self.config.wait;
+        let mut replays = 0;
+        loop {
+            let (up, mut sender) = self.checkout(deadline).await?;
+            let sent =
+                tokio::time::timeout(self.config.response_timeout, sender.try_send_request(req))
+                    .await;
+            let mut e = match sent {
+                Err(_) => return Err(ProxyError::Timeout),
+                Ok(Ok(res)) => {
+                    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+                        up.recycle(sender);
+                    }
+                    return Ok(res);
+                }
+                Ok(Err(e)) => e,
+            };
+            // Not written upstream (a stale kept-alive connection, say): try again.
+            if let Some(back) = e.take_message() {
+                req = back;
+                continue;
+            }
+            // The connection died under the request: its upstream is likely gone, and so
+            // are its other pooled connections.
+            up.forget_idle();
+            match &replayable {
+                Some((method, uri, headers))
+                    if replays < MAX_REPLAYS && Instant::now() < deadline =>
+                {
+                    replays += 1;
+                    let mut again = Request::new(UpstreamBody::Empty);
+                    *again.method_mut() = method.clone();
+                    *again.uri_mut() = uri.clone();
+                    *again.headers_mut() = headers.clone();
+                    req = again;
+                }
+                _ => return Err(ProxyError::Upstream(e.into_error().to_string())),
+            }
+        }
+    }
+}
+
+/// The request as it goes upstream: origin form, exactly the bytes the client sent; no
+/// hop-by-hop headers; `X-Forwarded-*` and `Forwarded` saying who asked.
+fn rewrite_head(
+    parts: &mut http::request::Parts,
+    conn: &ConnInfo,
+    upgrade: bool,
+) -> Result<(), StatusCode> {
+    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "/".into());
+    parts.uri = Uri::builder()
+        .path_and_query(path)
+        .build()
+        .map_err(|_| StatusCode::BAD_REQUEST)?;
+    let h = &mut parts.headers;
+    strip_hop_by_hop(h, upgrade);
+    if let Some(host) = &host {
+        h.insert(header::HOST, host.clone());
+        h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    }
+    let peer = conn.peer.ip().to_canonical();
+    append(
+        h,
+        HeaderName::from_static("x-forwarded-for"),
+        peer.to_string(),
+    );
+    h.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(conn.scheme),
+    );
+    let mut fwd = format!("for={};proto={}", forwarded_node(peer), conn.scheme);
+    if let Some(host) = host.as_ref().and_then(|v| v.to_str().ok()) {
+        fwd.push_str(&format!(";host=\"{host}\""));
+    }
+    append(h, header::FORWARDED, fwd);
+    Ok(())
+}
+
+/// Answers 101 and joins the client's and the upstream's upgraded connections.
+fn splice_upgrade(mut res: Response<Incoming>, client: hyper::upgrade::OnUpgrade) -> Reply {
+    let upstream = hyper::upgrade::on(&mut res);
+    tokio::spawn(async move {
+        let (Ok(client), Ok(upstream)) = tokio::join!(client, upstream) else {
+            return;
+        };
+        let _ =
+            tokio::io::copy_bidirectional(&mut TokioIo::new(client), &mut TokioIo::new(upstream))
+                .await;
+    });
+    let (parts, _) = res.into_parts();
+    Response::from_parts(parts, ResponseBody::empty())
 }
 
 #[cfg(test)]

@@ -139,6 +139,43 @@ impl Statics {
         dir.clone().try_call(req).await
     }
 
+    /// `ServeDir` has no If-Range: with both it and a Range, the whole file is asked for
+    /// first, and the range kept only if the validator still matches what would be sent.
+    async fn call_with_if_range(
+        &self,
+        dir: &ServeDir<DefaultServeDirFallback, RootedBackend>,
+        mut parts: http::request::Parts,
+    ) -> io::Result<Response<ServeFileSystemResponseBody>> {
+        let Some(validator) = parts.headers.remove(IF_RANGE) else {
+            return self.call(dir, parts).await;
+        };
+        if !parts.headers.contains_key(RANGE) {
+            return self.call(dir, parts).await;
+        }
+        let mut whole = parts.clone();
+        whole.headers.remove(RANGE);
+        let full = self.call(dir, whole).await?;
+        if if_range_matches(&validator, full.headers()) {
+            self.call(dir, parts).await
+        } else {
+            Ok(full)
+        }
+    }
+
+    /// Caching and charset headers of a file served whole, or not modified.
+    fn describe(&self, headers: &mut http::HeaderMap, relative: &str) {
+        let cache = if is_hashed_name(relative) {
+            HeaderValue::from_static("public, max-age=31536000, immutable")
+        } else {
+            HeaderValue::from_str(&format!("public, max-age={}", self.max_age))
+                .unwrap_or_else(|_| HeaderValue::from_static("public"))
+        };
+        headers.insert(CACHE_CONTROL, cache);
+        if let Some(ct) = headers.get(CONTENT_TYPE).and_then(with_charset) {
+            headers.insert(CONTENT_TYPE, ct);
+        }
+    }
+
     /// Answers the request if its path is under a mount; gives it back otherwise.
     pub async fn serve<B>(&self, req: Request<B>) -> Result<Response<ResponseBody>, Request<B>> {
         let Some((i, rest)) = self.find(req.uri().path()) else {
@@ -178,22 +215,7 @@ impl Statics {
         {
             parts.headers.remove(RANGE);
         }
-        let if_range = parts.headers.remove(IF_RANGE);
-        let res = match (&if_range, parts.headers.contains_key(RANGE)) {
-            (Some(validator), true) => {
-                // `ServeDir` has no If-Range: ask for the whole file first, and keep the
-                // range only if the validator still matches what would be sent.
-                let mut whole = parts.clone();
-                whole.headers.remove(RANGE);
-                match self.call(dir, whole).await {
-                    Ok(full) if !if_range_matches(validator, full.headers()) => Ok(full),
-                    Ok(_) => self.call(dir, parts).await,
-                    Err(e) => Err(e),
-                }
-            }
-            _ => self.call(dir, parts).await,
-        };
-        let res = match res {
+        let res = match self.call_with_if_range(dir, parts).await {
             Ok(res) if res.status() != StatusCode::NOT_FOUND => res,
             Ok(_) => return Ok(missing(&mount.root, &relative)),
             Err(e)
@@ -212,16 +234,7 @@ impl Statics {
         let status = res.status();
         let (mut parts, body) = res.into_parts();
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
-            let cache = if is_hashed_name(&relative) {
-                HeaderValue::from_static("public, max-age=31536000, immutable")
-            } else {
-                HeaderValue::from_str(&format!("public, max-age={}", self.max_age))
-                    .unwrap_or_else(|_| HeaderValue::from_static("public"))
-            };
-            parts.headers.insert(CACHE_CONTROL, cache);
-            if let Some(ct) = parts.headers.get(CONTENT_TYPE).and_then(with_charset) {
-                parts.headers.insert(CONTENT_TYPE, ct);
-            }
+            self.describe(&mut parts.headers, &relative);
         }
         let small = parts
             .headers

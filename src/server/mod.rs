@@ -61,6 +61,55 @@ pub struct Server {
 /// How long a retiring process keeps an idle keep-alive connection for a last request.
 const RETIRE_GRACE: Duration = Duration::from_secs(2);
 
+/// Every socket the config asks for: addresses to bind, and descriptors handed over.
+fn open_listeners(config: &Config) -> Result<Vec<std::net::TcpListener>, StartError> {
+    let mut std_listeners = Vec::new();
+    for addr in &config.binds {
+        let l = listen(*addr).map_err(|source| StartError::Listen {
+            addr: *addr,
+            source,
+        })?;
+        std_listeners.push(l);
+    }
+    for fd in &config.listen_fds {
+        std_listeners.push(adopt(*fd).map_err(|source| StartError::Fd { fd: *fd, source })?);
+    }
+    Ok(std_listeners)
+}
+
+/// The pool a server's requests run in: for an app, its threads hold a Python thread state
+/// for life and take the GIL per streak of requests; a proxy runs none.
+fn app_pool(handler: &Handler, config: &Config) -> Pool {
+    let contexts = match handler {
+        Handler::Wsgi(_) => {
+            let holding_the_gil: ThreadWrap =
+                Arc::new(|run: &mut (dyn FnMut() + Send)| Python::attach(|_| run()));
+            Contexts {
+                // Attach once for the thread's life and run detached: each request then
+                // re-attaches to the same thread state instead of creating one.
+                thread: Some(Arc::new(|run: &mut (dyn FnMut() + Send)| {
+                    Python::attach(|py| py.detach(run));
+                })),
+                busy: Some(Arc::clone(&holding_the_gil)),
+                gil: Some(holding_the_gil),
+            }
+        }
+        Handler::Proxy(_) => Contexts::default(),
+    };
+    Pool::with_contexts(
+        PoolLimits {
+            // A proxy never runs Python: no thread until (never) asked for.
+            min_threads: match handler {
+                Handler::Wsgi(_) => config.min_threads,
+                Handler::Proxy(_) => 0,
+            },
+            max_threads: config.max_threads,
+            queue: config.queue,
+        },
+        contexts,
+    )
+}
+
 fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -109,45 +158,8 @@ impl Server {
             .enable_all()
             .build()
             .map_err(|source| StartError::Threads { source })?;
-        let mut std_listeners = Vec::new();
-        for addr in &config.binds {
-            let l = listen(*addr).map_err(|source| StartError::Listen {
-                addr: *addr,
-                source,
-            })?;
-            std_listeners.push(l);
-        }
-        for fd in &config.listen_fds {
-            std_listeners.push(adopt(*fd).map_err(|source| StartError::Fd { fd: *fd, source })?);
-        }
-        let contexts = match handler {
-            Handler::Wsgi(_) => {
-                let holding_the_gil: ThreadWrap =
-                    Arc::new(|run: &mut (dyn FnMut() + Send)| Python::attach(|_| run()));
-                Contexts {
-                    // Attach once for the thread's life and run detached: each request then
-                    // re-attaches to the same thread state instead of creating one.
-                    thread: Some(Arc::new(|run: &mut (dyn FnMut() + Send)| {
-                        Python::attach(|py| py.detach(run));
-                    })),
-                    busy: Some(Arc::clone(&holding_the_gil)),
-                    gil: Some(holding_the_gil),
-                }
-            }
-            Handler::Proxy(_) => Contexts::default(),
-        };
-        let pool = Pool::with_contexts(
-            PoolLimits {
-                // A proxy never runs Python: no thread until (never) asked for.
-                min_threads: match handler {
-                    Handler::Wsgi(_) => config.min_threads,
-                    Handler::Proxy(_) => 0,
-                },
-                max_threads: config.max_threads,
-                queue: config.queue,
-            },
-            contexts,
-        );
+        let std_listeners = open_listeners(&config)?;
+        let pool = app_pool(&handler, &config);
         let statics = Statics::new(config.mounts.clone(), config.static_max_age)?;
         let access_log = match &config.access_log {
             Some(c) => Some(Arc::new(AccessLog::open(c)?)),
