@@ -1,27 +1,20 @@
 """`bartizan MODULE:APP [options]`: serve a WSGI app from the command line.
 
 User mistakes (a bad option, an app that cannot be imported) end with one clear line and
-exit code 2, never a traceback. The app itself runs in worker processes (see supervisor.py).
+exit code 2, never a traceback. The app itself is loaded and run in worker processes (see
+supervisor.py and app.py).
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import os
 import sys
-import traceback
-from collections.abc import Callable
 
 import bartizan
 from bartizan import options
 from bartizan.supervisor import Supervisor
 
 DEMO_APP = "bartizan.demo.wsgi:application"
-
-
-class UserError(Exception):
-    """A problem the user can fix; reported as one line, exit code 2."""
 
 
 def _show_default(option: options.Option) -> str:
@@ -102,76 +95,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _where(exc: BaseException) -> str:
-    """`file:line` of the innermost frame, so an import error points somewhere useful."""
-    tb = traceback.extract_tb(exc.__traceback__)
-    return f" ({tb[-1].filename}:{tb[-1].lineno})" if tb else ""
-
-
-def load_app(spec: str, factory: bool = False) -> Callable:
-    module_name, _, attr = spec.partition(":")
-    attr = attr or "application"
-    if not module_name:
-        raise UserError(f"app {spec!r}: expected MODULE:NAME")
-    # Like `python -m`, the current directory is importable.
-    if os.getcwd() not in sys.path and "" not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as e:
-        if e.name and (module_name == e.name or module_name.startswith(e.name + ".")):
-            raise UserError(f"cannot import module {module_name!r}: no such module") from None
-        raise UserError(
-            f"error importing {module_name!r}: {type(e).__name__}: {e}{_where(e)}"
-        ) from None
-    except Exception as e:
-        raise UserError(
-            f"error importing {module_name!r}: {type(e).__name__}: {e}{_where(e)}"
-        ) from None
-    obj = module
-    for part in attr.split("."):
-        try:
-            obj = getattr(obj, part)
-        except AttributeError:
-            raise UserError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if factory:
-        if not callable(obj):
-            raise UserError(f"factory {spec!r} is not callable")
-        try:
-            obj = obj()
-        except Exception as e:
-            raise UserError(
-                f"factory {spec!r} failed: {type(e).__name__}: {e}{_where(e)}"
-            ) from None
-    if not callable(obj):
-        raise UserError(f"{spec!r} is not a WSGI application (not callable)")
-    return obj
-
-
-def django_mounts(required: bool) -> list[tuple[str, str]]:
-    """STATIC_URL/STATIC_ROOT and MEDIA_URL/MEDIA_ROOT of the loaded Django project."""
-    django_conf = sys.modules.get("django.conf")
-    configured = django_conf is not None and django_conf.settings.configured
-    if not configured:
-        if required:
-            raise UserError("--django: the app did not configure Django settings")
-        return []
-    settings = django_conf.settings
-    mounts = []
-    for url_name, root_name in (("STATIC_URL", "STATIC_ROOT"), ("MEDIA_URL", "MEDIA_ROOT")):
-        url = getattr(settings, url_name, None) or ""
-        root = getattr(settings, root_name, None)
-        # Only local prefixes can be served here; a CDN URL is someone else's business.
-        if not root or not url.startswith("/") or url == "/":
-            continue
-        root = os.fspath(root)
-        if url_name == "MEDIA_URL":
-            os.makedirs(root, exist_ok=True)
-        if os.path.isdir(root):
-            mounts.append((url.rstrip("/"), root))
-    return mounts
-
-
 def _fail(message: str) -> int:
     print(f"bartizan: {message}", file=sys.stderr, flush=True)
     return 2
@@ -189,6 +112,27 @@ def build_proxy_parser() -> argparse.ArgumentParser:
 def _embedding(values: dict) -> dict:
     """The Server/Proxy keyword arguments among `values`."""
     return {k: v for k, v in values.items() if options.EMBED in options.BY_NAME[k].where}
+
+
+def django_mode(values: dict) -> str:
+    """The worker's `django` setting: "on" (--django: mount, or fail if Django is not
+    configured), "off" (--no-django-static) or "auto" (mount if the app configured Django)."""
+    if values["django"]:
+        return "on"
+    return "off" if values["no_django_static"] else "auto"
+
+
+def worker_config(app: str, values: dict) -> dict:
+    """What each worker process is started with (see worker.py), less what the supervisor
+    adds: the sockets it listens on come from the supervisor, not host/port/bind."""
+    config = {k: v for k, v in _embedding(values).items() if k not in ("host", "port", "bind")}
+    config.update(
+        app=app,
+        factory=values["factory"],
+        django=django_mode(values),
+        graceful_timeout=values["graceful_timeout"],
+    )
+    return config
 
 
 def proxy_main(argv: list[str]) -> int:
@@ -230,17 +174,8 @@ def main(argv: list[str] | None = None) -> int:
     except options.OptionError as e:
         return _fail(str(e))
     binds = values["bind"] or [bartizan.format_address(values["host"], values["port"])]
-    worker_config = {
-        k: v for k, v in _embedding(values).items() if k not in ("host", "port", "bind")
-    }
-    worker_config.update(
-        app=args.app,
-        factory=values["factory"],
-        django="on" if values["django"] else "off" if values["no_django_static"] else "auto",
-        graceful_timeout=values["graceful_timeout"],
-    )
     return Supervisor(
-        worker_config,
+        worker_config(args.app, values),
         binds,
         workers=values["workers"],
         threads=values["threads"],

@@ -18,14 +18,15 @@ from __future__ import annotations
 import json
 import os
 import select
+import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from bartizan import metrics
 
 READY_TIMEOUT = 120.0
 BACKOFF_START = 0.5
@@ -95,7 +96,8 @@ class Supervisor:
         self.signals: list[int] = []
         self.backoff = BACKOFF_START
         self.respawn_at = 0.0
-        self.metrics_dir = tempfile.mkdtemp(prefix="bartizan-metrics-")
+        # Where the workers write their samples; made when metrics are served.
+        self.metrics_dir: str | None = None
 
     # -- workers ----------------------------------------------------------------------------
     def spawn(self) -> Worker:
@@ -105,7 +107,7 @@ class Supervisor:
             self.worker_config,
             listen_fds=fds,
             ready_fd=ready_w,
-            metrics_dir=self.metrics_dir if self.metrics_addr else None,
+            metrics_dir=self.metrics_dir,
             master_pid=os.getpid(),
             multiprocess=self.count > 1,
         )
@@ -230,72 +232,23 @@ class Supervisor:
 
     # -- metrics ----------------------------------------------------------------------------
     def metrics_text(self) -> str:
-        """Every live worker's samples, grouped by metric family as the format requires."""
-        heads: dict[str, list[str]] = {}
-        samples: dict[str, list[str]] = {}
-        live = {w.pid for w in self.workers}
-        for name in sorted(os.listdir(self.metrics_dir)):
-            pid = name.split(".")[0]
-            if not pid.isdigit() or int(pid) not in live:
-                continue
-            try:
-                with open(os.path.join(self.metrics_dir, name)) as f:
-                    text = f.read()
-            except OSError:
-                continue
-            family = None
-            for line in text.splitlines():
-                parts = line.split(maxsplit=3)
-                if line.startswith("# ") and len(parts) >= 3 and parts[1] in ("HELP", "TYPE"):
-                    family = parts[2]
-                    head = heads.setdefault(family, [])
-                    samples.setdefault(family, [])
-                    if not any(h.split()[1] == parts[1] for h in head):
-                        head.append(line)
-                elif line and family:
-                    samples[family].append(line)
-        out = []
-        for family, head in heads.items():
-            out.extend(head)
-            out.extend(samples[family])
-        out.append("# HELP bartizan_worker_rss_bytes Resident memory of each worker process.")
-        out.append("# TYPE bartizan_worker_rss_bytes gauge")
-        for w in self.workers:
-            rss = rss_bytes(w.pid)
-            if rss is not None:
-                out.append(f'bartizan_worker_rss_bytes{{worker="{w.pid}"}} {rss}')
-        out.append("# HELP bartizan_workers Worker processes running.")
-        out.append("# TYPE bartizan_workers gauge")
-        out.append(f"bartizan_workers {len(self.workers)}")
-        return "\n".join(out) + "\n"
+        return metrics.render(self.metrics_dir, [w.pid for w in self.workers])
 
     def serve_metrics(self) -> None:
         host, port = split_bind(self.metrics_addr)
-        supervisor = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] not in ("/", "/metrics"):
-                    self.send_error(404)
-                    return
-                body = supervisor.metrics_text().encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        ThreadingHTTPServer.address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        httpd = ThreadingHTTPServer((host, port), Handler)
-        httpd.daemon_threads = True
-        self.metrics_port = httpd.server_address[1]
-        threading.Thread(target=httpd.serve_forever, daemon=True, name="metrics").start()
+        self.metrics_dir = tempfile.mkdtemp(prefix="bartizan-metrics-")
+        self.metrics_port = metrics.serve(host, port, self.metrics_text).server_address[1]
 
     # -- the main loop ----------------------------------------------------------------------
     def run(self) -> int:
+        try:
+            return self.serve()
+        finally:
+            # On every way out, a failed start too: the directory must not outlive the server.
+            if self.metrics_dir:
+                shutil.rmtree(self.metrics_dir, ignore_errors=True)
+
+    def serve(self) -> int:
         try:
             for b in self.binds:
                 self.sockets.append(open_listener(*split_bind(b)))
@@ -358,9 +311,6 @@ class Supervisor:
             time.sleep(0.05)
         for w in self.workers:
             w.proc.wait()
-        for name in os.listdir(self.metrics_dir):
-            os.unlink(os.path.join(self.metrics_dir, name))
-        os.rmdir(self.metrics_dir)
         log("stopped")
         return 0
 
@@ -370,14 +320,3 @@ def url_of(sock: socket.socket) -> str:
     if ":" in host:
         host = f"[{host}]"
     return f"http://{host}:{port}"
-
-
-def rss_bytes(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None

@@ -10,7 +10,7 @@ import sys
 import time
 
 import bartizan
-from bartizan.cli import UserError, django_mounts, load_app
+from bartizan.app import UserError, django_mounts, load_app
 
 METRICS_EVERY = 1.0
 # SIGUSR1: the supervisor retires this worker (a reload); the others stop it.
