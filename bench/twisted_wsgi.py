@@ -14,12 +14,8 @@ import sys
 
 from twisted.internet import reactor
 from twisted.python import log
-from twisted.web import server, wsgi
-
-
-class QuietSite(server.Site):
-    def log(self, request):
-        pass
+from twisted.web import wsgi
+from twisted_proxy import QuietSite
 
 
 def main():

@@ -53,14 +53,19 @@ def port_of(proc):
     return split_url(proc.url)[1]
 
 
+def most_inside(server, path, threads, clients, each):
+    """Runs the load on a fresh server; every request must succeed. Returns the app's
+    counts of the most requests seen inside each kind of work at once."""
+    port = port_of(server(APP, "--threads", str(threads)))
+    assert load(port, path, clients, each) == [200] * (clients * each)
+    return most(port)
+
+
 def test_requests_that_wait_use_every_thread(server):
-    proc = server(APP, "--threads", "8")
-    port = port_of(proc)
-    statuses = load(port, "/sleep", clients=16, each=10)
-    assert statuses == [200] * 160
+    seen = most_inside(server, "/sleep", threads=8, clients=16, each=10)
     # Sixteen clients, eight threads: all eight sleep at once, never more, though
     # each sleep lasts only 20 ms.
-    assert most(port)["sleep"] == 8
+    assert seen["sleep"] == 8
 
 
 def test_gil_free_c_code_runs_on_two_threads_at_once(server):
@@ -68,21 +73,15 @@ def test_gil_free_c_code_runs_on_two_threads_at_once(server):
         import pytest
 
         pytest.skip("one core: C code off the GIL has no second core to use")
-    proc = server(APP, "--threads", "8")
-    port = port_of(proc)
-    statuses = load(port, "/hash", clients=4, each=4)
-    assert statuses == [200] * 16
-    assert most(port)["hash"] >= 2
+    seen = most_inside(server, "/hash", threads=8, clients=4, each=4)
+    assert seen["hash"] >= 2
 
 
 def test_requests_that_run_python_take_turns(server):
-    proc = server(APP, "--threads", "8")
-    port = port_of(proc)
-    statuses = load(port, "/python", clients=8, each=5)
-    assert statuses == [200] * 40
+    seen = most_inside(server, "/python", threads=8, clients=8, each=5)
     # Eight clients and eight threads allowed, but only one request at a time
     # inside the Python loop: starting another would only interleave them.
-    assert most(port)["python"] == 1
+    assert seen["python"] == 1
 
 
 def test_waiting_requests_do_not_hold_up_python_ones(server):

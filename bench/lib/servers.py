@@ -165,25 +165,30 @@ def static_args(launch, *flags):
     return list(flags) if launch.static_dir is not None else []
 
 
-# Unformatted so that each command line reads as one, a flag beside its value.
-# fmt: off
-SERVERS = {
-    "bartizan": ServerSpec(
-        label="bartizan",
+def bartizan_app(label, threads):
+    """Bartizan serving the app, with the section's static files if it has any."""
+    # fmt: off
+    return ServerSpec(
+        label=label,
         argv=lambda launch: py(
             "-m", "bartizan", launch.target,
-            "--host", HOST, "--port", str(launch.port), "--threads", "4",
+            "--host", HOST, "--port", str(launch.port), "--threads", str(threads),
             *static_args(launch, "--static", f"/static={launch.static_dir}"),
         ),
         missing=bartizan_missing,
         version=bartizan_version,
         ready_line="bartizan: listening on",
-    ),
-    "granian": ServerSpec(
-        label="granian",
+    )
+    # fmt: on
+
+
+def granian_app(label, blocking_threads):
+    # fmt: off
+    return ServerSpec(
+        label=label,
         argv=lambda launch: py(
             "-m", "granian", "--interface", "wsgi",
-            "--blocking-threads", "1", "--workers", "1",
+            "--blocking-threads", str(blocking_threads), "--workers", "1",
             "--host", HOST, "--port", str(launch.port),
             *static_args(
                 launch,
@@ -192,15 +197,29 @@ SERVERS = {
             launch.target,
         ),
         version=lambda: installed_version("granian") or "?",
-    ),
-    "gunicorn": ServerSpec(
-        label="gunicorn-gthread",
+    )
+    # fmt: on
+
+
+def gunicorn_app(label, threads):
+    # fmt: off
+    return ServerSpec(
+        label=label,
         argv=lambda launch: py(
-            "-m", "gunicorn", "-k", "gthread", "--threads", "4", "-w", "1",
+            "-m", "gunicorn", "-k", "gthread", "--threads", str(threads), "-w", "1",
             "-b", f"{HOST}:{launch.port}", launch.target,
         ),
         version=lambda: installed_version("gunicorn") or "?",
-    ),
+    )
+    # fmt: on
+
+
+# Unformatted so that each command line reads as one, a flag beside its value.
+# fmt: off
+SERVERS = {
+    "bartizan": bartizan_app("bartizan", threads=4),
+    "granian": granian_app("granian --blocking-threads 1", blocking_threads=1),
+    "gunicorn": gunicorn_app("gunicorn-gthread", threads=4),
     # Static files only; the reference for the `static` section.
     "nginx": ServerSpec(
         label="nginx",
@@ -240,32 +259,9 @@ SERVERS = {
 # The pool sections (`io`, `mixed`, `cpu`): each server allowed many threads, as a site
 # that waits on a database would be configured, beside Granian's default of one.
 POOL_PEERS = {
-    "bartizan-20": ServerSpec(
-        label="bartizan --threads 20",
-        argv=lambda launch: py(
-            "-m", "bartizan", launch.target,
-            "--host", HOST, "--port", str(launch.port), "--threads", "20",
-        ),
-        missing=bartizan_missing,
-        version=bartizan_version,
-        ready_line="bartizan: listening on",
-    ),
-    "granian-bt8": ServerSpec(
-        label="granian --blocking-threads 8",
-        argv=lambda launch: py(
-            "-m", "granian", "--interface", "wsgi", "--blocking-threads", "8",
-            "--workers", "1", "--host", HOST, "--port", str(launch.port), launch.target,
-        ),
-        version=lambda: installed_version("granian") or "?",
-    ),
-    "gunicorn-20": ServerSpec(
-        label="gunicorn gthread 20",
-        argv=lambda launch: py(
-            "-m", "gunicorn", "-k", "gthread", "--threads", "20", "-w", "1",
-            "-b", f"{HOST}:{launch.port}", launch.target,
-        ),
-        version=lambda: installed_version("gunicorn") or "?",
-    ),
+    "bartizan-20": bartizan_app("bartizan --threads 20", threads=20),
+    "granian-bt8": granian_app("granian --blocking-threads 8", blocking_threads=8),
+    "gunicorn-20": gunicorn_app("gunicorn gthread 20", threads=20),
     "twisted-wsgi": ServerSpec(
         label="twisted wsgi pool 1-20",
         argv=lambda launch: py(
@@ -278,7 +274,6 @@ POOL_PEERS = {
 }
 # fmt: on
 SERVERS.update(POOL_PEERS)
-SERVERS["granian"].label = "granian --blocking-threads 1"
 
 WSGI_SERVERS = ["bartizan", "granian", "gunicorn"]
 POOL_SERVERS = ["bartizan-20", "granian", "granian-bt8", "gunicorn-20", "twisted-wsgi"]

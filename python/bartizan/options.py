@@ -162,6 +162,18 @@ class Option:
         return "--" + (self.cli_name or self.name).replace("_", "-")
 
 
+def count_option(name: str, default: int, help: str, *, low: int, **more: Any) -> Option:
+    """A whole number of at least `low`."""
+    return Option(name, default, help, parse=parse_integer, check=at_least(low), **more)
+
+
+def seconds_option(name: str, default: float, help: str, *, positive: bool, **more: Any) -> Option:
+    """A number of seconds; more than 0 when `positive`."""
+    return Option(
+        name, default, help, parse=parse_seconds, check=seconds(positive=positive), **more
+    )
+
+
 BOTH = frozenset({SERVE, PROXY, EMBED})
 CLI_SERVE = frozenset({SERVE})
 CLI_BOTH = frozenset({SERVE, PROXY})
@@ -190,74 +202,41 @@ OPTIONS: tuple[Option, ...] = (
         group="listening",
     ),
     # The app and its thread pool.
-    Option(
-        "threads",
-        20,
-        "most app threads per worker",
-        parse=parse_integer,
-        check=at_least(1),
-        group="app",
-    ),
-    Option(
-        "min_threads",
-        1,
-        "app threads kept while idle",
-        parse=parse_integer,
-        check=at_least(0),
-        group="app",
-    ),
-    Option(
-        "queue",
-        1024,
-        "requests that may wait for a thread; beyond that, 503",
-        parse=parse_integer,
-        check=at_least(1),
-        group="app",
+    count_option("threads", 20, "most app threads per worker", group="app", low=1),
+    count_option("min_threads", 1, "app threads kept while idle", group="app", low=0),
+    count_option(
+        "queue", 1024, "requests that may wait for a thread; beyond that, 503", group="app", low=1
     ),
     Option("root_path", "", "serve the app under this URL prefix (SCRIPT_NAME)", group="app"),
-    Option(
-        "retry_after",
-        1,
-        "seconds in the Retry-After header of a 503",
-        parse=parse_integer,
-        check=at_least(0),
-        group="app",
+    count_option(
+        "retry_after", 1, "seconds in the Retry-After header of a 503", group="app", low=0
     ),
     # Requests.
-    Option(
+    count_option(
         "max_body",
         1 << 30,
         "largest request body in bytes; larger gets 413",
-        parse=parse_integer,
-        check=at_least(1),
         group="requests",
         metavar="BYTES",
         shown="1 GiB",
+        low=1,
     ),
-    Option(
+    seconds_option(
         "body_timeout",
         60.0,
         "seconds a request body may pause between reads",
-        parse=parse_seconds,
-        check=seconds(positive=True),
         group="requests",
+        positive=True,
     ),
-    Option(
+    seconds_option(
         "header_timeout",
         30.0,
         "seconds a client has to send a request's head",
-        parse=parse_seconds,
-        check=seconds(positive=True),
         group="requests",
+        positive=True,
     ),
-    Option(
-        "io_threads",
-        2,
-        "network threads per worker",
-        parse=parse_integer,
-        check=at_least(1),
-        where=BOTH,
-        group="requests",
+    count_option(
+        "io_threads", 2, "network threads per worker", where=BOTH, group="requests", low=1
     ),
     # Files.
     Option(
@@ -271,15 +250,14 @@ OPTIONS: tuple[Option, ...] = (
         many=True,
         group="files",
     ),
-    Option(
+    count_option(
         "static_max_age",
         3600,
         "Cache-Control max-age for static files without a content hash in the name",
-        parse=parse_integer,
-        check=at_least(0),
         where=BOTH,
         group="files",
         metavar="S",
+        low=0,
     ),
     # Proxies.
     Option(
@@ -303,32 +281,29 @@ OPTIONS: tuple[Option, ...] = (
         cli_name="upstream",
         group="proxying",
     ),
-    Option(
+    seconds_option(
         "upstream_wait",
         30.0,
         "seconds a request waits for an upstream to come back; then 502",
-        parse=parse_seconds,
-        check=seconds(positive=False),
         where=PROXY_ONLY,
         group="proxying",
+        positive=False,
     ),
-    Option(
+    seconds_option(
         "connect_timeout",
         5.0,
         "seconds to connect to an upstream",
-        parse=parse_seconds,
-        check=seconds(positive=True),
         where=PROXY_ONLY,
         group="proxying",
+        positive=True,
     ),
-    Option(
+    seconds_option(
         "response_timeout",
         60.0,
         "seconds an upstream may take to send its response's head; then 504",
-        parse=parse_seconds,
-        check=seconds(positive=True),
         where=PROXY_ONLY,
         group="proxying",
+        positive=True,
     ),
     Option(
         "certfile",
@@ -367,23 +342,21 @@ OPTIONS: tuple[Option, ...] = (
         extra={"choices": ["combined", "json"]},
     ),
     # The command line's own: the supervisor and its workers.
-    Option(
+    seconds_option(
         "graceful_timeout",
         30.0,
         "seconds in-flight requests get to finish on stop",
-        parse=parse_seconds,
-        check=seconds(positive=False),
         where=CLI_BOTH,
         group="processes",
+        positive=False,
     ),
-    Option(
+    count_option(
         "workers",
         1,
         "worker processes sharing the port; SIGHUP reloads them",
-        parse=parse_integer,
-        check=at_least(1),
         where=CLI_SERVE,
         group="processes",
+        low=1,
     ),
     Option(
         "reload",

@@ -267,6 +267,16 @@ impl Overlap {
     }
 }
 
+/// Runs `n` copies of `job` and waits for them all.
+fn run_all(p: &Pool, n: usize, job: impl Fn() + Send + Sync + 'static) {
+    let job = Arc::new(job);
+    for _ in 0..n {
+        let job = Arc::clone(&job);
+        p.submit(Box::new(move || job())).unwrap();
+    }
+    assert_eq!(p.drain(Some(Duration::from_secs(30))), 0);
+}
+
 fn spin(d: Duration) {
     let t = Instant::now();
     let mut x = 0u64;
@@ -279,18 +289,14 @@ fn spin(d: Duration) {
 fn jobs_that_wait_off_the_gil_reach_the_thread_limit() {
     let (p, gil) = with_fake_gil(8);
     let waiting = Arc::new(Overlap::default());
-    for _ in 0..24 {
-        let (gil, waiting) = (Arc::clone(&gil), Arc::clone(&waiting));
-        p.submit(Box::new(move || {
-            gil.without(|| {
-                waiting.enter();
-                thread::sleep(Duration::from_millis(200));
-                waiting.leave();
-            })
-        }))
-        .unwrap();
-    }
-    assert_eq!(p.drain(Some(Duration::from_secs(30))), 0);
+    let w = Arc::clone(&waiting);
+    run_all(&p, 24, move || {
+        gil.without(|| {
+            w.enter();
+            thread::sleep(Duration::from_millis(200));
+            w.leave();
+        })
+    });
     assert_eq!(waiting.most(), 8);
 }
 
@@ -298,16 +304,12 @@ fn jobs_that_wait_off_the_gil_reach_the_thread_limit() {
 fn jobs_that_hold_the_gil_run_one_at_a_time() {
     let (p, gil) = with_fake_gil(8);
     let inside = Arc::new(Overlap::default());
-    for _ in 0..10 {
-        let inside = Arc::clone(&inside);
-        p.submit(Box::new(move || {
-            inside.enter();
-            spin(Duration::from_millis(20));
-            inside.leave();
-        }))
-        .unwrap();
-    }
-    assert_eq!(p.drain(Some(Duration::from_secs(30))), 0);
+    let i = Arc::clone(&inside);
+    run_all(&p, 10, move || {
+        i.enter();
+        spin(Duration::from_millis(20));
+        i.leave();
+    });
     // Nothing was admitted beside the holder: one thread did all the work.
     assert_eq!(inside.most(), 1);
     assert_eq!(p.inner.lock().threads, 1);
@@ -319,18 +321,14 @@ fn gil_free_work_on_a_core_runs_beside_other_such_work() {
     let cores = thread::available_parallelism().map_or(1, |n| n.get());
     let (p, gil) = with_fake_gil(8);
     let computing = Arc::new(Overlap::default());
-    for _ in 0..8 {
-        let (gil, computing) = (Arc::clone(&gil), Arc::clone(&computing));
-        p.submit(Box::new(move || {
-            gil.without(|| {
-                computing.enter();
-                spin(Duration::from_millis(150));
-                computing.leave();
-            })
-        }))
-        .unwrap();
-    }
-    assert_eq!(p.drain(Some(Duration::from_secs(30))), 0);
+    let c = Arc::clone(&computing);
+    run_all(&p, 8, move || {
+        gil.without(|| {
+            c.enter();
+            spin(Duration::from_millis(150));
+            c.leave();
+        })
+    });
     assert!(
         computing.most() >= cores.min(2),
         "GIL-free work never shared the cores: {}",
@@ -377,19 +375,15 @@ fn python_that_lets_go_of_the_gil_briefly_still_runs_one_at_a_time() {
     // microseconds every 100, which a probe alone would take for C code on a core.
     let (p, gil) = with_fake_gil(8);
     let inside = Arc::new(Overlap::default());
-    for _ in 0..8 {
-        let (gil, inside) = (Arc::clone(&gil), Arc::clone(&inside));
-        p.submit(Box::new(move || {
-            inside.enter();
-            let t = Instant::now();
-            while t.elapsed() < Duration::from_millis(30) {
-                spin(Duration::from_micros(80));
-                gil.without(|| spin(Duration::from_micros(20)));
-            }
-            inside.leave();
-        }))
-        .unwrap();
-    }
-    assert_eq!(p.drain(Some(Duration::from_secs(30))), 0);
+    let i = Arc::clone(&inside);
+    run_all(&p, 8, move || {
+        i.enter();
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_millis(30) {
+            spin(Duration::from_micros(80));
+            gil.without(|| spin(Duration::from_micros(20)));
+        }
+        i.leave();
+    });
     assert_eq!(inside.most(), 1);
 }
