@@ -29,7 +29,7 @@ use tokio::net::TcpStream;
 use crate::http::body::{BodyError, Reply, ResponseBody};
 use crate::http::conn::ConnInfo;
 use crate::http::error_page;
-use crate::http::headers::CONNECTION_SCOPED;
+use crate::http::headers::{CONNECTION_SCOPED, as_text, joined};
 
 /// How long an upstream that refused a connection is skipped while others are tried.
 const SKIP_DOWN: Duration = Duration::from_secs(2);
@@ -202,20 +202,11 @@ fn forwarded_node(ip: IpAddr) -> String {
     }
 }
 
+/// Adds `value` to a list-valued header, keeping what earlier hops wrote in one field.
 fn append(headers: &mut HeaderMap, name: HeaderName, value: String) {
-    let joined = match headers
-        .get_all(&name)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .fold(String::new(), |mut acc, v| {
-            if !acc.is_empty() {
-                acc.push_str(", ");
-            }
-            acc.push_str(v);
-            acc
-        }) {
-        prev if prev.is_empty() => value,
-        prev => format!("{prev}, {value}"),
+    let joined = match joined(headers, &name, ", ", as_text) {
+        Some(prev) => format!("{prev}, {value}"),
+        None => value,
     };
     if let Ok(v) = HeaderValue::from_str(&joined) {
         headers.insert(name, v);

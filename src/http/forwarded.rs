@@ -12,6 +12,8 @@ use http::header::FORWARDED;
 use http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 
+use crate::http::headers::{as_text, joined};
+
 // Named once: looking a header up by a string would parse the name on every request.
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
@@ -145,18 +147,7 @@ fn is_forwarding(name: &HeaderName) -> bool {
 }
 
 fn all_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
-    let mut out: Option<String> = None;
-    for v in headers.get_all(name) {
-        let v = v.to_str().ok()?;
-        match &mut out {
-            Some(o) => {
-                o.push(',');
-                o.push_str(v);
-            }
-            None => out = Some(v.to_string()),
-        }
-    }
-    out
+    joined(headers, name, ",", as_text)
 }
 
 /// The last comma-separated value: what our trusted peer itself set.

@@ -1,7 +1,9 @@
 //! Header rules shared by the app's responses and the proxy front.
 
-use http::HeaderName;
+use std::borrow::Cow;
+
 use http::header;
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection and are never passed on: RFC 9110 7.6.1's, with
 /// the obsolete `Keep-Alive` and `Proxy-Connection` that clients still send.
@@ -21,4 +23,31 @@ pub fn is_hop_by_hop_for_wsgi(name: &HeaderName) -> bool {
     CONNECTION_SCOPED.contains(name)
         || name == header::PROXY_AUTHENTICATE
         || name == header::PROXY_AUTHORIZATION
+}
+
+/// The values of a repeated header as one, joined by `sep` (RFC 9110 5.3), each decoded by
+/// `decode`; `None` when there is none, or one that does not decode.
+pub fn joined<'a>(
+    headers: &'a HeaderMap,
+    name: &HeaderName,
+    sep: &str,
+    decode: impl Fn(&'a HeaderValue) -> Option<Cow<'a, str>>,
+) -> Option<String> {
+    let mut out: Option<String> = None;
+    for value in headers.get_all(name) {
+        let text = decode(value)?;
+        match &mut out {
+            Some(o) => {
+                o.push_str(sep);
+                o.push_str(&text);
+            }
+            None => out = Some(text.into_owned()),
+        }
+    }
+    out
+}
+
+/// A header value as visible ASCII text, the only kind the forwarding headers may carry.
+pub fn as_text(value: &HeaderValue) -> Option<Cow<'_, str>> {
+    value.to_str().ok().map(Cow::Borrowed)
 }

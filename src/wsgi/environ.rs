@@ -3,12 +3,15 @@
 //! into a `RequestEnv`; the pool thread then only turns those strings into a dict while it
 //! holds the GIL.
 
+use std::borrow::Cow;
+
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, COOKIE, HOST};
 use http::request::Parts;
 use http::{HeaderMap, Method, Version};
 
-use super::ConnInfo;
+use crate::http::conn::ConnInfo;
 use crate::http::forwarded::{self, TrustList};
+use crate::http::headers::joined;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
 use pyo3::{PyAny, intern};
@@ -64,14 +67,11 @@ fn cgi_name(name: &str) -> String {
 }
 
 fn join_values(headers: &HeaderMap, name: &http::HeaderName, sep: &str) -> String {
-    let mut out = String::new();
-    for (i, v) in headers.get_all(name).iter().enumerate() {
-        if i > 0 {
-            out.push_str(sep);
-        }
-        out.push_str(&latin1(v.as_bytes()));
-    }
-    out
+    // Latin-1, as PEP 3333 has the environ carry a header's bytes.
+    joined(headers, name, sep, |v| {
+        Some(Cow::Owned(latin1(v.as_bytes())))
+    })
+    .unwrap_or_default()
 }
 
 /// Splits `host[:port]`, keeping IPv6 brackets off the name.
