@@ -329,8 +329,24 @@ impl PyServer {
     }
 }
 
+/// Opens the listening sockets for `bind` ("host:port"; a name may give several) as a server
+/// would, and returns their file descriptors: the supervisor opens them once and hands them
+/// to every worker.
+#[pyfunction]
+fn listen(bind: &str) -> PyResult<Vec<i32>> {
+    use std::os::fd::IntoRawFd;
+    let mut fds = Vec::new();
+    for addr in parse_bind(bind)? {
+        let listener =
+            server::listen(addr).map_err(|source| StartError::Listen { addr, source })?;
+        fds.push(listener.into_raw_fd());
+    }
+    Ok(fds)
+}
+
 #[pymodule]
 fn _bartizan(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(listen, m)?)?;
     m.add_class::<PyServer>()?;
     m.add_class::<wsgi::file_wrapper::FileWrapper>()?;
     m.add_class::<wsgi::input::WsgiInput>()?;

@@ -6,6 +6,9 @@ from collections.abc import Callable, Sequence
 from os import PathLike
 from typing import Any, final
 
+def listen(bind: str) -> list[int]:
+    """Opens the listening sockets for ``bind`` as a server would; their descriptors."""
+
 @final
 class Server:
     """A WSGI server (or, with ``upstreams``, a reverse proxy) on background threads.

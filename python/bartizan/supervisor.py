@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from bartizan import metrics
+from bartizan import _bartizan, metrics
 
 READY_TIMEOUT = 120.0
 BACKOFF_START = 0.5
@@ -41,16 +41,12 @@ def log(message: str) -> None:
     print(f"bartizan: {message}", file=sys.stderr, flush=True)
 
 
-def open_listener(host: str, port: int) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-    sock.bind((host, port))
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    return sock
+def open_listeners(bind: str) -> list[socket.socket]:
+    """The sockets for one --bind, opened by the extension as a server opens its own."""
+    socks = [socket.socket(fileno=fd) for fd in _bartizan.listen(bind)]
+    for sock in socks:
+        sock.set_inheritable(True)
+    return socks
 
 
 def split_bind(addr: str) -> tuple[str, int]:
@@ -251,10 +247,13 @@ class Supervisor:
     def serve(self) -> int:
         try:
             for b in self.binds:
-                self.sockets.append(open_listener(*split_bind(b)))
+                self.sockets.extend(open_listeners(b))
         except OSError as e:
-            log(f"cannot listen on {b}: {e}")
+            log(e.strerror or str(e))
             return 1
+        except ValueError as e:
+            log(str(e))
+            return 2
         if self.metrics_addr:
             try:
                 self.serve_metrics()

@@ -110,7 +110,7 @@ fn app_pool(handler: &Handler, config: &Config) -> Pool {
     )
 }
 
-fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -352,6 +352,9 @@ async fn serve<I>(
         .serve_connection(TokioIo::new(io), svc)
         .with_upgrades();
     tokio::pin!(conn);
+    // Written here rather than with hyper-util's GracefulShutdown, which closes an idle
+    // connection at once: a retiring worker keeps each for RETIRE_GRACE instead, so that a
+    // request a client is already sending on it is answered, not reset.
     let stop = async {
         // The guard `wait_for` returns must not live across an await.
         let _ = watcher.shutdown.wait_for(|stop| *stop).await.map(|_| ());

@@ -36,7 +36,7 @@ fn head_size<B>(req: &Request<B>) -> usize {
 }
 
 pub async fn route(
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     shared: Arc<Shared>,
     conn: ConnInfo,
 ) -> Result<Reply, Infallible> {
@@ -45,7 +45,7 @@ pub async fn route(
     let facts = shared
         .access_log
         .as_ref()
-        .map(|_| log_facts(&req, &shared, &conn));
+        .map(|_| log_facts(&mut req, &shared, &conn));
     let mut res = dispatch(req, &shared, &conn).await;
     shared
         .metrics
@@ -66,11 +66,17 @@ pub async fn route(
     Ok(res)
 }
 
-fn log_facts(req: &Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> RequestFacts {
-    let remote = forwarded::resolve(req.headers(), conn.peer.ip(), &shared.config.trusted)
-        .and_then(|f| f.client)
-        .map(|c| c.0)
+fn log_facts(req: &mut Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> RequestFacts {
+    let fwd = forwarded::resolve(req.headers(), conn.peer.ip(), &shared.config.trusted);
+    let remote = fwd
+        .as_ref()
+        .and_then(|f| f.client.as_ref())
+        .map(|c| c.0.clone())
         .unwrap_or_else(|| conn.text.peer_ip.clone());
+    // Resolved once: the environ reads it from here instead of parsing the headers again.
+    if let Some(fwd) = fwd {
+        req.extensions_mut().insert(fwd);
+    }
     let target = match req.uri().path_and_query() {
         Some(pq) if req.uri().authority().is_none() => pq.as_str().to_string(),
         _ => req.uri().to_string(),

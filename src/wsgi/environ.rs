@@ -10,7 +10,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method, Version};
 
 use crate::http::conn::ConnInfo;
-use crate::http::forwarded::{self, TrustList};
+use crate::http::forwarded::{self, Forwarded, TrustList};
 use crate::http::headers::joined;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -142,7 +142,10 @@ impl RequestEnv {
         let content_length = headers.get(CONTENT_LENGTH).map(|v| latin1(v.as_bytes()));
 
         // A trusted proxy may tell the real client, scheme and host.
-        let fwd = forwarded::resolve(headers, peer.ip(), trust).unwrap_or_default();
+        let fwd = match parts.extensions.get::<Forwarded>() {
+            Some(resolved) => resolved.clone(),
+            None => forwarded::resolve(headers, peer.ip(), trust).unwrap_or_default(),
+        };
         let url_scheme = fwd.proto.unwrap_or(conn.scheme);
         if let Some(h) = &fwd.host {
             match env_headers.iter_mut().find(|(k, _)| k == "HTTP_HOST") {
