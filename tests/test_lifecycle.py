@@ -26,6 +26,7 @@ from tests.support import (
     worker_pids,
 )
 from tests.support.apps import LIFECYCLE
+from tests.support.process import WORKERS_START_LINE_RE
 
 RELOADED_RE = re.compile(
     r"^bartizan: reloaded: workers (?P<pids>[\d, ]+) serving; "
@@ -351,8 +352,8 @@ def test_workers_are_child_processes_sharing_the_port(cli, workers):
 
 
 def test_killed_worker_is_replaced_while_the_site_keeps_answering(cli):
-    """SIGKILL to one of two workers: the master logs `worker PID exited with
-    code ...; starting another in X s`, requests keep getting 200 from the
+    """SIGKILL to one of two workers: the master logs `worker PID was killed by
+    SIGKILL; starting another in X s`, requests keep getting 200 from the
     other worker meanwhile, and a new worker appears (`worker NEWPID
     started`) and serves."""
     srv = cli(LIFECYCLE, "--workers", "2")
@@ -378,7 +379,7 @@ def test_killed_worker_is_replaced_while_the_site_keeps_answering(cli):
     m = wait_line(
         srv,
         re.compile(
-            rf"^bartizan: worker {victim} exited with code \S+; starting another in [\d.]+ s$"
+            rf"^bartizan: worker {victim} was killed by SIGKILL; starting another in [\d.]+ s$"
         ),
         5,
     )
@@ -397,6 +398,38 @@ def test_killed_worker_is_replaced_while_the_site_keeps_answering(cli):
 
 
 # --- CLI: reloads -------------------------------------------------------------------------------
+
+
+def test_worker_killed_while_starting_is_replaced_not_fatal(server):
+    """A worker killed before it serves (the OOM killer, an operator's kill -9)
+    is replaced like any other: the server starts, says which worker died and
+    how, and comes back to two workers."""
+    proc = server(
+        "tests.apps.slow_start:app",
+        "--workers",
+        "2",
+        env={"BARTIZAN_TEST_IMPORT_DELAY": "2"},
+        wait=False,
+    )
+    starting = wait_for(lambda: len(worker_pids(proc)) == 2 and worker_pids(proc), 10)
+    assert starting, f"workers never started: {proc.stderr_text()}"
+    victim = starting[0]
+    os.kill(victim, signal.SIGKILL)
+    proc.wait_started(pattern=WORKERS_START_LINE_RE)
+    wait_line(
+        proc,
+        re.compile(
+            rf"^bartizan: worker {victim} was killed by SIGKILL while starting; "
+            r"starting another in [\d.]+ s$"
+        ),
+        5,
+    )
+    r = raw_request(proc.port, "GET", "/", timeout=10)
+    assert r.status == 200
+    new = int(wait_line(proc, re.compile(r"^bartizan: worker (\d+) started$"), 20).group(1))
+    assert new != victim
+    assert wait_for(lambda: len(worker_pids(proc)) == 2, 10), worker_pids(proc)
+    assert proc.proc.poll() is None, "the server ended"
 
 
 def test_sighup_reload_imports_the_app_afresh(cli, tmp_path):

@@ -49,6 +49,16 @@ def open_listeners(bind: str) -> list[socket.socket]:
     return socks
 
 
+def ended(code: int) -> str:
+    """How a worker's process ended, as a person would say it."""
+    if code < 0:
+        try:
+            return f"was killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
 def split_bind(addr: str) -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     host = host.strip("[]")
@@ -117,36 +127,65 @@ class Supervisor:
         os.close(ready_w)
         return Worker(proc, ready_r)
 
-    def wait_ready(self, batch: list[Worker]) -> int | None:
-        """None when every worker in ``batch`` serves; else the exit code of one that failed."""
+    def wait_ready(self, batch: list[Worker]) -> list[tuple[Worker, int]] | None:
+        """Waits until each worker in ``batch`` serves or has failed; returns the failed ones
+        with their exit codes. None when asked to stop meanwhile, or when one takes too long."""
         pending = {w.ready_r: w for w in batch}
+        failed = []
         deadline = time.monotonic() + READY_TIMEOUT
         while pending:
             if len(self.signals) and signal.SIGHUP not in self.signals:
-                return 1  # asked to stop while starting
+                return None
             left = deadline - time.monotonic()
             if left <= 0:
-                return 1
+                return None
             readable, _, _ = select.select(list(pending), [], [], min(left, 0.2))
             for fd in readable:
                 data = os.read(fd, 16)
                 worker = pending.pop(fd)
                 os.close(fd)
                 if not data.startswith(b"ok"):
-                    return worker.proc.wait()
-        return None
+                    failed.append((worker, worker.proc.wait()))
+        return failed
+
+    @staticmethod
+    def stop_batch(batch: list[Worker]) -> None:
+        for w in batch:
+            if w.proc.poll() is None:
+                w.proc.kill()
+            w.proc.wait()
 
     def start_generation(self, n: int) -> list[Worker] | int:
         """``n`` new workers, all serving; or the exit code of one that failed."""
         batch = [self.spawn() for _ in range(n)]
         failed = self.wait_ready(batch)
-        if failed is None:
+        if failed == []:
             return batch
-        for w in batch:
-            if w.proc.poll() is None:
-                w.proc.kill()
-            w.proc.wait()
-        return failed
+        self.stop_batch(batch)
+        return failed[0][1] if failed else 1
+
+    def start_first(self) -> int | None:
+        """The first workers. An app that cannot start ends the server (its worker has said
+        why, in one line): exit code 2. A worker that dies otherwise while starting (killed
+        by the OOM killer or an operator) is replaced like any that dies later."""
+        batch = [self.spawn() for _ in range(self.count)]
+        failed = self.wait_ready(batch)
+        if failed is None:
+            self.stop_batch(batch)
+            return 1
+        if any(code == 2 for _, code in failed):
+            self.stop_batch(batch)
+            return 2
+        for w, code in failed:
+            batch.remove(w)
+            self.respawn_at = time.monotonic() + self.backoff
+            log(
+                f"worker {w.pid} {ended(code)} while starting; starting another in "
+                f"{self.backoff:.1f} s"
+            )
+            self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+        self.workers = batch
+        return None
 
     def retire(self, old: list[Worker]) -> None:
         for w in old:
@@ -167,7 +206,7 @@ class Supervisor:
             if now - w.started > BACKOFF_RESET_AFTER:
                 self.backoff = BACKOFF_START
             self.respawn_at = now + self.backoff
-            log(f"worker {w.pid} exited with code {code}; starting another in {self.backoff:.1f} s")
+            log(f"worker {w.pid} {ended(code)}; starting another in {self.backoff:.1f} s")
             self.backoff = min(self.backoff * 2, BACKOFF_MAX)
         missing = self.count - sum(1 for w in self.workers if not w.retiring)
         if missing <= 0 or now < self.respawn_at or self.stopping():
@@ -262,11 +301,9 @@ class Supervisor:
                 return 1
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self.on_signal)
-        first = self.start_generation(self.count)
-        if isinstance(first, int):
-            # The worker already said why (one line, e.g. the app would not import).
-            return first if first > 0 else 1
-        self.workers = first
+        failed = self.start_first()
+        if failed is not None:
+            return failed
         urls = ", ".join(url_of(s) for s in self.sockets)
         extra = f", workers: {self.count}" if self.count > 1 else ""
         log(f"listening on {urls} (threads: {self.threads}{extra})")
