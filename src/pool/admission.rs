@@ -46,7 +46,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use super::{Inner, State};
+use super::{Inner, State, within};
 
 /// A probe that waits this long met a holder running Python.
 const BUSY_WAIT: Duration = Duration::from_millis(1);
@@ -313,19 +313,14 @@ fn holding_the_gil(inner: &Inner, jobs: &[Sampled]) -> HeldClocks {
         let after = cpu_clocks(jobs);
         clocks = Some((before, after, start.elapsed()));
     };
-    match &inner.contexts.gil {
-        Some(gil) => gil(&mut measure),
-        None => measure(),
-    }
+    within(inner.contexts.gil.as_ref(), &mut measure);
     clocks.expect("the measurement ran")
 }
 
 /// How long taking and letting go of the GIL took.
 fn probe(inner: &Inner) -> Duration {
     let start = Instant::now();
-    if let Some(gil) = &inner.contexts.gil {
-        gil(&mut || {});
-    }
+    within(inner.contexts.gil.as_ref(), &mut || {});
     start.elapsed()
 }
 

@@ -64,6 +64,24 @@ pub struct Contexts {
     pub gil: Option<ThreadWrap>,
 }
 
+/// Runs `f` inside `wrap`, or plainly when there is none.
+fn within(wrap: Option<&ThreadWrap>, f: &mut (dyn FnMut() + Send)) {
+    match wrap {
+        Some(wrap) => wrap(f),
+        None => f(),
+    }
+}
+
+/// Runs `f` once inside `wrap`: for a thread's whole life.
+fn once_within(wrap: Option<&ThreadWrap>, f: impl FnOnce() + Send) {
+    let mut f = Some(f);
+    within(wrap, &mut || {
+        if let Some(f) = f.take() {
+            f();
+        }
+    });
+}
+
 pub struct Pool {
     inner: Arc<Inner>,
 }
@@ -192,16 +210,9 @@ impl Pool {
         let watcher = Arc::clone(&inner);
         let handle = thread::Builder::new()
             .name("bartizan-admit".into())
-            .spawn(move || match watcher.contexts.thread.clone() {
-                Some(wrap) => {
-                    let mut run = Some(watcher);
-                    wrap(&mut || {
-                        if let Some(w) = run.take() {
-                            admission::watch_loop(w);
-                        }
-                    });
-                }
-                None => admission::watch_loop(watcher),
+            .spawn(move || {
+                let wrap = watcher.contexts.thread.clone();
+                once_within(wrap.as_ref(), move || admission::watch_loop(watcher));
             })
             .expect("spawning the pool watcher thread");
         inner.lock().handles.push(handle);
@@ -394,16 +405,9 @@ impl Inner {
         let me = Arc::clone(inner);
         match thread::Builder::new()
             .name(format!("bartizan-wsgi-{id}"))
-            .spawn(move || match me.contexts.thread.clone() {
-                Some(wrap) => {
-                    let mut run = Some(me);
-                    wrap(&mut || {
-                        if let Some(me) = run.take() {
-                            me.worker_loop(id);
-                        }
-                    });
-                }
-                None => me.worker_loop(id),
+            .spawn(move || {
+                let wrap = me.contexts.thread.clone();
+                once_within(wrap.as_ref(), move || me.worker_loop(id));
             }) {
             Ok(h) => st.handles.push(h),
             Err(e) => {
@@ -509,10 +513,7 @@ impl Inner {
                 }
             }
         };
-        match &self.contexts.busy {
-            Some(busy) => busy(&mut streak),
-            None => streak(),
-        }
+        within(self.contexts.busy.as_ref(), &mut streak);
     }
 }
 
