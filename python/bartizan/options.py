@@ -155,6 +155,8 @@ class Option:
     cli_name: str | None = None
     # The default as the help shows it, when its value reads badly.
     shown: str | None = None
+    # Of each item given from Python, for an option that is a list.
+    coerce: Callable[[Any], Any] | None = None
     extra: dict = field(default_factory=dict)
 
     @property
@@ -249,6 +251,7 @@ OPTIONS: tuple[Option, ...] = (
         metavar="PREFIX=DIR",
         many=True,
         group="files",
+        coerce=lambda mount: (mount[0], os.fspath(mount[1])),
     ),
     count_option(
         "static_max_age",
@@ -450,7 +453,7 @@ def check_together(values: Mapping[str, Any], *, flag: bool = False) -> None:
         )
 
 
-def embed_options(given: Mapping[str, Any], *, proxy: bool = False) -> dict[str, Any]:
+def embed_options(given: Mapping[str, Any]) -> dict[str, Any]:
     """Server/Proxy keyword arguments: every embedding option, with the table's defaults,
     checked. An unknown keyword is a TypeError, as for any Python function."""
     known = {o.name for o in OPTIONS if EMBED in o.where}
@@ -466,22 +469,23 @@ def embed_options(given: Mapping[str, Any], *, proxy: bool = False) -> dict[str,
             value = _as_list(option, value)
         values[option.name] = check_value(option, value)
     check_together(values)
-    if proxy and not values["upstreams"]:
-        raise OptionError(BY_NAME["upstreams"], [], "at least one upstream is needed")
     return values
 
 
 def _as_list(option: Option, value: Any) -> list:
+    """A list-valued keyword: None is empty; a string reads as it would on the command line
+    (one item of a repeatable option, or a whole comma-separated list); a mapping gives its
+    items."""
     if value is None:
         return []
-    if option.name == "static" and isinstance(value, Mapping):
-        value = value.items()
     if isinstance(value, str):
-        # A single string where a list goes is almost always a mistake ("127.0.0.1,::1").
-        return _words(value) if option.name == "trusted_proxies" else [value]
-    if not isinstance(value, Iterable):
+        try:
+            parsed = option.parse(value)
+        except ValueError as e:
+            raise OptionError(option, value, str(e)) from None
+        value = [parsed] if option.many else parsed
+    elif isinstance(value, Mapping):
+        value = value.items()
+    elif not isinstance(value, Iterable):
         raise OptionError(option, value, "must be a list")
-    items = list(value)
-    if option.name == "static":
-        items = [(p, os.fspath(d)) for p, d in items]
-    return items
+    return [option.coerce(v) for v in value] if option.coerce else list(value)
