@@ -214,6 +214,12 @@ def gunicorn_app(label, threads):
     # fmt: on
 
 
+def nginx_server(label):
+    """nginx as a file server or, given an upstream, as a proxy: `nginx_argv` writes the
+    config for whichever the launch asks."""
+    return ServerSpec(label=label, argv=nginx_argv, missing=nginx_missing, version=nginx_version)
+
+
 # Unformatted so that each command line reads as one, a flag beside its value.
 # fmt: off
 SERVERS = {
@@ -221,12 +227,7 @@ SERVERS = {
     "granian": granian_app("granian --blocking-threads 1", blocking_threads=1),
     "gunicorn": gunicorn_app("gunicorn-gthread", threads=4),
     # Static files only; the reference for the `static` section.
-    "nginx": ServerSpec(
-        label="nginx",
-        argv=nginx_argv,
-        missing=nginx_missing,
-        version=nginx_version,
-    ),
+    "nginx": nginx_server("nginx"),
     # Proxy fronts: they forward to Launch.upstream and serve no app themselves.
     "bartizan-proxy": ServerSpec(
         label="bartizan proxy",
@@ -238,12 +239,7 @@ SERVERS = {
         version=bartizan_version,
         ready_line="bartizan: proxy listening on",
     ),
-    "nginx-proxy": ServerSpec(
-        label="nginx proxy",
-        argv=nginx_argv,
-        missing=nginx_missing,
-        version=nginx_version,
-    ),
+    "nginx-proxy": nginx_server("nginx proxy"),
     "twisted-proxy": ServerSpec(
         label="twisted proxy",
         argv=lambda launch: py(
