@@ -38,6 +38,8 @@ pub struct Config {
     pub trusted: crate::http::forwarded::TrustList,
     /// Forward to app servers instead of running an app (the proxy front).
     pub proxy: Option<crate::proxy::ProxyConfig>,
+    /// Path prefixes forwarded to their own upstreams, before the app or `proxy` is asked.
+    pub routes: Vec<crate::proxy::routes::RouteConfig>,
     /// Serve HTTPS with this certificate chain and key.
     pub tls: Option<crate::tls::TlsFiles>,
     /// Already-listening sockets handed over by a parent process (workers share them).
@@ -63,6 +65,7 @@ impl Default for Config {
             static_max_age: 3600,
             trusted: crate::http::forwarded::TrustList::default(),
             proxy: None,
+            routes: Vec::new(),
             tls: None,
             listen_fds: Vec::new(),
             access_log: None,

@@ -54,22 +54,47 @@ fn positive_seconds(option: &'static str, v: f64) -> Result<Duration, StartError
     }
 }
 
-fn proxy_config(
-    upstreams: Vec<String>,
+/// How every forward of one server waits and times out; its upstreams are filled in per use.
+fn forwarding(
     wait: f64,
     connect_timeout: f64,
     response_timeout: f64,
-) -> Result<Option<proxy::ProxyConfig>, StartError> {
-    if upstreams.is_empty() {
-        return Ok(None);
-    }
-    Ok(Some(proxy::ProxyConfig {
-        upstreams,
+    retry_after: u32,
+) -> Result<proxy::ProxyConfig, StartError> {
+    Ok(proxy::ProxyConfig {
+        upstreams: Vec::new(),
         wait: Duration::try_from_secs_f64(wait.max(0.0))
             .map_err(|_| error::invalid("upstream_wait", "must be a number of seconds"))?,
         connect_timeout: positive_seconds("connect_timeout", connect_timeout)?,
         response_timeout: positive_seconds("response_timeout", response_timeout)?,
-    }))
+        retry_after,
+    })
+}
+
+/// `(prefix, upstream)` pairs as routes; a prefix given more than once gets each upstream,
+/// used round-robin.
+fn route_configs(
+    pairs: Vec<(String, String)>,
+    timing: &proxy::ProxyConfig,
+) -> Result<Vec<proxy::routes::RouteConfig>, StartError> {
+    let mut routes: Vec<proxy::routes::RouteConfig> = Vec::new();
+    for (prefix, upstream) in pairs {
+        let Some(prefix) = proxy::routes::normalise_prefix(&prefix) else {
+            let problem = format!("{prefix:?} must be a plain path under / (e.g. /ajax)");
+            return Err(error::invalid("routes", problem).into());
+        };
+        match routes.iter_mut().find(|r| r.prefix == prefix) {
+            Some(r) => r.proxy.upstreams.push(upstream),
+            None => routes.push(proxy::routes::RouteConfig {
+                prefix,
+                proxy: proxy::ProxyConfig {
+                    upstreams: vec![upstream],
+                    ..timing.clone()
+                },
+            }),
+        }
+    }
+    Ok(routes)
 }
 
 fn access_log_config(
@@ -153,7 +178,7 @@ impl PyServer {
         max_body=1u64 << 30, body_timeout=60.0, header_timeout=30.0, io_threads=2,
         max_head=65536, retry_after=1, statics=Vec::new(), static_max_age=3600,
         trusted_proxies=vec!["127.0.0.1".to_string(), "::1".to_string()],
-        upstreams=Vec::new(), upstream_wait=30.0, connect_timeout=5.0, response_timeout=60.0,
+        upstreams=Vec::new(), routes=Vec::new(), upstream_wait=30.0, connect_timeout=5.0, response_timeout=60.0,
         certfile=None, keyfile=None, listen_fds=Vec::new(), access_log=None,
         access_log_format="combined", multiprocess=false
     ))]
@@ -175,6 +200,7 @@ impl PyServer {
         static_max_age: u32,
         trusted_proxies: Vec<String>,
         upstreams: Vec<String>,
+        routes: Vec<(String, String)>,
         upstream_wait: f64,
         connect_timeout: f64,
         response_timeout: f64,
@@ -193,6 +219,12 @@ impl PyServer {
         for b in &binds {
             addrs.extend(parse_bind(b)?);
         }
+        let timing = forwarding(
+            upstream_wait,
+            connect_timeout,
+            response_timeout,
+            retry_after,
+        )?;
         let config = Config {
             binds: addrs,
             min_threads,
@@ -209,7 +241,11 @@ impl PyServer {
             static_max_age,
             trusted: http::forwarded::TrustList::parse(&trusted_proxies)
                 .map_err(StartError::from)?,
-            proxy: proxy_config(upstreams, upstream_wait, connect_timeout, response_timeout)?,
+            routes: route_configs(routes, &timing)?,
+            proxy: (!upstreams.is_empty()).then_some(proxy::ProxyConfig {
+                upstreams,
+                ..timing
+            }),
             listen_fds,
             access_log: access_log_config(access_log, access_log_format)?,
             tls: tls_files(certfile, keyfile)?,

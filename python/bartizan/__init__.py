@@ -159,7 +159,10 @@ class Proxy(Server):
 
     ``upstreams`` are ``"host:port"`` strings, used round-robin. While none accepts a
     connection (an app server restarting), a request waits up to ``upstream_wait`` seconds
-    before it gets a 502. ``static`` mounts are served by the proxy itself.
+    before it gets a 503 with ``Retry-After``. ``routes`` (``{"/prefix": "host:port"}``)
+    send the requests under a path prefix elsewhere; ``static`` mounts are served by the
+    proxy itself. Forwarding headers from peers outside ``trusted_proxies`` are dropped, and
+    the peer's address appended.
     """
 
     def __init__(

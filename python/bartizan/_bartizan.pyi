@@ -35,6 +35,7 @@ class Server:
         static_max_age: int = 3600,
         trusted_proxies: Sequence[str] = ...,
         upstreams: Sequence[str] = ...,
+        routes: Sequence[tuple[str, str]] = ...,
         upstream_wait: float = 30.0,
         connect_timeout: float = 5.0,
         response_timeout: float = 60.0,

@@ -147,7 +147,8 @@ def proxy_main(argv: list[str]) -> int:
     def announce(server: bartizan.Server) -> None:
         urls = ", ".join(server.urls)
         ups = ", ".join(values["upstreams"])
-        print(f"bartizan: proxy listening on {urls} -> {ups}", file=sys.stderr, flush=True)
+        routes = "".join(f"; {prefix} -> {up}" for prefix, up in values["routes"])
+        print(f"bartizan: proxy listening on {urls} -> {ups}{routes}", file=sys.stderr, flush=True)
 
     try:
         bartizan.serve(

@@ -116,6 +116,34 @@ def _static_spec(text: str) -> tuple[str, str]:
     return prefix, directory
 
 
+def _route_spec(text: str) -> tuple[str, str]:
+    prefix, sep, upstream = text.partition("=")
+    if not sep or not prefix or not upstream:
+        raise ValueError("expected PREFIX=HOST:PORT, e.g. /webclientdata=127.0.0.1:4010")
+    return prefix, upstream
+
+
+def _route_item(value: Any) -> tuple[str, str]:
+    """A route from Python: ``"PREFIX=HOST:PORT"`` or a ``(prefix, upstream)`` pair."""
+    if isinstance(value, str):
+        try:
+            return _route_spec(value)
+        except ValueError:
+            return value, ""  # the check names it
+    prefix, upstream = value
+    return prefix, upstream
+
+
+def _route(value: Any) -> str | None:
+    prefix, upstream = value
+    if not isinstance(prefix, str) or not prefix.startswith("/") or not prefix.strip("/"):
+        return f"{prefix!r}: the URL prefix must be a path under /, e.g. /webclientdata"
+    if any(c in prefix for c in "?#% ") or "//" in prefix:
+        return f"{prefix!r}: the URL prefix must be a plain path"
+    problem = _bind(upstream)
+    return f"{upstream!r} for {prefix}: {problem}" if problem else None
+
+
 def _networks(values: Any) -> str | None:
     for value in values:
         if value == "*":
@@ -270,6 +298,7 @@ OPTIONS: tuple[Option, ...] = (
         "empty for none",
         parse=_words,
         check=_networks,
+        where=BOTH,
         group="proxies",
         metavar="IPS",
     ),
@@ -287,16 +316,30 @@ OPTIONS: tuple[Option, ...] = (
     seconds_option(
         "upstream_wait",
         30.0,
-        "seconds a request waits for an upstream to come back; then 502",
-        where=PROXY_ONLY,
+        "seconds a request waits for an upstream to come back; then 503",
+        where=BOTH,
         group="proxying",
         positive=False,
+    ),
+    Option(
+        "routes",
+        [],
+        "forward requests under URL PREFIX to HOST:PORT; repeatable, e.g. "
+        "/webclientdata=127.0.0.1:4010",
+        parse=_route_spec,
+        check=_route,
+        where=BOTH,
+        metavar="PREFIX=HOST:PORT",
+        many=True,
+        cli_name="route",
+        group="proxying",
+        coerce=_route_item,
     ),
     seconds_option(
         "connect_timeout",
         5.0,
         "seconds to connect to an upstream",
-        where=PROXY_ONLY,
+        where=BOTH,
         group="proxying",
         positive=True,
     ),
@@ -304,7 +347,7 @@ OPTIONS: tuple[Option, ...] = (
         "response_timeout",
         60.0,
         "seconds an upstream may take to send its response's head; then 504",
-        where=PROXY_ONLY,
+        where=BOTH,
         group="proxying",
         positive=True,
     ),

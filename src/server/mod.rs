@@ -22,6 +22,7 @@ use crate::error::{self, StartError};
 use crate::metrics::Metrics;
 use crate::pool::{Contexts, Pool, PoolLimits, ThreadWrap};
 use crate::proxy::Proxy;
+use crate::proxy::routes::Routes;
 
 use crate::http::conn::ConnInfo;
 use crate::statics::Statics;
@@ -44,6 +45,7 @@ pub struct Shared {
     /// after their next response rather than while idle.
     pub retiring: AtomicBool,
     pub statics: Statics,
+    pub routes: Routes,
     pub pool: Pool,
     pub handler: Handler,
 }
@@ -170,6 +172,7 @@ impl Server {
             access_log,
             retiring: AtomicBool::new(false),
             statics,
+            routes: Routes::new(&config.routes),
             config,
             pool,
             handler,

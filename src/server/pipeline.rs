@@ -1,6 +1,6 @@
 //! Per request: decide who answers, and count and log the answer. Requests the server can judge on its own (a missing
-//! `Host`, an oversized head) are answered here; static mounts and the proxy front plug in
-//! here too; everything else goes to the WSGI app, or upstream in proxy mode.
+//! `Host`, an oversized head) are answered here; then static mounts, then routes by path
+//! prefix; everything else goes to the WSGI app, or upstream in proxy mode.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -106,8 +106,14 @@ async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo)
             Err(req) => req,
         }
     };
+    let trusted = || shared.config.trusted.trusts(conn.peer.ip());
+    if !shared.routes.is_empty()
+        && let Some(proxy) = shared.routes.find(req.uri().path())
+    {
+        return Box::pin(proxy.handle(req, conn, trusted())).await;
+    }
     match &shared.handler {
         Handler::Wsgi(app) => wsgi::handle(req, app, &shared.pool, conn).await,
-        Handler::Proxy(proxy) => Box::pin(proxy.handle(req, conn)).await,
+        Handler::Proxy(proxy) => Box::pin(proxy.handle(req, conn, trusted())).await,
     }
 }

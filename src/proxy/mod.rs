@@ -4,11 +4,16 @@
 //! - Upstreams are picked round-robin; one that refuses a connection is skipped for a while
 //!   (passive health check) and the next one tried.
 //! - While no upstream accepts, the request waits and connecting is retried with backoff for up
-//!   to `wait`; only then does the client get a 502. A request is only ever retried while it
+//!   to `wait`; only then does the client get a 503 with `Retry-After`. A request is only ever retried while it
 //!   has not been written upstream (hyper hands it back), so a body is never replayed.
 //! - Method, path and query go upstream byte for byte; hop-by-hop headers are dropped;
 //!   `X-Forwarded-For` and `Forwarded` get the peer appended, so a client can never pose as
-//!   someone else to an app server that trusts this front.
+//!   someone else to an app server that trusts this front. From a peer this front does not
+//!   trust, the client's own forwarding headers are dropped first: an app that reads the
+//!   leftmost entry still sees the real peer.
+//! - An upstream that answers `Connection: close` is winding down (a reload): its other idle
+//!   connections are dropped too, so the next requests wait for its successor instead of
+//!   racing its close.
 //! - Connections to each upstream are kept alive and reused; bodies stream both ways.
 //! - WebSocket (and any `Upgrade`) handshakes pass through and the two sockets are spliced.
 
@@ -30,6 +35,8 @@ use crate::http::body::{BodyError, Reply, ResponseBody};
 use crate::http::conn::ConnInfo;
 use crate::http::error_page;
 use crate::http::headers::{CONNECTION_SCOPED, as_text, joined};
+
+pub mod routes;
 
 /// How long an upstream that refused a connection is skipped while others are tried.
 const SKIP_DOWN: Duration = Duration::from_secs(2);
@@ -84,6 +91,8 @@ pub struct ProxyConfig {
     pub connect_timeout: Duration,
     /// How long the upstream may take to send response headers.
     pub response_timeout: Duration,
+    /// Seconds in the `Retry-After` of the 503 a request gets when no upstream came back.
+    pub retry_after: u32,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -97,10 +106,13 @@ pub enum ProxyError {
 }
 
 impl ProxyError {
-    fn status(&self) -> StatusCode {
+    /// No upstream to ask is the service being away (503, come back later); a broken or
+    /// slow answer is the gateway's failure (502, 504).
+    fn reply(&self, retry_after: u32) -> Reply {
         match self {
-            ProxyError::Unavailable | ProxyError::Upstream(_) => StatusCode::BAD_GATEWAY,
-            ProxyError::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::Unavailable => error_page::unavailable(retry_after),
+            ProxyError::Upstream(_) => error_page::plain(StatusCode::BAD_GATEWAY),
+            ProxyError::Timeout => error_page::plain(StatusCode::GATEWAY_TIMEOUT),
         }
     }
 }
@@ -162,6 +174,24 @@ pub struct Proxy {
     upstreams: Vec<Arc<Upstream>>,
     next: AtomicUsize,
     config: ProxyConfig,
+}
+
+/// Headers by which a client says who it is or how it came; believed only from trusted peers.
+const FORWARDING: [&str; 5] = [
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "forwarded",
+    "x-real-ip",
+];
+
+fn says_close(headers: &HeaderMap) -> bool {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("close"))
 }
 
 fn wants_upgrade(headers: &HeaderMap) -> bool {
@@ -233,6 +263,11 @@ impl Proxy {
         }
     }
 
+    #[cfg(test)]
+    pub fn upstream_addrs(&self) -> &[String] {
+        &self.config.upstreams
+    }
+
     /// A connection to some upstream, waiting (with backoff) until `deadline` for one to
     /// accept.
     async fn checkout(
@@ -283,11 +318,22 @@ impl Proxy {
         }
     }
 
-    /// Forwards one request; every failure becomes a short plain error page.
-    pub async fn handle(&self, mut req: Request<Incoming>, conn: &ConnInfo) -> Reply {
+    /// Forwards one request; every failure becomes a short plain error page. `trusted` says
+    /// whether the peer's own forwarding headers are passed on (with the peer appended).
+    pub async fn handle(
+        &self,
+        mut req: Request<Incoming>,
+        conn: &ConnInfo,
+        trusted: bool,
+    ) -> Reply {
         let upgrade = wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
+        if !trusted {
+            for name in FORWARDING {
+                parts.headers.remove(name);
+            }
+        }
         if let Err(status) = rewrite_head(&mut parts, conn, upgrade) {
             return error_page::plain(status);
         }
@@ -306,7 +352,7 @@ impl Proxy {
             Ok(res) => res,
             Err(e) => {
                 tracing::warn!("proxy: {e}");
-                return error_page::plain(e.status());
+                return e.reply(self.config.retry_after);
             }
         };
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -340,7 +386,9 @@ impl Proxy {
             let mut e = match sent {
                 Err(_) => return Err(ProxyError::Timeout),
                 Ok(Ok(res)) => {
-                    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
+                    if says_close(res.headers()) {
+                        up.forget_idle();
+                    } else if res.status() != StatusCode::SWITCHING_PROTOCOLS {
                         up.recycle(sender);
                     }
                     return Ok(res);

@@ -1,0 +1,288 @@
+"""Evennia's website served by Bartizan: two lines in a game's ``server/conf/settings.py``::
+
+    EVENNIA_SERVER_SERVICE_CLASS = "bartizan.evennia.ServerService"
+    EVENNIA_PORTAL_SERVICE_CLASS = "bartizan.evennia.PortalService"
+
+- **Server process:** Django runs in an embedded ``bartizan.Server`` on each internal port of
+  ``WEBSERVER_PORTS`` (127.0.0.1), inside the game's process, so views see live objects. The
+  static and media roots are served from Rust. On reload and stop, in-flight requests finish
+  (up to ``web_drain_timeout`` seconds) and the ports close, so new requests wait at the
+  Portal instead of reaching a process on its way out.
+- **Portal process:** each public port of ``WEBSERVER_PORTS``, on every interface of
+  ``WEBSERVER_INTERFACES`` (``LOCKDOWN_MODE`` honoured), is a ``bartizan.Proxy``. While the
+  Server reloads, requests wait up to ``web_upstream_wait`` seconds for it; a Server that
+  stays away gives 503 with ``Retry-After``. What the Portal answers itself (the AJAX
+  webclient at ``/webclientdata`` and whatever ``at_webproxy_root_creation`` adds) stays a
+  Twisted resource, on a loopback site the proxy routes those paths to.
+- ``UPSTREAM_IPS`` are the peers whose ``X-Forwarded-For`` is believed; ``DEBUG`` turns on the
+  access log, to ``HTTP_LOG_FILE``; ``WEBSERVER_THREADPOOL_LIMITS`` sizes the app threads.
+  Twisted children that ``at_webserver_root_creation`` adds to the Server's root are served
+  the same way as the Portal's; a plugin that returns a different root is told at start that
+  only the children of the root it was given are served.
+
+A game whose own service classes replace Evennia's mixes ``ServerWebMixin`` /
+``PortalWebMixin`` in front of them instead.
+"""
+
+from __future__ import annotations
+
+import os
+
+from django.conf import settings
+from evennia.server.portal.service import EvenniaPortalService
+from evennia.server.service import EvenniaServerService
+from evennia.utils import logger
+from evennia.utils.utils import mod_import
+from twisted.application.service import Service
+from twisted.internet import reactor, threads
+from twisted.web import resource
+
+import bartizan
+from bartizan.app import django_mounts
+
+__all__ = ["PortalService", "PortalWebMixin", "ServerService", "ServerWebMixin"]
+
+_PLUGIN_ERROR = (
+    "WARNING: settings.WEB_PLUGINS_MODULE not found - "
+    "copy 'evennia/game_template/server/conf/web_plugins.py to mygame/server/conf."
+)
+
+
+def _web_plugins():
+    """The game's WEB_PLUGINS_MODULE, or None when it has none."""
+    try:
+        return mod_import(settings.WEB_PLUGINS_MODULE)
+    except ImportError:
+        return None
+
+
+def _children(root: resource.Resource, served_elsewhere: set[bytes]) -> list[bytes]:
+    return sorted(name for name in root.children if name not in served_elsewhere)
+
+
+class _TwistedRoutes:
+    """The Twisted resources a root carries, on a loopback site in this process's reactor, and
+    the routes that send their paths there."""
+
+    def __init__(self, root: resource.Resource, names: list[bytes], site_class=None):
+        from twisted.web.server import Site
+
+        self.names = names
+        self.port = None
+        self.routes: dict[str, str] = {}
+        if not names:
+            return
+        site = (site_class or Site)(root)
+        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        address = f"127.0.0.1:{self.port.getHost().port}"
+        self.routes = {"/" + name.decode("utf-8", "replace"): address for name in names}
+
+    def close(self):
+        if self.port is not None:
+            port, self.port = self.port, None
+            return port.stopListening()
+        return None
+
+
+class _BartizanService(Service):
+    """Starts a bartizan server with its parent service and stops it, off the reactor thread
+    (a view or a proxied request may be waiting on the reactor), when the parent stops."""
+
+    def __init__(self, name: str, server: bartizan.Server, stop_timeout: float, retire: bool):
+        self.setName(name)
+        self.server = server
+        self.stop_timeout = stop_timeout
+        self.retire = retire
+        self.twisted_routes: _TwistedRoutes | None = None
+
+    def privilegedStartService(self):
+        # Bound here, as Twisted's own TCP services bind: before the reactor runs, and never
+        # in a process that only builds the service (the launcher does, on every command).
+        self.server.start()
+        super().privilegedStartService()
+
+    def stop_serving(self):
+        """A Deferred that fires when the server has stopped (its ports closed, its
+        in-flight requests finished or cut at the deadline)."""
+        return threads.deferToThread(self.server.stop, self.stop_timeout, self.retire)
+
+    def stopService(self):
+        super().stopService()
+        if self.twisted_routes is not None:
+            self.twisted_routes.close()
+        return self.stop_serving()
+
+
+class _WebRoot:
+    """What Evennia's shutdown asks of ``service.web_root``: ``empty_threadpool()`` returning a
+    Deferred that fires once no request is running. Here that is the server's stop: its ports
+    close at once (the Portal's proxy holds new requests until the next Server listens) and the
+    requests in flight finish."""
+
+    def __init__(self, web: _BartizanService):
+        self.web = web
+
+    def empty_threadpool(self):
+        pending = self.web.server.pending
+        if pending:
+            logger.log_info(f"Webserver waiting for {pending} requests ... ")
+        return self.web.stop_serving()
+
+
+class ServerWebMixin:
+    """Evennia's Server-side web layer on Bartizan; put it before the Server service class."""
+
+    #: Seconds in-flight requests get to finish on a reload or stop.
+    web_drain_timeout = 30.0
+
+    def register_webserver(self):
+        from django.core.wsgi import get_wsgi_application
+        from evennia.server.webserver import PrivateStaticRoot
+
+        low, high = settings.WEBSERVER_THREADPOOL_LIMITS
+        high = max(1, high)
+        mounts = django_mounts(required=True)
+
+        # Plugins get a Twisted root to add children to, as with Evennia's own web root.
+        root = resource.Resource()
+        stock = {b"media": settings.MEDIA_ROOT, b"static": settings.STATIC_ROOT}
+        for name, path in stock.items():
+            if os.path.isdir(path):
+                root.putChild(name, PrivateStaticRoot(path))
+        plugins = _web_plugins()
+        if plugins is None:
+            self.info_dict["errors"] = _PLUGIN_ERROR
+        else:
+            returned = plugins.at_webserver_root_creation(root)
+            if returned is not root and returned is not None:
+                logger.log_warn(
+                    f"{settings.WEB_PLUGINS_MODULE}.at_webserver_root_creation returned a new "
+                    f"root ({type(returned).__name__}); Bartizan serves Django and the children "
+                    "added to the root it was given, not the returned root itself."
+                )
+        twisted_routes = _TwistedRoutes(root, _children(root, set(stock)))
+
+        server = bartizan.Server(
+            get_wsgi_application(),
+            bind=[f"127.0.0.1:{internal}" for _public, internal in settings.WEBSERVER_PORTS],
+            threads=high,
+            min_threads=min(max(0, low), high),
+            static=mounts,
+            routes=twisted_routes.routes,
+            trusted_proxies=list(settings.UPSTREAM_IPS),
+            access_log=settings.HTTP_LOG_FILE if settings.DEBUG else None,
+        )
+        web = _BartizanService("EvenniaWebServer", server, self.web_drain_timeout, retire=True)
+        web.twisted_routes = twisted_routes
+        web.setServiceParent(self)
+        self.web_root = _WebRoot(web)
+        ports = ", ".join(str(internal) for _public, internal in settings.WEBSERVER_PORTS)
+        self.info_dict["webserver"] = f"webserver (bartizan): {ports}"
+
+
+class PortalWebMixin:
+    """Evennia's Portal-side web layer on Bartizan; put it before the Portal service class."""
+
+    #: Seconds a request waits for the Server (reloading, say) before a 503.
+    web_upstream_wait = 30.0
+    #: Seconds the proxy's in-flight requests get when the Portal stops.
+    web_stop_timeout = 3.0
+
+    def register_webserver(self):
+        from evennia.server.webserver import EvenniaReverseProxyResource, Website
+
+        interfaces = list(self.check_lockdown(settings.WEBSERVER_INTERFACES))
+        # Twisted listens dual-stack on "::"; Bartizan opens one socket per family.
+        if "::" in interfaces and "0.0.0.0" not in interfaces:
+            interfaces.append("0.0.0.0")
+        mounts = django_mounts(required=True)
+        for public, internal in settings.WEBSERVER_PORTS:
+            root = EvenniaReverseProxyResource("127.0.0.1", internal, "")
+            self._add_webclient(root)
+            plugins = _web_plugins()
+            if plugins is None:
+                self.info_dict["errors"] = _PLUGIN_ERROR
+            else:
+                returned = plugins.at_webproxy_root_creation(root)
+                if returned is not root and returned is not None:
+                    logger.log_warn(
+                        f"{settings.WEB_PLUGINS_MODULE}.at_webproxy_root_creation returned a "
+                        f"new root ({type(returned).__name__}); Bartizan forwards to the Server "
+                        "and serves the children added to the root it was given, not the "
+                        "returned root itself."
+                    )
+
+            def site(root, _website=Website):
+                site = _website(root, logPath=settings.HTTP_LOG_FILE)
+                site.is_portal = True
+                return site
+
+            twisted_routes = _TwistedRoutes(root, _children(root, set()), site_class=site)
+            proxy = bartizan.Proxy(
+                [f"127.0.0.1:{internal}"],
+                bind=[bartizan.format_address(i, public) for i in interfaces],
+                static=mounts,
+                routes=twisted_routes.routes,
+                trusted_proxies=list(settings.UPSTREAM_IPS),
+                upstream_wait=self.web_upstream_wait,
+            )
+            web = _BartizanService(
+                f"EvenniaWebProxy{public}", proxy, self.web_stop_timeout, retire=False
+            )
+            web.twisted_routes = twisted_routes
+            web.setServiceParent(self)
+            shown = ", ".join(bartizan.format_address(i, public) for i in interfaces)
+            self.info_dict["webserver_proxy"].append(f"webserver-proxy (bartizan): {shown}")
+            self.info_dict["webserver_internal"].append(f"webserver: {internal}")
+
+    def _add_webclient(self, root):
+        """The AJAX webclient at /webclientdata and the websocket port, as Evennia sets them
+        up (the websocket once, on its own port)."""
+        import evennia
+        from evennia.utils.utils import class_from_module
+
+        if not settings.WEBCLIENT_ENABLED:
+            return
+        ajax = class_from_module(settings.AJAX_CLIENT_CLASS)()
+        ajax.sessionhandler = evennia.PORTAL_SESSION_HANDLER
+        root.putChild(b"webclientdata", ajax)
+        shown = "webclient (ajax only)"
+        if (
+            settings.WEBSOCKET_CLIENT_ENABLED
+            and settings.WEBSOCKET_CLIENT_PORT
+            and settings.WEBSOCKET_CLIENT_INTERFACE
+            and not getattr(self, "_websocket_started", False)
+        ):
+            shown = self._start_websocket()
+        self.info_dict["webclient"].append(shown)
+
+    def _start_websocket(self) -> str:
+        import evennia
+        from autobahn.twisted.websocket import WebSocketServerFactory
+        from evennia.server.portal import webclient  # noqa: F401  (registers the protocol)
+        from evennia.utils.utils import class_from_module
+        from twisted.application import internet
+
+        interface = "127.0.0.1" if settings.LOCKDOWN_MODE else settings.WEBSOCKET_CLIENT_INTERFACE
+        port = settings.WEBSOCKET_CLIENT_PORT
+
+        class Websocket(WebSocketServerFactory):
+            "Named for the logs."
+
+        factory = Websocket()
+        factory.noisy = False
+        factory.protocol = class_from_module(settings.WEBSOCKET_PROTOCOL_CLASS)
+        factory.sessionhandler = evennia.PORTAL_SESSION_HANDLER
+        service = internet.TCPServer(port, factory, interface=interface)
+        service.setName(f"EvenniaWebSocket{interface}:{port}")
+        service.setServiceParent(self)
+        self._websocket_started = True
+        return f"webclient-websocket {interface}: {port}"
+
+
+class ServerService(ServerWebMixin, EvenniaServerService):
+    """Evennia's Server service with its website on Bartizan."""
+
+
+class PortalService(PortalWebMixin, EvenniaPortalService):
+    """Evennia's Portal service with its web front on Bartizan."""
