@@ -3,11 +3,15 @@ loopback port and stop its whole process group afterwards."""
 
 import faulthandler
 import os
+import re
+import shutil
 import sys
 import threading
 
 import pytest
 
+from tests.support import ChildProcess, evennia_game
+from tests.support.cdp import CDP
 from tests.support.process import (
     LIVE,
     METRICS_LINE_RE,
@@ -22,12 +26,17 @@ from tests.support.process import (
 # returns): after this long, dump all stacks, kill the servers, exit.
 TEST_HANG_LIMIT = 120
 
+BROWSER_WAIT = 30  # bound on every browser wait, in seconds
+DEVTOOLS_RE = re.compile(r"DevTools listening on (ws://\S+)")
+CHROMIUM = shutil.which("chromium")
+
 
 def _hang_watchdog(nodeid):
     sys.stderr.write(f"\n*** {nodeid} still running after {TEST_HANG_LIMIT} s: aborting the run\n")
     faulthandler.dump_traceback(all_threads=True)
     for proc in list(LIVE):
         proc.stop()
+    evennia_game.kill_all()
     os._exit(3)
 
 
@@ -113,3 +122,44 @@ def cli():
     launcher = _CliLauncher()
     yield launcher
     launcher.stop_all()
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Chromium in its own process group; yields a CDP connection to
+    the browser target. The DevTools address is read from stderr."""
+    if CHROMIUM is None:
+        pytest.skip(
+            "no `chromium` on PATH (install Debian's chromium package to run the browser test)"
+        )
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    proc = ChildProcess(
+        [
+            CHROMIUM,
+            "--headless=new",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--no-default-browser-check",
+            "--disable-extensions",
+            "--disable-background-networking",
+            "--no-proxy-server",
+            "--remote-debugging-port=0",
+            f"--user-data-dir={profile}",
+            "about:blank",
+        ]
+    )
+    cdp = None
+    try:
+        m = proc.stderr_match(DEVTOOLS_RE, BROWSER_WAIT)
+        assert m, "chromium did not report a DevTools address; stderr:\n" + "\n".join(
+            proc.stderr_lines()[-30:]
+        )
+        cdp = CDP(m.group(1), timeout=BROWSER_WAIT)
+        yield cdp
+    finally:
+        if cdp:
+            cdp.close()
+        proc.stop()

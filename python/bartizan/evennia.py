@@ -14,6 +14,9 @@
   stays away gives 503 with ``Retry-After``. What the Portal answers itself (the AJAX
   webclient at ``/webclientdata`` and whatever ``at_webproxy_root_creation`` adds) stays a
   Twisted resource, on a loopback site the proxy routes those paths to.
+- ``BARTIZAN_SERVER`` and ``BARTIZAN_PORTAL`` (dicts, optional) add or override keyword
+  arguments of the Server's ``bartizan.Server`` and the Portal's ``bartizan.Proxy``, e.g.
+  ``BARTIZAN_PORTAL = {"upstream_wait": 60}``.
 - ``UPSTREAM_IPS`` are the peers whose ``X-Forwarded-For`` is believed; ``DEBUG`` turns on the
   access log, to ``HTTP_LOG_FILE``; ``WEBSERVER_THREADPOOL_LIMITS`` sizes the app threads.
   Twisted children that ``at_webserver_root_creation`` adds to the Server's root are served
@@ -164,13 +167,16 @@ class ServerWebMixin:
 
         server = bartizan.Server(
             get_wsgi_application(),
-            bind=[f"127.0.0.1:{internal}" for _public, internal in settings.WEBSERVER_PORTS],
-            threads=high,
-            min_threads=min(max(0, low), high),
-            static=mounts,
-            routes=twisted_routes.routes,
-            trusted_proxies=list(settings.UPSTREAM_IPS),
-            access_log=settings.HTTP_LOG_FILE if settings.DEBUG else None,
+            **{
+                "bind": [f"127.0.0.1:{internal}" for _public, internal in settings.WEBSERVER_PORTS],
+                "threads": high,
+                "min_threads": min(max(0, low), high),
+                "static": mounts,
+                "routes": twisted_routes.routes,
+                "trusted_proxies": list(settings.UPSTREAM_IPS),
+                "access_log": settings.HTTP_LOG_FILE if settings.DEBUG else None,
+                **getattr(settings, "BARTIZAN_SERVER", {}),
+            },
         )
         web = _BartizanService("EvenniaWebServer", server, self.web_drain_timeout, retire=True)
         web.twisted_routes = twisted_routes
@@ -183,7 +189,8 @@ class ServerWebMixin:
 class PortalWebMixin:
     """Evennia's Portal-side web layer on Bartizan; put it before the Portal service class."""
 
-    #: Seconds a request waits for the Server (reloading, say) before a 503.
+    #: Seconds a request waits for the Server (reloading, say) before a 503; also
+    #: ``BARTIZAN_PORTAL = {"upstream_wait": ...}``.
     web_upstream_wait = 30.0
     #: Seconds the proxy's in-flight requests get when the Portal stops.
     web_stop_timeout = 3.0
@@ -220,11 +227,14 @@ class PortalWebMixin:
             twisted_routes = _TwistedRoutes(root, _children(root, set()), site_class=site)
             proxy = bartizan.Proxy(
                 [f"127.0.0.1:{internal}"],
-                bind=[bartizan.format_address(i, public) for i in interfaces],
-                static=mounts,
-                routes=twisted_routes.routes,
-                trusted_proxies=list(settings.UPSTREAM_IPS),
-                upstream_wait=self.web_upstream_wait,
+                **{
+                    "bind": [bartizan.format_address(i, public) for i in interfaces],
+                    "static": mounts,
+                    "routes": twisted_routes.routes,
+                    "trusted_proxies": list(settings.UPSTREAM_IPS),
+                    "upstream_wait": self.web_upstream_wait,
+                    **getattr(settings, "BARTIZAN_PORTAL", {}),
+                },
             )
             web = _BartizanService(
                 f"EvenniaWebProxy{public}", proxy, self.web_stop_timeout, retire=False

@@ -449,6 +449,7 @@ fn rewrite_head(
         h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
     let peer = conn.peer.ip().to_canonical();
+    carry_chain_into_forwarded(h);
     append(
         h,
         HeaderName::from_static("x-forwarded-for"),
@@ -464,6 +465,36 @@ fn rewrite_head(
     }
     append(h, header::FORWARDED, fwd);
     Ok(())
+}
+
+/// A request that came with `X-Forwarded-For` but no `Forwarded` gets that chain as
+/// `Forwarded` elements first, so the `Forwarded` this hop appends tells the whole way and not
+/// just the last hop (an app that prefers `Forwarded` would otherwise see only this peer).
+fn carry_chain_into_forwarded(h: &mut HeaderMap) {
+    let xff = HeaderName::from_static("x-forwarded-for");
+    if h.contains_key(header::FORWARDED) {
+        return;
+    }
+    let Some(chain) = joined(h, &xff, ",", as_text) else {
+        return;
+    };
+    let elements: Vec<String> = chain
+        .split(',')
+        .map(|node| {
+            let node = node.trim();
+            let ip = node
+                .parse::<IpAddr>()
+                .ok()
+                .or_else(|| node.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()));
+            match ip {
+                Some(ip) => format!("for={}", forwarded_node(ip)),
+                None => "for=unknown".to_string(),
+            }
+        })
+        .collect();
+    if let Ok(v) = HeaderValue::from_str(&elements.join(", ")) {
+        h.insert(header::FORWARDED, v);
+    }
 }
 
 /// Answers 101 and joins the client's and the upstream's upgraded connections.
@@ -507,6 +538,24 @@ mod tests {
         strip_hop_by_hop(&mut h, true);
         assert_eq!(h[header::UPGRADE], "websocket");
         assert_eq!(h[header::CONNECTION], "upgrade");
+    }
+
+    #[test]
+    fn an_x_forwarded_for_chain_becomes_forwarded_elements() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-forwarded-for",
+            "203.0.113.7, ::1, bogus".parse().unwrap(),
+        );
+        carry_chain_into_forwarded(&mut h);
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=203.0.113.7, for=\"[::1]\", for=unknown"
+        );
+        // A request that already says `Forwarded` keeps its own.
+        h.insert(header::FORWARDED, "for=1.2.3.4".parse().unwrap());
+        carry_chain_into_forwarded(&mut h);
+        assert_eq!(h[header::FORWARDED], "for=1.2.3.4");
     }
 
     #[test]

@@ -201,3 +201,59 @@ class CDP:
                 self._dispatch(json.loads(self.ws.recv_text(deadline)))
         except TimeoutError:
             pass
+
+
+class PageLoad:
+    """What loading one page in a fresh tab did: the requests it sent to `origin` (the
+    browser's own favicon lookup left out), their responses and failures."""
+
+    def __init__(self, cdp, url, origin, *, block=(), wait=30.0):
+        self.cdp = cdp
+        target = cdp.call("Target.createTarget", {"url": "about:blank"})["targetId"]
+        self.session = s = cdp.call("Target.attachToTarget", {"targetId": target, "flatten": True})[
+            "sessionId"
+        ]
+        cdp.call("Network.enable", session=s)
+        cdp.call("Network.setCacheDisabled", {"cacheDisabled": True}, session=s)
+        if block:
+            # Failing at once instead of waiting on a network this machine may not have.
+            cdp.call("Network.setBlockedURLs", {"urls": list(block)}, session=s)
+        cdp.call("Page.enable", session=s)
+        cdp.call("Runtime.enable", session=s)
+        nav = cdp.call("Page.navigate", {"url": url}, session=s)
+        assert not nav.get("errorText"), f"navigation to {url} failed: {nav}"
+        cdp.wait_event("Page.loadEventFired", session=s, timeout=wait)
+        # Late events (a response body finishing after load) have a moment to arrive.
+        cdp.drain(0.5)
+        events = [(m, p) for m, p, sid in cdp.events if sid == s]
+        favicon = origin + "/favicon.ico"
+        sent = {
+            p["requestId"]: p["request"]["url"]
+            for m, p in events
+            if m == "Network.requestWillBeSent"
+            and p["request"]["url"].startswith(origin + "/")
+            and p["request"]["url"] != favicon
+        }
+        self.sent = sent
+        self.failed = [
+            p for m, p in events if m == "Network.loadingFailed" and p["requestId"] in sent
+        ]
+        self.responses = {
+            p["response"]["url"]: p["response"]
+            for m, p in events
+            if m == "Network.responseReceived" and p["requestId"] in sent
+        }
+        self.unanswered = sorted(url for url in sent.values() if url not in self.responses)
+
+    def assert_all_served(self):
+        assert not self.failed, f"failed sub-requests: {self.failed}"
+        assert not self.unanswered, f"requests without a response: {self.unanswered}"
+        bad = {url: r["status"] for url, r in self.responses.items() if r["status"] >= 400}
+        assert not bad, f"responses with an error status: {bad}"
+
+    def evaluate(self, expr):
+        res = self.cdp.call(
+            "Runtime.evaluate", {"expression": expr, "returnByValue": True}, session=self.session
+        )
+        assert "exceptionDetails" not in res, res
+        return res["result"].get("value")

@@ -34,7 +34,7 @@ WORKERS_START_LINE_RE = re.compile(
     r"\(threads: (?P<threads>\d+)(?:, workers: (?P<workers>\d+))?\)$"
 )
 PROXY_LINE_RE = re.compile(
-    r"^bartizan: proxy listening on (?P<urls>https?://\S+(?:, https?://\S+)*) -> (?P<ups>\S+(?:, \S+)*)$"
+    r"^bartizan: proxy listening on (?P<urls>https?://\S+(?:, https?://\S+)*) -> (?P<ups>[^\s;]+(?:, [^\s;]+)*)(?:; \S+ -> \S+)*$"
 )
 METRICS_LINE_RE = re.compile(r"^bartizan: metrics on (?P<url>http://\S+)$")
 

@@ -1,0 +1,227 @@
+"""A real Evennia game on free loopback ports, made with `evennia --init` and driven with the
+`evennia` launcher as a game owner would: start, reload, stop. With `bartizan=True` its
+settings carry the two lines that put its website on Bartizan; without, it runs Evennia's own
+Twisted web stack (the benchmark's peer).
+
+Every wait here is bounded: a game that does not come up fails the caller, never hangs it.
+"""
+
+from __future__ import annotations
+
+import http.client
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BIN = Path(sys.executable).parent
+EVENNIA = BIN / "evennia"
+SUPERUSER = ("admin", "bartizan-Evennia-1")
+
+TWO_LINES = """
+EVENNIA_SERVER_SERVICE_CLASS = "bartizan.evennia.ServerService"
+EVENNIA_PORTAL_SERVICE_CLASS = "bartizan.evennia.PortalService"
+"""
+
+# A view that shows what Django was told about the client, for the forwarding tests.
+CLIENT_VIEW = """
+
+from django.http import JsonResponse as _JsonResponse
+from django.urls import path as _path
+from evennia.utils.utils import ip_from_request as _ip_from_request
+
+
+def _client(request):
+    return _JsonResponse(
+        {"remote_addr": request.META.get("REMOTE_ADDR"), "evennia_ip": _ip_from_request(request)}
+    )
+
+
+urlpatterns.append(_path("_client/", _client))
+"""
+
+
+# Every game made in this run, so a run that is aborted can still kill their processes.
+GAMES: list[Game] = []
+
+
+def kill_all() -> None:
+    for game in GAMES:
+        game.kill_leftovers()
+
+
+def free_ports(n: int) -> list[int]:
+    socks = []
+    for _ in range(n):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        socks.append(s)
+    ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    return ports
+
+
+class Game:
+    def __init__(self, parent: Path, *, bartizan: bool, name: str = "bartizangame"):
+        self.dir = parent / name
+        self.name = name
+        self.bartizan = bartizan
+        GAMES.append(self)
+        telnet, web, internal, websocket, amp = free_ports(5)
+        self.port, self.internal_port, self.websocket_port = web, internal, websocket
+        self.settings = {
+            "TELNET_PORTS": [telnet],
+            "WEBSERVER_PORTS": [(web, internal)],
+            "WEBSOCKET_CLIENT_PORT": websocket,
+            "AMP_PORT": amp,
+            "TELNET_INTERFACES": ["127.0.0.1"],
+            "WEBSERVER_INTERFACES": ["127.0.0.1"],
+            "WEBSOCKET_CLIENT_INTERFACE": "127.0.0.1",
+        }
+
+    @property
+    def ports(self) -> list[int]:
+        s = self.settings
+        return [
+            *s["TELNET_PORTS"],
+            self.port,
+            self.internal_port,
+            self.websocket_port,
+            s["AMP_PORT"],
+        ]
+
+    def env(self) -> dict:
+        env = dict(os.environ)
+        # The launcher runs `twistd` from PATH.
+        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"
+        env["EVENNIA_SUPERUSER_USERNAME"], env["EVENNIA_SUPERUSER_PASSWORD"] = SUPERUSER
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        return env
+
+    def evennia(self, *args: str, timeout: float = 120.0) -> subprocess.CompletedProcess:
+        cwd = self.dir if self.dir.exists() else self.dir.parent
+        return subprocess.run(
+            [str(EVENNIA), *args],
+            cwd=cwd,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=True,
+        )
+
+    def create(self, extra_settings: str = "") -> Game:
+        self.evennia("--init", self.name)
+        lines = [f"{k} = {v!r}" for k, v in self.settings.items()]
+        text = "\n".join(lines) + "\n" + (TWO_LINES if self.bartizan else "") + extra_settings
+        with open(self.dir / "server" / "conf" / "settings.py", "a") as f:
+            f.write("\n" + text)
+        with open(self.dir / "web" / "urls.py", "a") as f:
+            f.write(CLIENT_VIEW)
+        self.evennia("migrate")
+        return self
+
+    def log(self, which: str = "server") -> str:
+        path = self.dir / "server" / "logs" / f"{which}.log"
+        return path.read_text(errors="replace") if path.exists() else ""
+
+    def start(self) -> Game:
+        self.evennia("start")
+        # A fresh game restarts its Server once, right after it first starts.
+        self.wait_for_log("server", "restarted in 'reset' mode", 60)
+        self.wait_until_serving()
+        return self
+
+    def wait_for_log(self, which: str, text: str, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.log(which):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{which}.log never said {text!r}")
+            time.sleep(0.2)
+
+    def server_pid(self) -> int | None:
+        try:
+            pid = int((self.dir / "server" / "server.pid").read_text().strip())
+        except (OSError, ValueError):
+            return None
+        return pid if _alive(pid) else None
+
+    def wait_for_new_server(self, old_pid: int | None, timeout: float = 60) -> int:
+        """The pid of the Server that replaced `old_pid` (a reload starts a new process)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pid = self.server_pid()
+            if pid is not None and pid != old_pid:
+                return pid
+            if time.monotonic() > deadline:
+                raise AssertionError(f"the Server (pid {old_pid}) was never replaced")
+            time.sleep(0.2)
+
+    def wait_until_serving(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                status, body, _ = self.get("/")
+                if status == 200 and self.name.encode() in body:
+                    return
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise AssertionError("the game's front page never answered 200")
+            time.sleep(0.3)
+
+    def get(self, path: str, headers: dict | None = None, *, port: int | None = None):
+        c = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=30)
+        try:
+            c.request("GET", path, headers=headers or {})
+            r = c.getresponse()
+            return r.status, r.read(), r
+        finally:
+            c.close()
+
+    def reload(self) -> None:
+        self.evennia("reload")
+
+    def stop(self) -> None:
+        if self.dir.exists():
+            try:
+                self.evennia("stop", timeout=60)
+            except subprocess.SubprocessError:
+                pass
+        self.kill_leftovers()
+
+    def pids(self) -> list[int]:
+        pids = []
+        for name in ("server.pid", "portal.pid"):
+            path = self.dir / "server" / name
+            try:
+                pids.append(int(path.read_text().strip()))
+            except (OSError, ValueError):
+                pass
+        return [p for p in pids if _alive(p)]
+
+    def kill_leftovers(self) -> None:
+        for pid in self.pids():
+            try:
+                os.kill(pid, 9)
+            except OSError:
+                pass
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not a process left running.
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
