@@ -2,6 +2,8 @@
 line's flags, the Server keyword arguments and their checks. Pure logic, no
 server; the end-to-end behaviour of the same errors is in test_cli_embed.py."""
 
+import re
+
 import pytest
 from bartizan import cli, options
 from bartizan.options import OPTIONS, OptionError
@@ -97,6 +99,31 @@ def test_proxy_options(tmp_path):
     cert.write_text("x")
     with pytest.raises(OptionError, match=r"--certfile .*: needs --keyfile"):
         parse("--upstream", "127.0.0.1:1", "--certfile", str(cert), command=options.PROXY)
+
+
+def test_routes_are_prefix_and_address():
+    values = parse(
+        "--upstream", "127.0.0.1:1", "--route", "/ajax=127.0.0.1:2", command=options.PROXY
+    )
+    assert values["routes"] == [("/ajax", "127.0.0.1:2")]
+    # The app server takes routes too.
+    assert parse("--route", "/side=[::1]:3")["routes"] == [("/side", "[::1]:3")]
+    for bad, message in (
+        ("nothing", "expected PREFIX=HOST:PORT"),
+        ("ajax=127.0.0.1:2", "must be a path under /"),
+        ("/=127.0.0.1:2", "must be a path under /"),
+        ("/a?b=127.0.0.1:2", "plain path"),
+        ("/ajax=localhost", "expected HOST:PORT"),
+    ):
+        with pytest.raises(OptionError, match=re.escape(message)) as caught:
+            parse("--route", bad)
+        assert str(caught.value).startswith("--route ")
+    given = options.embed_options({"routes": {"/a": "127.0.0.1:2"}})
+    assert given["routes"] == [("/a", "127.0.0.1:2")]
+    given = options.embed_options({"routes": ["/a=127.0.0.1:2", ("/b", "127.0.0.1:3")]})
+    assert given["routes"] == [("/a", "127.0.0.1:2"), ("/b", "127.0.0.1:3")]
+    with pytest.raises(OptionError, match=r"^routes=\('/a', ''\)"):
+        options.embed_options({"routes": ["/a"]})
 
 
 def test_embedding_keywords_are_checked_in_their_own_words():
