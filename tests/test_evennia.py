@@ -34,11 +34,40 @@ BARTIZAN_PORTAL = {{"upstream_wait": {UPSTREAM_WAIT}}}
 """
 
 
+def _has_ipv6_loopback() -> bool:
+    try:
+        with socket.socket(socket.AF_INET6) as s:
+            s.bind(("::1", 0))
+        return True
+    except OSError:
+        return False
+
+
+IPV6 = _has_ipv6_loopback()
+
+# Twisted children a game's WEB_PLUGINS_MODULE adds to the Server's and the Portal's roots.
+WEB_PLUGINS = """
+from twisted.web import static
+
+
+def at_webserver_root_creation(web_root):
+    web_root.putChild(b"server-plugin", static.Data(b"from the Server's plugin", "text/plain"))
+    return web_root
+
+
+def at_webproxy_root_creation(web_root):
+    web_root.putChild(b"portal-plugin", static.Data(b"from the Portal's plugin", "text/plain"))
+    return web_root
+"""
+
+
 @pytest.fixture(scope="module")
 def game(tmp_path_factory):
     g = Game(tmp_path_factory.mktemp("evennia"), bartizan=True)
+    if IPV6:
+        g.settings["WEBSERVER_INTERFACES"] = ["127.0.0.1", "::1"]
     try:
-        g.create(EXTRA_SETTINGS).start()
+        g.create(EXTRA_SETTINGS, web_plugins=WEB_PLUGINS).start()
         yield g
     finally:
         g.stop()
@@ -49,6 +78,19 @@ def test_front_page_names_the_game(game):
     assert status == 200
     assert game.name.encode() in body
     assert len(body) > 3000
+
+
+@pytest.mark.skipif(not IPV6, reason="this machine has no IPv6 loopback")
+def test_front_page_over_ipv6(game):
+    """WEBSERVER_INTERFACES with ::1: the public port answers there too."""
+    c = http.client.HTTPConnection("::1", game.port, timeout=30)
+    try:
+        c.request("GET", "/")
+        r = c.getresponse()
+        assert r.status == 200
+        assert game.name.encode() in r.read()
+    finally:
+        c.close()
 
 
 def test_admin_redirects_to_login(game):
@@ -132,6 +174,13 @@ def test_ajax_webclient_lives_in_the_portal(game):
     kind, args, _ = json.loads(body)
     assert kind == "text"
     assert game.name in args[0]
+
+
+def test_web_plugin_children_are_served(game):
+    """What at_webserver_root_creation and at_webproxy_root_creation add to their roots
+    answers at its path, from the process that added it."""
+    assert game.get("/server-plugin")[:2] == (200, b"from the Server's plugin")
+    assert game.get("/portal-plugin")[:2] == (200, b"from the Portal's plugin")
 
 
 def test_static_file_with_etag_and_304(game):

@@ -5,6 +5,7 @@ import dataclasses
 
 from lib import BENCH, log
 from lib.config import Load
+from lib.evennia import section_evennia
 from lib.measure import bench_http, launch_server, run_inprocess
 from lib.processes import ServerFailed, scratch, stop_server
 from lib.results import (
@@ -216,4 +217,5 @@ SECTIONS = {
     "io": section_io,
     "mixed": section_mixed,
     "cpu": section_cpu,
+    "evennia": section_evennia,
 }

@@ -277,13 +277,18 @@ STATIC_SERVERS = ["bartizan", "nginx", "granian"]
 PROXY_FRONTS = ["bartizan-proxy", "nginx-proxy", "twisted-proxy"]
 BASELINE = "bartizan"  # ratios in the table are BASELINE's value / the row's
 # Row keys BENCH_SERVERS may name that are not servers of their own.
-ROW_KEYS = ["upstream"]  # the proxy section's upstream, measured directly
+# The proxy section's upstream, measured directly; the evennia section's two games.
+ROW_KEYS = ["upstream", "evennia-bartizan", "evennia-twisted"]
 # Sections whose ratios are against another Bartizan row than BASELINE.
 SECTION_BASELINES = {
     "proxy": "bartizan-proxy",
     "io": "bartizan-20",
     "mixed": "bartizan-20",
     "cpu": "bartizan-20",
+    "evennia-page": "evennia-bartizan",
+    "evennia-static": "evennia-bartizan",
+    "evennia-login": "evennia-bartizan",
+    "evennia-reload": "evennia-bartizan",
 }
 
 

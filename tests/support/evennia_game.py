@@ -114,8 +114,10 @@ class Game:
             check=True,
         )
 
-    def create(self, extra_settings: str = "") -> Game:
+    def create(self, extra_settings: str = "", web_plugins: str | None = None) -> Game:
         self.evennia("--init", self.name)
+        if web_plugins is not None:
+            (self.dir / "server" / "conf" / "web_plugins.py").write_text(web_plugins)
         lines = [f"{k} = {v!r}" for k, v in self.settings.items()]
         text = "\n".join(lines) + "\n" + (TWO_LINES if self.bartizan else "") + extra_settings
         with open(self.dir / "server" / "conf" / "settings.py", "a") as f:
