@@ -176,7 +176,7 @@ impl PyServer {
     #[pyo3(signature = (
         app, binds, *, threads=20, min_threads=1, queue=1024, root_path=String::new(),
         max_body=1u64 << 30, body_timeout=60.0, header_timeout=30.0, io_threads=2,
-        max_head=65536, retry_after=1, statics=Vec::new(), static_max_age=3600,
+        max_head=65536, retry_after=1, statics=Vec::new(), media=Vec::new(), static_max_age=3600,
         trusted_proxies=vec!["127.0.0.1".to_string(), "::1".to_string()],
         upstreams=Vec::new(), routes=Vec::new(), upstream_wait=30.0, connect_timeout=5.0, response_timeout=60.0,
         certfile=None, keyfile=None, listen_fds=Vec::new(), access_log=None,
@@ -197,6 +197,7 @@ impl PyServer {
         max_head: usize,
         retry_after: u32,
         statics: Vec<(String, std::path::PathBuf)>,
+        media: Vec<(String, std::path::PathBuf)>,
         static_max_age: u32,
         trusted_proxies: Vec<String>,
         upstreams: Vec<String>,
@@ -212,8 +213,10 @@ impl PyServer {
         multiprocess: bool,
     ) -> PyResult<Self> {
         let mut mounts = Vec::new();
-        for (prefix, dir) in &statics {
-            mounts.push(statics::Mount::new(prefix, dir).map_err(StartError::from)?);
+        for (untrusted, given) in [(false, &statics), (true, &media)] {
+            for (prefix, dir) in given {
+                mounts.push(statics::Mount::new(prefix, dir, untrusted).map_err(StartError::from)?);
+            }
         }
         let mut addrs = Vec::new();
         for b in &binds {

@@ -45,10 +45,12 @@ pub struct Mount {
     pub prefix: String,
     /// The directory, already resolved to its canonical path.
     pub root: PathBuf,
+    /// Files users uploaded (Django's media): those a browser would run are sandboxed.
+    pub untrusted: bool,
 }
 
 impl Mount {
-    pub fn new(prefix: &str, dir: &Path) -> Result<Mount, MountError> {
+    pub fn new(prefix: &str, dir: &Path, untrusted: bool) -> Result<Mount, MountError> {
         let p = prefix.trim_end_matches('/');
         if !prefix.starts_with('/') || p.is_empty() || p.contains(['?', '#', '%', '\\']) {
             return Err(MountError::Prefix(prefix.to_string()));
@@ -63,6 +65,7 @@ impl Mount {
         Ok(Mount {
             prefix: p.to_string(),
             root,
+            untrusted,
         })
     }
 }
@@ -236,6 +239,7 @@ impl Statics {
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             self.describe(&mut parts.headers, &relative);
         }
+        guard(&mut parts.headers, mount.untrusted);
         let small = parts
             .headers
             .get(CONTENT_LENGTH)
@@ -264,6 +268,36 @@ impl Statics {
             .map_err(|e| BodyError(format!("reading static file: {e}")))
             .boxed_unsync();
         Ok(Response::from_parts(parts, ResponseBody::Boxed(body)))
+    }
+}
+
+/// Content types a browser renders as a document that may run scripts.
+fn runs_in_a_browser(content_type: &[u8]) -> bool {
+    let ct = String::from_utf8_lossy(content_type).to_ascii_lowercase();
+    let essence = ct.split(';').next().unwrap_or("").trim();
+    matches!(
+        essence,
+        "text/html" | "application/xhtml+xml" | "text/xml" | "application/xml"
+    ) || essence.ends_with("+xml")
+}
+
+/// A file is what its `Content-Type` says, never sniffed into something else; from an
+/// untrusted mount, a document that could run scripts is sandboxed (a unique origin, no
+/// scripts): an uploaded SVG with `<script>` cannot act as the site.
+fn guard(headers: &mut http::HeaderMap, untrusted: bool) {
+    headers.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if untrusted
+        && headers
+            .get(CONTENT_TYPE)
+            .is_some_and(|ct| runs_in_a_browser(ct.as_bytes()))
+    {
+        headers.insert(
+            http::header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("sandbox"),
+        );
     }
 }
 
@@ -544,6 +578,29 @@ impl Backend for RootedBackend {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn documents_that_could_run_scripts_are_known() {
+        for ct in [
+            "image/svg+xml",
+            "text/html; charset=utf-8",
+            "application/xhtml+xml",
+            "text/xml",
+            "application/rss+xml",
+        ] {
+            assert!(runs_in_a_browser(ct.as_bytes()), "{ct}");
+        }
+        for ct in ["image/png", "text/plain", "text/css", "application/pdf"] {
+            assert!(!runs_in_a_browser(ct.as_bytes()), "{ct}");
+        }
+        let mut h = http::HeaderMap::new();
+        h.insert(CONTENT_TYPE, HeaderValue::from_static("image/svg+xml"));
+        guard(&mut h, false);
+        assert_eq!(h[http::header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+        assert!(!h.contains_key(http::header::CONTENT_SECURITY_POLICY));
+        guard(&mut h, true);
+        assert_eq!(h[http::header::CONTENT_SECURITY_POLICY], "sandbox");
+    }
 
     #[test]
     fn hostile_paths_are_refused() {

@@ -96,7 +96,7 @@ def test_port_in_use_fails_cleanly(server):
         rc, err = run_failing(server, ECHO, "--host", "127.0.0.1", "--port", str(port))
     finally:
         holder.close()
-    assert rc != 0
+    assert rc == 2
     assert str(port) in err, err
     assert "Traceback" not in err, err
 
@@ -105,15 +105,16 @@ def test_port_in_use_fails_cleanly(server):
 
 
 def test_start_line_format(server):
-    """On start, exactly one line on stderr:
-    'bartizan: listening on http://HOST:PORT (threads: N)'."""
+    """On start, 'bartizan: listening on http://HOST:PORT (threads: N)', then
+    what is served: the app by name, and nothing else for an app with no
+    static mounts."""
     srv = server(ECHO, "--threads", "3")
     assert START_LINE_RE.match(srv.start_line)
     assert srv.threads == 3
     assert srv.host == "127.0.0.1", "default host is the IPv4 loopback"
     assert 0 < srv.port < 65536
     time.sleep(0.3)
-    assert srv.stderr_lines() == [srv.start_line], srv.stderr_text()
+    assert srv.stderr_lines() == [srv.start_line, f"bartizan: serving {ECHO}"], srv.stderr_text()
     r = requests.get(srv.url + "/", timeout=TIMEOUT)
     assert r.status_code == 200
 

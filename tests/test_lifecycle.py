@@ -30,7 +30,7 @@ from tests.support.process import WORKERS_START_LINE_RE
 
 RELOADED_RE = re.compile(
     r"^bartizan: reloaded: workers (?P<pids>[\d, ]+) serving; "
-    r"(?P<old>\d+) old worker\(s\) draining$"
+    r"(?P<old>\d+) old workers? draining$"
 )
 
 
@@ -217,7 +217,7 @@ def test_sigterm_drains_in_flight_closes_idle_and_exits_zero(cli, tmp_path):
     """SIGTERM to the master: connections are refused at once, an idle
     keep-alive connection is closed at once, the in-flight request still
     completes (200), the exit code is 0 and the log says
-    `worker PID stopped after draining 1 requests` and `bartizan: stopped`."""
+    `worker PID stopped after draining 1 request` and `bartizan: stopped`."""
     srv = cli(LIFECYCLE, "--graceful-timeout", "20")
     [worker] = worker_pids(srv)
     go, started = tmp_path / "go", tmp_path / "started"
@@ -253,7 +253,7 @@ def test_sigterm_drains_in_flight_closes_idle_and_exits_zero(cli, tmp_path):
         )
     assert rc == 0, f"exit code {rc}; stderr:\n{srv.stderr_text()}"
     lines = srv.stderr_lines()
-    assert f"bartizan: worker {worker} stopped after draining 1 requests" in lines, "\n".join(lines)
+    assert f"bartizan: worker {worker} stopped after draining 1 request" in lines, "\n".join(lines)
     assert "bartizan: stopped" in lines, "\n".join(lines)
     assert not any("Traceback" in line for line in lines), "\n".join(lines)
 
@@ -435,7 +435,7 @@ def test_worker_killed_while_starting_is_replaced_not_fatal(server):
 def test_sighup_reload_imports_the_app_afresh(cli, tmp_path):
     """SIGHUP: new workers import the app again (a value read at import time
     changes), the old workers retire and exit, the log says `reloading
-    (SIGHUP)` and `reloaded: workers ... serving; 2 old worker(s) draining`;
+    (SIGHUP)` and `reloaded: workers ... serving; 2 old workers draining`;
     a keep-alive connection opened before the reload still gets its next
     request answered."""
     env, vfile, _ = app_env(tmp_path, "v1")
@@ -517,7 +517,7 @@ def test_reload_lets_a_request_in_flight_on_an_old_worker_finish(cli, tmp_path):
     assert wait_for(lambda: not alive(old), 5), (
         "the old worker did not exit after answering its last request"
     )
-    assert f"bartizan: worker {old} stopped after draining 1 requests" in srv.stderr_lines(), (
+    assert f"bartizan: worker {old} stopped after draining 1 request" in srv.stderr_lines(), (
         srv.stderr_text()
     )
 
@@ -637,7 +637,7 @@ def test_load_across_five_sighup_reloads_loses_nothing(cli, tmp_path):
 
 def test_reload_option_restarts_workers_when_source_changes(cli, tmp_path):
     """--reload: rewriting a .py file under the server's working directory
-    triggers `reloading (source changed)` within a few seconds and the new
+    triggers `reloading (reload_app.py changed)` within a few seconds and the new
     code answers."""
     workdir = tmp_path / "site"
     workdir.mkdir()
@@ -647,7 +647,7 @@ def test_reload_option_restarts_workers_when_source_changes(cli, tmp_path):
     assert raw_request(srv.port, "GET", "/").body == b"first edition"
     time.sleep(1.2)  # past the first scan, so the edit is a change and not the baseline
     module.write_text(module.read_text().replace('"first edition"', '"second edition, rewritten"'))
-    wait_line(srv, re.compile(r"^bartizan: reloading \(source changed\)$"), 10)
+    wait_line(srv, re.compile(r"^bartizan: reloading \(reload_app\.py changed\)$"), 10)
     assert wait_for(
         lambda: raw_request(srv.port, "GET", "/").body == b"second edition, rewritten", 10
     ), f"still answering {raw_request(srv.port, 'GET', '/').body!r}; stderr:\n{srv.stderr_text()}"

@@ -67,7 +67,7 @@ def test_access_log_combined_format(cli, tmp_path):
     plus the duration in microseconds; absent referer/user-agent and a
     zero-byte body are written as "-"."""
     log = tmp_path / "access.log"
-    srv = cli(LIFECYCLE, "--access-log", str(log))
+    srv = cli(LIFECYCLE, f"--access-log={log}")
     before = datetime.now(timezone.utc).replace(microsecond=0)
     requests_made = [
         raw_request(srv.port, "GET", "/hello?q=1&x=%20y"),
@@ -126,7 +126,7 @@ def test_access_log_from_several_workers_has_one_whole_line_per_request(cli, tmp
     exactly one well-formed line each (no lost, doubled or interleaved
     lines); an HTTP/1.0 request is logged with its protocol."""
     log = tmp_path / "access.log"
-    srv = cli(LIFECYCLE, "--workers", "2", "--access-log", str(log))
+    srv = cli(LIFECYCLE, "--workers", "2", f"--access-log={log}")
     per_thread, threads = 25, 8
     failures = []
 
@@ -178,7 +178,7 @@ def test_access_log_remote_is_the_resolved_client(cli, tmp_path, extra, expected
     forwarded address; with --trusted-proxies "" the header is ignored and the
     peer address is logged."""
     log = tmp_path / "access.log"
-    srv = cli(LIFECYCLE, "--access-log", str(log), *extra)
+    srv = cli(LIFECYCLE, f"--access-log={log}", *extra)
     assert raw_request(srv.port, "GET", "/hello", headers=[XFF]).status == 200
     lines = wait_lines(log, 1)
     assert len(lines) == 1, lines
@@ -192,7 +192,7 @@ def test_access_log_json_format(cli, tmp_path):
     keys time, remote_addr, method, target, protocol, status, bytes, referer,
     user_agent, duration_us, holding the request's values."""
     log = tmp_path / "access.jsonl"
-    srv = cli(LIFECYCLE, "--access-log", str(log), "--access-log-format", "json")
+    srv = cli(LIFECYCLE, f"--access-log={log}", "--access-log-format", "json")
     t0 = time.time()
     r1 = raw_request(
         srv.port,

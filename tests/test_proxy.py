@@ -216,24 +216,57 @@ def test_forwarding_headers_appended(stack):
     ]
 
 
+@pytest.mark.skipif(not can_bind_source("127.0.0.2"), reason="cannot bind a socket to 127.0.0.2")
 def test_client_cannot_claim_https_or_host(stack):
-    """X-Forwarded-Proto and X-Forwarded-Host from the client are replaced by
-    the proxy's own: over plain HTTP the app behind it sees scheme http and
-    the real Host."""
-    env = get_env(
-        stack.trusting_proxy,
-        "/claim",
-        [
-            ("Host", "real.example"),
-            ("X-Forwarded-Proto", "https"),
-            ("X-Forwarded-Host", "evil.example"),
-        ],
-    )
+    """X-Forwarded-Proto and X-Forwarded-Host from a client the proxy does not
+    trust (127.0.0.2) are replaced by the proxy's own: over plain HTTP the app
+    behind it sees scheme http and the real Host."""
+    with RawConnection(stack.trusting_proxy.port, source="127.0.0.2") as c:
+        r = c.request(
+            "GET",
+            "/claim",
+            [
+                ("Host", "real.example"),
+                ("X-Forwarded-Proto", "https"),
+                ("X-Forwarded-Host", "evil.example"),
+                ("X-Forwarded-Port", "443"),
+            ],
+        )
+    env = r.json()["environ"]
     assert env["HTTP_X_FORWARDED_PROTO"] == "http"
     assert env["wsgi.url_scheme"] == "http"
     assert "HTTPS" not in env
+    assert "HTTP_X_FORWARDED_PORT" not in env
     assert env["HTTP_HOST"] == "real.example"
     assert env["SERVER_NAME"] == "real.example"
+
+
+def test_a_trusted_tls_front_keeps_https(stack):
+    """Behind a TLS front it trusts (nginx on 127.0.0.1 saying X-Forwarded-For,
+    X-Forwarded-Proto https), the proxy passes the front's word on: the app
+    sees the client, https and the public host."""
+    env = get_env(
+        stack.trusting_proxy,
+        "/tls-front",
+        [
+            ("Host", "game.example"),
+            ("X-Forwarded-For", "203.0.113.9"),
+            ("X-Forwarded-Proto", "https"),
+            ("X-Forwarded-Host", "game.example"),
+        ],
+    )
+    assert env["REMOTE_ADDR"] == "203.0.113.9"
+    assert env["wsgi.url_scheme"] == "https"
+    assert env["HTTP_X_FORWARDED_PROTO"] == "https"
+    assert env["SERVER_NAME"] == "game.example"
+
+
+def test_a_host_header_cannot_smuggle_a_forwarded_element(stack):
+    """A Host with quotes and separators never reaches the Forwarded element:
+    the app still sees the real peer."""
+    env = get_env(stack.trusting_proxy, "/smuggle", [("Host", 'x";for=6.6.6.6, for="1.1.1.1')])
+    assert env["REMOTE_ADDR"] == "127.0.0.1", env["HTTP_FORWARDED"]
+    assert "6.6.6.6" not in env["HTTP_FORWARDED"]
 
 
 @pytest.mark.skipif(not can_bind_source("127.0.0.2"), reason="cannot bind a socket to 127.0.0.2")

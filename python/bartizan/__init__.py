@@ -79,6 +79,7 @@ class Server:
         self.static = values["static"]
         self.app = app
         core = {k: v for k, v in values.items() if k not in ("host", "port", "bind", "static")}
+        core["media"] = [(prefix, os.fspath(d)) for prefix, d in core["media"]]
         for path in ("certfile", "keyfile", "access_log"):
             if core[path] is not None:
                 core[path] = os.fspath(core[path])

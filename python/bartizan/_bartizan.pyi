@@ -32,6 +32,7 @@ class Server:
         max_head: int = 65536,
         retry_after: int = 1,
         statics: Sequence[tuple[str, str | PathLike[str]]] = ...,
+        media: Sequence[tuple[str, str | PathLike[str]]] = ...,
         static_max_age: int = 3600,
         trusted_proxies: Sequence[str] = ...,
         upstreams: Sequence[str] = ...,

@@ -8,10 +8,12 @@ supervisor.py and app.py).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from collections.abc import Mapping
 
 import bartizan
-from bartizan import options
+from bartizan import options, sources
 from bartizan.supervisor import Supervisor
 
 DEMO_APP = "bartizan.demo.wsgi:application"
@@ -47,50 +49,98 @@ def add_options(parser: argparse.ArgumentParser, command: str) -> None:
             kwargs["metavar"] = _metavar(option)
             kwargs["action"] = "append" if option.many else "store"
             kwargs.update(option.extra)
-        group.add_argument(option.flag, **kwargs)
+        names = [option.short, option.flag] if option.short else [option.flag]
+        group.add_argument(*names, **kwargs)
 
 
-def read_options(args: argparse.Namespace, command: str) -> dict:
-    """Every option of `command`: parsed from its flag's text, else the table's default;
-    checked. Raises OptionError naming the flag."""
-    values = {}
+def given_flags(args: argparse.Namespace, command: str) -> dict:
+    """The parsed value of every flag given on the command line, by option name."""
+    flags = {}
     for option in options.for_command(command):
         given = getattr(args, option.name)
-        if given is None or option.switch:
-            value = option.default if given is None else given
-        else:
-            parsed = []
-            for text in given if option.many else [given]:
-                try:
-                    parsed.append(option.parse(text))
-                except ValueError as e:
-                    raise options.OptionError(option, text, str(e), flag=True) from None
-            value = parsed if option.many else parsed[0]
-        values[option.name] = options.check_value(option, value, flag=True)
-    options.check_together(values, flag=True)
-    return values
+        if given is None or (option.switch and not given):
+            continue
+        if option.switch:
+            flags[option.name] = True
+            continue
+        parsed = []
+        for text in given if option.many else [given]:
+            try:
+                parsed.append(option.parse(text))
+            except ValueError as e:
+                raise options.OptionError(option, text, str(e), flag=True) from None
+        flags[option.name] = parsed if option.many else parsed[0]
+    return flags
+
+
+def read_options(
+    args: argparse.Namespace,
+    command: str,
+    environ: Mapping[str, str] | None = None,
+    config: sources.ConfigFile | None = None,
+) -> dict:
+    """Every option of `command`: from its flag, else the environment, else the config file,
+    else the table's default; checked. Raises OptionError naming where the value came from."""
+    return sources.resolve(
+        command,
+        given_flags(args, command),
+        environ or {},
+        config or sources.ConfigFile(None, {}),
+    )
 
 
 class _Parser(argparse.ArgumentParser):
-    """Usage mistakes (an unknown flag, a missing value) as one line, exit code 2."""
+    """Usage mistakes (an unknown flag, a missing value) as one line, exit code 2. A flag
+    whose value is optional (--access-log) takes one only as --flag=VALUE, so it can never
+    swallow the app that follows it."""
 
     def error(self, message: str) -> None:
         print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr, flush=True)
         raise SystemExit(2)
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        optional = {
+            o.flag: o.extra["const"] for o in options.OPTIONS if o.extra.get("nargs") == "?"
+        }
+        out = []
+        for i, a in enumerate(args):
+            if a in optional:
+                # `-` can never be an app: `--access-log -` keeps its usual meaning.
+                if i + 1 < len(args) and args[i + 1] == "-":
+                    continue
+                a = f"{a}={optional[a]}"
+            elif a == "-" and i > 0 and args[i - 1] in optional:
+                a = f"{args[i - 1]}=-"
+            out.append(a)
+        return super().parse_known_args(out, namespace)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"bartizan {version('bartizan')}"
+    except PackageNotFoundError:
+        return "bartizan (version unknown)"
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="bartizan",
         description="Serve a WSGI application (a Django site, for one) from Rust. "
-        "`bartizan proxy --help` tells of the reverse-proxy front.",
+        "Every option can also be set as BARTIZAN_<NAME> in the environment or in "
+        "bartizan.toml / [tool.bartizan] of pyproject.toml; a flag wins over the environment, "
+        "which wins over the file.",
+        epilog="bartizan proxy [options]: the reverse-proxy front (see bartizan proxy --help).",
     )
     p.add_argument(
         "app",
         nargs="?",
-        default=DEMO_APP,
-        help="the app as MODULE:NAME (default: the bundled demo site, %(default)s)",
+        default=None,
+        help=f"the app as MODULE:NAME (default: the bundled demo site, {DEMO_APP})",
     )
+    p.add_argument("--version", action="version", version=_version())
     add_options(p, options.SERVE)
     return p
 
@@ -103,15 +153,21 @@ def _fail(message: str) -> int:
 def build_proxy_parser() -> argparse.ArgumentParser:
     p = _Parser(
         prog="bartizan proxy",
-        description="Reverse-proxy front: listen publicly, forward to app servers.",
+        description="Reverse-proxy front: listen publicly, forward to app servers. Options "
+        "also come from BARTIZAN_<NAME> and the config file, as for bartizan.",
     )
+    p.add_argument("--version", action="version", version=_version())
     add_options(p, options.PROXY)
     return p
 
 
 def _embedding(values: dict) -> dict:
     """The Server/Proxy keyword arguments among `values`."""
-    return {k: v for k, v in values.items() if options.EMBED in options.BY_NAME[k].where}
+    return {
+        k: v
+        for k, v in values.items()
+        if k in options.BY_NAME and options.EMBED in options.BY_NAME[k].where
+    }
 
 
 def django_mode(values: dict) -> str:
@@ -131,15 +187,42 @@ def worker_config(app: str, values: dict) -> dict:
         factory=values["factory"],
         django=django_mode(values),
         graceful_timeout=values["graceful_timeout"],
+        pythonpath=[os.path.abspath(p) for p in values["pythonpath"]],
+        log_level=values["log_level"],
+        check=values["check"],
     )
     return config
+
+
+def gather(args: argparse.Namespace, command: str) -> dict:
+    """Every option from its sources, after moving to --chdir (the config file and the app
+    are looked for there). Raises OptionError or UserConfigError."""
+    # These two say where the others are read, so they come from a flag or the environment.
+    chdir = args.chdir or os.environ.get("BARTIZAN_CHDIR")
+    if chdir:
+        options.check_value(options.BY_NAME["chdir"], chdir, flag=True)
+        os.chdir(chdir)
+    config_path = args.config or os.environ.get("BARTIZAN_CONFIG")
+    if config_path:
+        options.check_value(options.BY_NAME["config"], config_path, flag=True)
+    config = sources.ConfigFile.find(config_path)
+    values = read_options(args, command, os.environ, config)
+    values["app"] = (
+        getattr(args, "app", None)
+        or os.environ.get("BARTIZAN_APP")
+        or config.values.get("app")
+        or (DEMO_APP if command == options.SERVE else None)
+    )
+    # The Rust side reads its log filter from here.
+    os.environ.setdefault("BARTIZAN_LOG", values["log_level"])
+    return values
 
 
 def proxy_main(argv: list[str]) -> int:
     args = build_proxy_parser().parse_args(argv)
     try:
-        values = read_options(args, options.PROXY)
-    except options.OptionError as e:
+        values = gather(args, options.PROXY)
+    except (options.OptionError, sources.UserConfigError) as e:
         return _fail(str(e))
     if not values["upstreams"]:
         return _fail("--upstream: at least one is needed, e.g. --upstream 127.0.0.1:8001")
@@ -151,7 +234,7 @@ def proxy_main(argv: list[str]) -> int:
         print(f"bartizan: proxy listening on {urls} -> {ups}{routes}", file=sys.stderr, flush=True)
 
     try:
-        bartizan.serve(
+        cut = bartizan.serve(
             None,
             graceful_timeout=values["graceful_timeout"],
             on_start=announce,
@@ -160,9 +243,8 @@ def proxy_main(argv: list[str]) -> int:
     except ValueError as e:
         return _fail(str(e))
     except OSError as e:
-        print(f"bartizan: {e}", file=sys.stderr, flush=True)
-        return 1
-    return 0
+        return _fail(str(e))
+    return 1 if cut else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,18 +253,20 @@ def main(argv: list[str] | None = None) -> int:
         return proxy_main(argv[1:])
     args = build_parser().parse_args(argv)
     try:
-        values = read_options(args, options.SERVE)
-    except options.OptionError as e:
+        values = gather(args, options.SERVE)
+    except (options.OptionError, sources.UserConfigError) as e:
         return _fail(str(e))
+    app = values["app"]
     binds = values["bind"] or [bartizan.format_address(values["host"], values["port"])]
     return Supervisor(
-        worker_config(args.app, values),
+        worker_config(app, values),
         binds,
         workers=values["workers"],
         threads=values["threads"],
         graceful_timeout=values["graceful_timeout"],
         reload=values["reload"],
         metrics=values["metrics"],
+        demo=app == DEMO_APP,
     ).run()
 
 

@@ -5,9 +5,10 @@
 
 - **Server process:** Django runs in an embedded ``bartizan.Server`` on each internal port of
   ``WEBSERVER_PORTS`` (127.0.0.1), inside the game's process, so views see live objects. The
-  static and media roots are served from Rust. On reload and stop, in-flight requests finish
-  (up to ``web_drain_timeout`` seconds) and the ports close, so new requests wait at the
-  Portal instead of reaching a process on its way out.
+  static and media roots are served from Rust. On reload and stop, the ports close at once,
+  in-flight requests finish (up to ``web_drain_timeout`` seconds), and each kept-alive
+  connection from the Portal is answered once more with ``Connection: close``; new
+  connections wait at the Portal for the next Server.
 - **Portal process:** each public port of ``WEBSERVER_PORTS``, on every interface of
   ``WEBSERVER_INTERFACES`` (``LOCKDOWN_MODE`` honoured), is a ``bartizan.Proxy``. While the
   Server reloads, requests wait up to ``web_upstream_wait`` seconds for it; a Server that
@@ -18,7 +19,8 @@
   arguments of the Server's ``bartizan.Server`` and the Portal's ``bartizan.Proxy``, e.g.
   ``BARTIZAN_PORTAL = {"upstream_wait": 60}``.
 - ``UPSTREAM_IPS`` are the peers whose ``X-Forwarded-For`` is believed; ``DEBUG`` turns on the
-  access log, to ``HTTP_LOG_FILE``; ``WEBSERVER_THREADPOOL_LIMITS`` sizes the app threads.
+  access log of both processes, to ``HTTP_LOG_FILE``, as Evennia's own sites log;
+  ``WEBSERVER_THREADPOOL_LIMITS`` sizes the app threads.
   Twisted children that ``at_webserver_root_creation`` adds to the Server's root are served
   the same way as the Portal's; a plugin that returns a different root is told at start that
   only the children of the root it was given are served.
@@ -30,6 +32,7 @@ A game whose own service classes replace Evennia's mixes ``ServerWebMixin`` /
 from __future__ import annotations
 
 import os
+from urllib.parse import quote
 
 from django.conf import settings
 from evennia.server.portal.service import EvenniaPortalService
@@ -63,22 +66,54 @@ def _children(root: resource.Resource, served_elsewhere: set[bytes]) -> list[byt
     return sorted(name for name in root.children if name not in served_elsewhere)
 
 
+def _call_hook(plugins, hook: str, root: resource.Resource, info_dict: dict) -> None:
+    """Calls a WEB_PLUGINS_MODULE hook on `root` as Evennia does (a module without the hook is
+    a warning, not a failed start), and says by name what a hook's returned root loses."""
+    function = getattr(plugins, hook, None)
+    if function is None:
+        info_dict["errors"] = (
+            f"WARNING: WEB_PLUGINS_MODULE is enabled but {hook}() not found - copy "
+            "'evennia/game_template/server/conf/web_plugins.py to mygame/server/conf."
+        )
+        return
+    returned = function(root)
+    if returned is not root and returned is not None:
+        logger.log_warn(
+            f"{settings.WEB_PLUGINS_MODULE}.{hook} returned a new root "
+            f"({type(returned).__name__}); Bartizan serves the children added to the root "
+            "it was given, not the returned root itself."
+        )
+
+
+def _website(root: resource.Resource, portal: bool):
+    """Evennia's own Site class: it logs requests only when DEBUG is on."""
+    from evennia.server.webserver import Website
+
+    site = Website(root, logPath=settings.HTTP_LOG_FILE)
+    site.is_portal = portal
+    return site
+
+
 class _TwistedRoutes:
     """The Twisted resources a root carries, on a loopback site in this process's reactor, and
     the routes that send their paths there."""
 
-    def __init__(self, root: resource.Resource, names: list[bytes], site_class=None):
-        from twisted.web.server import Site
-
-        self.names = names
+    def __init__(self, root: resource.Resource, names: list[bytes], portal: bool):
         self.port = None
         self.routes: dict[str, str] = {}
-        if not names:
+        prefixes = []
+        for name in names:
+            # The proxy matches the raw request path: a name is routed as a browser sends it.
+            prefix = "/" + quote(name, safe="!$&'()*+,;=:@-._~")
+            if not name or "/" in name.decode("latin-1"):
+                logger.log_warn(f"web plugin child {name!r} cannot be served: not a path segment")
+                continue
+            prefixes.append(prefix)
+        if not prefixes:
             return
-        site = (site_class or Site)(root)
-        self.port = reactor.listenTCP(0, site, interface="127.0.0.1")
+        self.port = reactor.listenTCP(0, _website(root, portal), interface="127.0.0.1")
         address = f"127.0.0.1:{self.port.getHost().port}"
-        self.routes = {"/" + name.decode("utf-8", "replace"): address for name in names}
+        self.routes = {prefix: address for prefix in prefixes}
 
     def close(self):
         if self.port is not None:
@@ -97,6 +132,7 @@ class _BartizanService(Service):
         self.stop_timeout = stop_timeout
         self.retire = retire
         self.twisted_routes: _TwistedRoutes | None = None
+        self._stopped = None  # the one stop's result, once asked
 
     def privilegedStartService(self):
         # Bound here, as Twisted's own TCP services bind: before the reactor runs, and never
@@ -106,8 +142,18 @@ class _BartizanService(Service):
 
     def stop_serving(self):
         """A Deferred that fires when the server has stopped (its ports closed, its
-        in-flight requests finished or cut at the deadline)."""
-        return threads.deferToThread(self.server.stop, self.stop_timeout, self.retire)
+        in-flight requests finished or cut at the deadline). Evennia asks more than once (its
+        SIGINT handler, then shutdown, then the service's own stop): every caller waits for
+        the same, single stop."""
+        from twisted.internet import defer
+
+        if self._stopped is None:
+            self._stopped = defer.Deferred()
+            running = threads.deferToThread(self.server.stop, self.stop_timeout, self.retire)
+            running.addBoth(self._stopped.callback)
+        waiter = defer.Deferred()
+        self._stopped.addBoth(lambda result: (waiter.callback(result), result)[1])
+        return waiter
 
     def stopService(self):
         super().stopService()
@@ -126,7 +172,8 @@ class _WebRoot:
         self.web = web
 
     def empty_threadpool(self):
-        pending = self.web.server.pending
+        server = self.web.server
+        pending = server.pending if server.running else 0
         if pending:
             logger.log_info(f"Webserver waiting for {pending} requests ... ")
         return self.web.stop_serving()
@@ -144,7 +191,7 @@ class ServerWebMixin:
 
         low, high = settings.WEBSERVER_THREADPOOL_LIMITS
         high = max(1, high)
-        mounts = django_mounts(required=True)
+        found = django_mounts(required=True)
 
         # Plugins get a Twisted root to add children to, as with Evennia's own web root.
         root = resource.Resource()
@@ -156,14 +203,10 @@ class ServerWebMixin:
         if plugins is None:
             self.info_dict["errors"] = _PLUGIN_ERROR
         else:
-            returned = plugins.at_webserver_root_creation(root)
-            if returned is not root and returned is not None:
-                logger.log_warn(
-                    f"{settings.WEB_PLUGINS_MODULE}.at_webserver_root_creation returned a new "
-                    f"root ({type(returned).__name__}); Bartizan serves Django and the children "
-                    "added to the root it was given, not the returned root itself."
-                )
-        twisted_routes = _TwistedRoutes(root, _children(root, set(stock)))
+            _call_hook(plugins, "at_webserver_root_creation", root, self.info_dict)
+        twisted_routes = _TwistedRoutes(root, _children(root, set(stock)), portal=False)
+        extra = dict(getattr(settings, "BARTIZAN_SERVER", {}))
+        routes = {**twisted_routes.routes, **dict(extra.pop("routes", {}))}
 
         server = bartizan.Server(
             get_wsgi_application(),
@@ -171,11 +214,12 @@ class ServerWebMixin:
                 "bind": [f"127.0.0.1:{internal}" for _public, internal in settings.WEBSERVER_PORTS],
                 "threads": high,
                 "min_threads": min(max(0, low), high),
-                "static": mounts,
-                "routes": twisted_routes.routes,
+                "static": found["static"],
+                "media": found["media"],
+                "routes": routes,
                 "trusted_proxies": list(settings.UPSTREAM_IPS),
                 "access_log": settings.HTTP_LOG_FILE if settings.DEBUG else None,
-                **getattr(settings, "BARTIZAN_SERVER", {}),
+                **extra,
             },
         )
         web = _BartizanService("EvenniaWebServer", server, self.web_drain_timeout, retire=True)
@@ -196,13 +240,13 @@ class PortalWebMixin:
     web_stop_timeout = 3.0
 
     def register_webserver(self):
-        from evennia.server.webserver import EvenniaReverseProxyResource, Website
+        from evennia.server.webserver import EvenniaReverseProxyResource
 
         interfaces = list(self.check_lockdown(settings.WEBSERVER_INTERFACES))
         # Twisted listens dual-stack on "::"; Bartizan opens one socket per family.
         if "::" in interfaces and "0.0.0.0" not in interfaces:
             interfaces.append("0.0.0.0")
-        mounts = django_mounts(required=True)
+        found = django_mounts(required=True)
         for public, internal in settings.WEBSERVER_PORTS:
             root = EvenniaReverseProxyResource("127.0.0.1", internal, "")
             self._add_webclient(root)
@@ -210,30 +254,24 @@ class PortalWebMixin:
             if plugins is None:
                 self.info_dict["errors"] = _PLUGIN_ERROR
             else:
-                returned = plugins.at_webproxy_root_creation(root)
-                if returned is not root and returned is not None:
-                    logger.log_warn(
-                        f"{settings.WEB_PLUGINS_MODULE}.at_webproxy_root_creation returned a "
-                        f"new root ({type(returned).__name__}); Bartizan forwards to the Server "
-                        "and serves the children added to the root it was given, not the "
-                        "returned root itself."
-                    )
-
-            def site(root, _website=Website):
-                site = _website(root, logPath=settings.HTTP_LOG_FILE)
-                site.is_portal = True
-                return site
-
-            twisted_routes = _TwistedRoutes(root, _children(root, set()), site_class=site)
+                _call_hook(plugins, "at_webproxy_root_creation", root, self.info_dict)
+            twisted_routes = _TwistedRoutes(root, _children(root, set()), portal=True)
+            extra = dict(getattr(settings, "BARTIZAN_PORTAL", {}))
+            routes = {**twisted_routes.routes, **dict(extra.pop("routes", {}))}
             proxy = bartizan.Proxy(
                 [f"127.0.0.1:{internal}"],
                 **{
                     "bind": [bartizan.format_address(i, public) for i in interfaces],
-                    "static": mounts,
-                    "routes": twisted_routes.routes,
+                    "static": found["static"],
+                    "media": found["media"],
+                    "routes": routes,
                     "trusted_proxies": list(settings.UPSTREAM_IPS),
                     "upstream_wait": self.web_upstream_wait,
-                    **getattr(settings, "BARTIZAN_PORTAL", {}),
+                    # The AJAX client's long-poll is held up to about a minute before the
+                    # Portal's keepalive answers it.
+                    "response_timeout": 120.0,
+                    "access_log": settings.HTTP_LOG_FILE if settings.DEBUG else None,
+                    **extra,
                 },
             )
             web = _BartizanService(

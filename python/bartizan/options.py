@@ -23,11 +23,25 @@ SERVE, PROXY, EMBED = "serve", "proxy", "embed"
 
 
 class OptionError(ValueError):
-    """A bad option value. ``str()`` names the option as the caller spelled it."""
+    """A bad option value. ``str()`` names the option as the caller spelled it: the flag, the
+    keyword, or (``source``) the environment variable or config file it came from."""
 
-    def __init__(self, option: Option, value: Any, problem: str, *, flag: bool = False):
+    def __init__(
+        self,
+        option: Option,
+        value: Any,
+        problem: str,
+        *,
+        flag: bool = False,
+        source: str | None = None,
+    ):
         self.option, self.value, self.problem = option, value, problem
-        shown = f"{option.flag} {value!r}" if flag else f"{option.name}={value!r}"
+        if source is not None:
+            shown = f"{source} {value!r}"
+        elif flag:
+            shown = f"{option.flag} {value!r}"
+        else:
+            shown = f"{option.name}={value!r}"
         super().__init__(f"{shown}: {problem}")
 
 
@@ -181,6 +195,8 @@ class Option:
     group: str = "serving"
     # The command line's spelling, when it is not the name's.
     cli_name: str | None = None
+    # The one-letter flag people bring from other servers (-b, -w, -t).
+    short: str | None = None
     # The default as the help shows it, when its value reads badly.
     shown: str | None = None
     # Of each item given from Python, for an option that is a list.
@@ -230,9 +246,10 @@ OPTIONS: tuple[Option, ...] = (
         metavar="ADDR:PORT",
         many=True,
         group="listening",
+        short="-b",
     ),
     # The app and its thread pool.
-    count_option("threads", 20, "most app threads per worker", group="app", low=1),
+    count_option("threads", 20, "most app threads per worker", group="app", low=1, short="-t"),
     count_option("min_threads", 1, "app threads kept while idle", group="app", low=0),
     count_option(
         "queue", 1024, "requests that may wait for a thread; beyond that, 503", group="app", low=1
@@ -273,6 +290,20 @@ OPTIONS: tuple[Option, ...] = (
         "static",
         [],
         "serve DIR under URL PREFIX from Rust, e.g. /static=./static; repeatable",
+        parse=_static_spec,
+        check=_mount,
+        where=BOTH,
+        metavar="PREFIX=DIR",
+        many=True,
+        group="files",
+        coerce=lambda mount: (mount[0], os.fspath(mount[1])),
+    ),
+    Option(
+        "media",
+        [],
+        "serve user uploads in DIR under URL PREFIX: like --static, but an SVG, HTML or XML "
+        "file is sandboxed (Content-Security-Policy: sandbox) so it cannot run scripts as the "
+        "site; Django's MEDIA_ROOT is mounted so; repeatable",
         parse=_static_spec,
         check=_mount,
         where=BOTH,
@@ -373,7 +404,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "access_log",
         None,
-        "log each request to PATH, or - for standard output; off by default",
+        "log each request: alone, to standard output; as --access-log=PATH, to a file "
+        "(the value is never taken from the next word); off by default",
         where=frozenset({SERVE, EMBED}),
         metavar="PATH",
         group="logs",
@@ -403,6 +435,7 @@ OPTIONS: tuple[Option, ...] = (
         where=CLI_SERVE,
         group="processes",
         low=1,
+        short="-w",
     ),
     Option(
         "reload",
@@ -420,6 +453,52 @@ OPTIONS: tuple[Option, ...] = (
         where=CLI_SERVE,
         metavar="ADDR:PORT",
         group="logs",
+    ),
+    Option(
+        "chdir",
+        None,
+        "change to DIR first: the app is imported and the config file looked for there",
+        check=lambda v: None if v is None or os.path.isdir(v) else f"{v!r} is not a directory",
+        where=CLI_BOTH,
+        metavar="DIR",
+        group="app",
+    ),
+    Option(
+        "pythonpath",
+        [],
+        "comma-separated directories put first on the import path",
+        parse=_words,
+        where=CLI_SERVE,
+        metavar="DIRS",
+        group="app",
+    ),
+    Option(
+        "config",
+        None,
+        "read options from this TOML file (default: ./bartizan.toml, or [tool.bartizan] in "
+        "./pyproject.toml)",
+        check=_file,
+        where=CLI_BOTH,
+        metavar="PATH",
+        group="processes",
+    ),
+    Option(
+        "log_level",
+        "info",
+        "debug (also shows the traceback of an app that fails to load), info, warning or error",
+        check=one_of("debug", "info", "warning", "error"),
+        where=CLI_BOTH,
+        group="logs",
+        extra={"choices": ["debug", "info", "warning", "error"]},
+    ),
+    Option(
+        "check",
+        False,
+        "run Django's system checks before a worker serves; a failing check stops the start "
+        "or the reload",
+        switch=True,
+        where=CLI_SERVE,
+        group="app",
     ),
     Option(
         "factory",

@@ -89,8 +89,12 @@ class Supervisor:
         graceful_timeout: float,
         reload: bool = False,
         metrics: str | None = None,
+        demo: bool = False,
     ) -> None:
         self.worker_config = worker_config
+        self.demo = demo
+        # What the first worker said it serves (mounts, warnings), told once at start.
+        self.served: dict | None = None
         self.binds = binds
         self.count = workers
         self.threads = threads
@@ -141,11 +145,16 @@ class Supervisor:
                 return None
             readable, _, _ = select.select(list(pending), [], [], min(left, 0.2))
             for fd in readable:
-                data = os.read(fd, 16)
+                data = _read_all(fd)
                 worker = pending.pop(fd)
                 os.close(fd)
                 if not data.startswith(b"ok"):
                     failed.append((worker, worker.proc.wait()))
+                elif self.served is None:
+                    try:
+                        self.served = json.loads(data[2:] or b"{}")
+                    except ValueError:
+                        self.served = {}
         return failed
 
     @staticmethod
@@ -238,7 +247,7 @@ class Supervisor:
         self.workers.extend(batch)
         self.retire(old)
         pids = ", ".join(str(w.pid) for w in batch)
-        log(f"reloaded: workers {pids} serving; {len(old)} old worker(s) draining")
+        log(f"reloaded: workers {pids} serving; {plural(len(old), 'old worker')} draining")
 
     def source_mtimes(self) -> dict[str, float]:
         found = {}
@@ -287,10 +296,8 @@ class Supervisor:
         try:
             for b in self.binds:
                 self.sockets.extend(open_listeners(b))
-        except OSError as e:
-            log(e.strerror or str(e))
-            return 1
-        except ValueError as e:
+        except (OSError, ValueError) as e:
+            # An address in use or unknown is the user's to fix, like a bad value.
             log(str(e))
             return 2
         if self.metrics_addr:
@@ -307,6 +314,7 @@ class Supervisor:
         urls = ", ".join(url_of(s) for s in self.sockets)
         extra = f", workers: {self.count}" if self.count > 1 else ""
         log(f"listening on {urls} (threads: {self.threads}{extra})")
+        self.announce()
         if self.metrics_addr:
             host = self.metrics_addr.rsplit(":", 1)[0]
             log(f"metrics on http://{host}:{self.metrics_port}/metrics")
@@ -321,14 +329,37 @@ class Supervisor:
                 if now != mtimes:
                     # Debounce: editors save in bursts.
                     time.sleep(RELOAD_DEBOUNCE)
-                    mtimes = self.source_mtimes()
-                    self.reload("source changed")
+                    now = self.source_mtimes()
+                    changed = sorted(
+                        p for p in now.keys() | mtimes.keys() if now.get(p) != mtimes.get(p)
+                    )
+                    mtimes = now
+                    shown = os.path.relpath(changed[0]) if changed else "a file"
+                    more = f" and {plural(len(changed) - 1, 'other')}" if len(changed) > 1 else ""
+                    self.reload(f"{shown}{more} changed")
                 next_scan = time.monotonic() + RELOAD_POLL
             self.reap()
             time.sleep(0.05)
         return self.shutdown()
 
+    def announce(self) -> None:
+        """What runs: the app, each static mount, what --reload watches, and any warning."""
+        app = self.worker_config["app"]
+        log(f"serving the bundled demo site ({app})" if self.demo else f"serving {app}")
+        served = self.served or {}
+        for prefix, directory, files, kind in served.get("mounts", []):
+            log(f"{kind} {prefix}/ from {directory} ({plural(files, 'file')})")
+        if self.reload_on_change:
+            log(f"reloading when a .py file under {os.getcwd()} changes")
+        for warning in served.get("warnings", []):
+            log(f"warning: {warning}")
+
     def shutdown(self) -> int:
+        # Said at once: draining can take up to the graceful timeout.
+        log(
+            f"stopping: in-flight requests get up to {self.graceful_timeout:g} s to finish;"
+            " press Ctrl-C again (or send SIGTERM) to stop at once"
+        )
         # Refuse new connections at once; the workers finish what they have.
         for s in self.sockets:
             s.close()
@@ -337,9 +368,11 @@ class Supervisor:
                 w.proc.send_signal(signal.SIGTERM)
         seen = len(self.signals)
         deadline = time.monotonic() + self.graceful_timeout + 5
+        forced = False
         while any(w.proc.poll() is None for w in self.workers):
             if len(self.signals) > seen or time.monotonic() > deadline:
                 # Asked twice, or past the deadline: now.
+                forced = True
                 for w in self.workers:
                     if w.proc.poll() is None:
                         w.proc.kill()
@@ -347,8 +380,25 @@ class Supervisor:
             time.sleep(0.05)
         for w in self.workers:
             w.proc.wait()
+        if forced:
+            log("stopped at once: requests still running were cut off")
+            return 1
         log("stopped")
         return 0
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _read_all(fd: int) -> bytes:
+    """What a worker wrote on its ready pipe, up to its close."""
+    chunks = []
+    while True:
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
 
 
 def url_of(sock: socket.socket) -> str:

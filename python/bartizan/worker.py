@@ -10,7 +10,15 @@ import sys
 import time
 
 import bartizan
-from bartizan.app import UserError, django_mounts, load_app
+from bartizan.app import (
+    UserError,
+    count_files,
+    django_mounts,
+    load_app,
+    show_traceback,
+    static_root_warning,
+    warm_django,
+)
 
 METRICS_EVERY = 1.0
 # SIGUSR1: the supervisor retires this worker (a reload); the others stop it.
@@ -28,27 +36,38 @@ def main() -> int:
     spec, factory = config.pop("app"), config.pop("factory")
     django = config.pop("django")
     mounts = [tuple(m) for m in config.pop("static")]
+    media = [tuple(m) for m in config.pop("media")]
     graceful_timeout = config.pop("graceful_timeout")
+    debug = config.pop("log_level") == "debug"
+    check = config.pop("check")
+    sys.path[:0] = [p for p in config.pop("pythonpath") if p not in sys.path]
+    warnings = []
     try:
         app = load_app(spec, factory)
+        warm_django(check)
         if django != "off":
-            explicit = {prefix.rstrip("/") for prefix, _ in mounts}
-            mounts += [m for m in django_mounts(django == "on") if m[0] not in explicit]
+            explicit = {prefix.rstrip("/") for prefix, _ in mounts + media}
+            found = django_mounts(django == "on")
+            mounts += [m for m in found["static"] if m[0] not in explicit]
+            media += [m for m in found["media"] if m[0] not in explicit]
+            warning = static_root_warning()
+            if warning:
+                warnings.append(warning)
         # Blocked before the server starts its threads, which inherit the mask: the signals
         # then wait for `sigtimedwait` below instead of waking a thread to run a handler.
         if sigtimedwait:
             signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        server = bartizan.Server(app, static=mounts, **config).start()
+        server = bartizan.Server(app, static=mounts, media=media, **config).start()
     except UserError as e:
+        if debug and e.__cause__ is not None:
+            show_traceback(e.__cause__)
         print(f"bartizan: {e}", file=sys.stderr, flush=True)
         return 2
-    except ValueError as e:
-        # A bad option value: the user's to fix, like an unimportable app.
+    except (ValueError, OSError) as e:
+        # A bad option value, an access log that cannot be opened: the user's to fix, like an
+        # unimportable app.
         print(f"bartizan: {e}", file=sys.stderr, flush=True)
         return 2
-    except OSError as e:
-        print(f"bartizan: {e}", file=sys.stderr, flush=True)
-        return 1
 
     # The server holds its own duplicates: closing ours lets a stop really close the port.
     for fd in config.get("listen_fds", []):
@@ -60,7 +79,16 @@ def main() -> int:
         signal.signal(sig, lambda signum, frame: signals.append(signum))
     # The supervisor handles SIGHUP; a terminal's hang-up must not kill the workers.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    os.write(ready_fd, b"ok\n")
+    # What this worker serves, for the supervisor to say once at start.
+    served = {
+        "mounts": [
+            [p, d, count_files(d), kind]
+            for kind, ms in (("static", mounts), ("media", media))
+            for p, d in ms
+        ],
+        "warnings": warnings,
+    }
+    os.write(ready_fd, b"ok " + json.dumps(served).encode() + b"\n")
     os.close(ready_fd)
 
     me = os.getpid()
@@ -78,8 +106,9 @@ def main() -> int:
     retire = signals[0] == signal.SIGUSR1
     in_flight = server.pending
     cut = server.stop(graceful_timeout, retire=retire)
+    drained = max(in_flight - cut, 0)
     print(
-        f"bartizan: worker {me} stopped after draining {max(in_flight - cut, 0)} requests"
+        f"bartizan: worker {me} stopped after draining {plural(drained, 'request')}"
         + (f" ({cut} cut off)" if cut else ""),
         file=sys.stderr,
         flush=True,
@@ -90,6 +119,10 @@ def main() -> int:
         except OSError:
             pass
     return 0
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def poll(signals: list[int]) -> None:

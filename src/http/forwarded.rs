@@ -142,7 +142,7 @@ fn rfc7239_port(p: &str) -> Option<Option<u16>> {
 
 /// One pass over the few names a request has is cheaper than looking up all five headers
 /// in every request, most of which carry none of them.
-fn is_forwarding(name: &HeaderName) -> bool {
+pub(crate) fn is_forwarding(name: &HeaderName) -> bool {
     *name == FORWARDED || name.as_str().starts_with("x-forwarded-")
 }
 
@@ -168,7 +168,7 @@ fn parse_proto(s: &str) -> Option<&'static str> {
 }
 
 /// A Host header value we are willing to pass on: a name or address, with an optional port.
-fn valid_host(s: &str) -> bool {
+pub(crate) fn valid_host(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 255
         && s.bytes().all(|b| {

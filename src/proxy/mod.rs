@@ -34,6 +34,7 @@ use tokio::net::TcpStream;
 use crate::http::body::{BodyError, Reply, ResponseBody};
 use crate::http::conn::ConnInfo;
 use crate::http::error_page;
+use crate::http::forwarded;
 use crate::http::headers::{CONNECTION_SCOPED, as_text, joined};
 
 pub mod routes;
@@ -176,14 +177,11 @@ pub struct Proxy {
     config: ProxyConfig,
 }
 
-/// Headers by which a client says who it is or how it came; believed only from trusted peers.
-const FORWARDING: [&str; 5] = [
-    "x-forwarded-for",
-    "x-forwarded-host",
-    "x-forwarded-proto",
-    "forwarded",
-    "x-real-ip",
-];
+/// Whether a header says who the client is or how it came (`Forwarded`, every
+/// `X-Forwarded-*`, `X-Real-IP`): passed on only from trusted peers.
+fn says_who(name: &HeaderName) -> bool {
+    forwarded::is_forwarding(name) || name.as_str() == "x-real-ip"
+}
 
 fn says_close(headers: &HeaderMap) -> bool {
     headers
@@ -330,11 +328,17 @@ impl Proxy {
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
         if !trusted {
-            for name in FORWARDING {
+            let named: Vec<HeaderName> = parts
+                .headers
+                .keys()
+                .filter(|n| says_who(n))
+                .cloned()
+                .collect();
+            for name in named {
                 parts.headers.remove(name);
             }
         }
-        if let Err(status) = rewrite_head(&mut parts, conn, upgrade) {
+        if let Err(status) = rewrite_head(&mut parts, conn, upgrade, trusted) {
             return error_page::plain(status);
         }
         // A bodiless idempotent request may be sent again if its connection dies before an
@@ -426,6 +430,7 @@ fn rewrite_head(
     parts: &mut http::request::Parts,
     conn: &ConnInfo,
     upgrade: bool,
+    trusted: bool,
 ) -> Result<(), StatusCode> {
     let host = parts.headers.get(header::HOST).cloned().or_else(|| {
         parts
@@ -444,23 +449,33 @@ fn rewrite_head(
         .map_err(|_| StatusCode::BAD_REQUEST)?;
     let h = &mut parts.headers;
     strip_hop_by_hop(h, upgrade);
+    let xfh = HeaderName::from_static("x-forwarded-host");
+    let xfp = HeaderName::from_static("x-forwarded-proto");
+    // Only forwarding headers from a trusted peer are still here: how it was reached (a TLS
+    // front's https) is kept, and told in `Forwarded` too.
+    carry_chain_into_forwarded(h);
     if let Some(host) = &host {
         h.insert(header::HOST, host.clone());
-        h.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+        if !(trusted && h.contains_key(&xfh)) {
+            h.insert(xfh, host.clone());
+        }
     }
     let peer = conn.peer.ip().to_canonical();
-    carry_chain_into_forwarded(h);
     append(
         h,
         HeaderName::from_static("x-forwarded-for"),
         peer.to_string(),
     );
-    h.insert(
-        HeaderName::from_static("x-forwarded-proto"),
-        HeaderValue::from_static(conn.scheme),
-    );
+    if !(trusted && h.contains_key(&xfp)) {
+        h.insert(xfp, HeaderValue::from_static(conn.scheme));
+    }
     let mut fwd = format!("for={};proto={}", forwarded_node(peer), conn.scheme);
-    if let Some(host) = host.as_ref().and_then(|v| v.to_str().ok()) {
+    // A Host that is not a plain name or address could smuggle `;for=` into the element.
+    if let Some(host) = host
+        .as_ref()
+        .and_then(|v| v.to_str().ok())
+        .filter(|h| forwarded::valid_host(h))
+    {
         fwd.push_str(&format!(";host=\"{host}\""));
     }
     append(h, header::FORWARDED, fwd);
@@ -470,6 +485,8 @@ fn rewrite_head(
 /// A request that came with `X-Forwarded-For` but no `Forwarded` gets that chain as
 /// `Forwarded` elements first, so the `Forwarded` this hop appends tells the whole way and not
 /// just the last hop (an app that prefers `Forwarded` would otherwise see only this peer).
+/// The last element, the peer's word on its own client, carries the peer's
+/// `X-Forwarded-Proto` and `X-Forwarded-Host`.
 fn carry_chain_into_forwarded(h: &mut HeaderMap) {
     let xff = HeaderName::from_static("x-forwarded-for");
     if h.contains_key(header::FORWARDED) {
@@ -478,7 +495,15 @@ fn carry_chain_into_forwarded(h: &mut HeaderMap) {
     let Some(chain) = joined(h, &xff, ",", as_text) else {
         return;
     };
-    let elements: Vec<String> = chain
+    let last_of = |name: &'static str| {
+        joined(h, &HeaderName::from_static(name), ",", as_text)
+            .and_then(|v| v.rsplit(',').next().map(|s| s.trim().to_string()))
+    };
+    let proto = last_of("x-forwarded-proto")
+        .filter(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"))
+        .map(|p| p.to_ascii_lowercase());
+    let host = last_of("x-forwarded-host").filter(|v| forwarded::valid_host(v));
+    let mut elements: Vec<String> = chain
         .split(',')
         .map(|node| {
             let node = node.trim();
@@ -492,6 +517,14 @@ fn carry_chain_into_forwarded(h: &mut HeaderMap) {
             }
         })
         .collect();
+    if let Some(last) = elements.last_mut() {
+        if let Some(p) = proto {
+            last.push_str(&format!(";proto={p}"));
+        }
+        if let Some(host) = host {
+            last.push_str(&format!(";host=\"{host}\""));
+        }
+    }
     if let Ok(v) = HeaderValue::from_str(&elements.join(", ")) {
         h.insert(header::FORWARDED, v);
     }
@@ -551,6 +584,16 @@ mod tests {
         assert_eq!(
             h[header::FORWARDED],
             "for=203.0.113.7, for=\"[::1]\", for=unknown"
+        );
+        // A TLS front's word on how its client came rides on its element.
+        let mut h = HeaderMap::new();
+        h.insert("x-forwarded-for", "203.0.113.7".parse().unwrap());
+        h.insert("x-forwarded-proto", "https".parse().unwrap());
+        h.insert("x-forwarded-host", "game.example".parse().unwrap());
+        carry_chain_into_forwarded(&mut h);
+        assert_eq!(
+            h[header::FORWARDED],
+            "for=203.0.113.7;proto=https;host=\"game.example\""
         );
         // A request that already says `Forwarded` keeps its own.
         h.insert(header::FORWARDED, "for=1.2.3.4".parse().unwrap());

@@ -228,7 +228,9 @@ fn parse_headers(headers: &Bound<'_, PyAny>) -> PyResult<(HeaderMap, Option<u64>
                 "response header names and values must be str",
             ));
         };
-        let (name, value) = (name.to_str()?, value.to_str()?);
+        // RFC 9110 5.5: a field value has no leading or trailing whitespace; apps do write
+        // `" csrftoken=..."`.
+        let (name, value) = (name.to_str()?, value.to_str()?.trim_matches([' ', '\t']));
         let hname = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| PyValueError::new_err(format!("invalid header name {name:?}")))?;
         if is_hop_by_hop_for_wsgi(&hname) {

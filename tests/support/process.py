@@ -90,7 +90,13 @@ class ChildProcess:
     """
 
     def __init__(self, argv, env=None, cwd=ROOT):
-        full_env = dict(os.environ)
+        # Hermetic: the options a test means come from its own flags and env, never from the
+        # shell that runs the suite.
+        full_env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("BARTIZAN_") and k not in ("PORT", "WEB_CONCURRENCY")
+        }
         full_env["PYTHONUNBUFFERED"] = "1"
         if env:
             full_env.update(env)

@@ -25,11 +25,12 @@ def proxy_values(*argv):
     return cli.read_options(cli.build_proxy_parser().parse_args(list(argv)), options.PROXY)
 
 
-def test_the_app_defaults_to_the_demo_site():
-    args, _ = serve_args()
-    assert args.app == "bartizan.demo.wsgi:application"
-    args, _ = serve_args("mysite.wsgi:application", "--threads", "4")
-    assert args.app == "mysite.wsgi:application"
+def test_the_app_defaults_to_the_demo_site(monkeypatch):
+    monkeypatch.delenv("BARTIZAN_APP", raising=False)
+    args = cli.build_parser().parse_args([])
+    assert cli.gather(args, options.SERVE)["app"] == "bartizan.demo.wsgi:application"
+    args = cli.build_parser().parse_args(["mysite.wsgi:application", "--threads", "4"])
+    assert cli.gather(args, options.SERVE)["app"] == "mysite.wsgi:application"
 
 
 @pytest.mark.parametrize("switch", ["reload", "factory", "django", "no_django_static"])
@@ -51,7 +52,7 @@ def test_a_switch_takes_no_value():
         ([], None),
         (["--access-log"], "-"),
         (["--access-log", "-"], "-"),
-        (["--access-log", "/var/log/b.log"], "/var/log/b.log"),
+        (["--access-log=/var/log/b.log"], "/var/log/b.log"),
         (["--access-log", "--reload"], "-"),
     ],
     ids=["off", "bare", "dash", "path", "bare-before-a-flag"],
@@ -113,12 +114,16 @@ def test_worker_config_is_the_embedding_options_less_where_to_listen(tmp_path):
         "upstream_wait": 30.0,
         "connect_timeout": 5.0,
         "response_timeout": 60.0,
+        "media": [],
         "access_log": None,
         "access_log_format": "combined",
         "app": "m:app",
         "factory": True,
         "django": "off",
         "graceful_timeout": 4.0,
+        "pythonpath": [],
+        "log_level": "info",
+        "check": False,
     }
 
 

@@ -1,3 +1,5 @@
+import json
+
 from django.http import JsonResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
@@ -32,17 +34,20 @@ def notes(request):
 
 @csrf_exempt  # Server tests post raw bodies without a browser session.
 def echo(request):
-    """Report how the request reached Django, for checking the server's WSGI environ."""
-    return JsonResponse(
-        {
-            "method": request.method,
-            "path": request.path,
-            "path_info": request.path_info,
-            "script_name": request.META.get("SCRIPT_NAME", ""),
-            "query": dict(request.GET.lists()),
-            "remote_addr": request.META.get("REMOTE_ADDR"),
-            "scheme": request.scheme,
-            "host": request.get_host(),
-            "body_length": len(request.body),
-        }
-    )
+    """Report how the request reached Django, for checking the server's WSGI environ: JSON,
+    or for a browser a page showing it, with the site's navigation."""
+    facts = {
+        "method": request.method,
+        "path": request.path,
+        "path_info": request.path_info,
+        "script_name": request.META.get("SCRIPT_NAME", ""),
+        "query": dict(request.GET.lists()),
+        "remote_addr": request.META.get("REMOTE_ADDR"),
+        "scheme": request.scheme,
+        "host": request.get_host(),
+        "body_length": len(request.body),
+    }
+    if "text/html" in request.META.get("HTTP_ACCEPT", ""):
+        shown = json.dumps(facts, indent=2)
+        return render(request, "demo/echo.html", {"facts": shown})
+    return JsonResponse(facts)
