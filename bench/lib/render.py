@@ -41,9 +41,14 @@ def render(data):
         "| bartizan/server rps | bartizan/server p99 | bartizan/server RSS |"
     )
     out.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|")
-    not_measured = []
+    not_measured, counted = [], []
     for row in data["rows"]:
         if row["rps"] is None:
+            # A row that counts something other than a rate (the reloads' failed answers).
+            if row["errors"] is not None:
+                out.append(f"| {row['section']} | {row['label']} | | | | | {row['errors']} | | | |")
+                counted.append(f"{row['section']}, {row['label']}: {row['note']}")
+                continue
             status = row["note"].split(":", 1)[0] or "no result"
             out.append(f"| {row['section']} | {row['label']} | {status} | | | | | | | |")
             if row["note"]:
@@ -77,7 +82,11 @@ def render(data):
         "latency); in the second, each call also wakes a process sleeping on a pipe, the "
         "least a server does per response."
     )
-    for title, items in (("Not measured:", not_measured), ("Notes:", data["notes"])):
+    for title, items in (
+        ("Counted:", counted),
+        ("Not measured:", not_measured),
+        ("Notes:", data["notes"]),
+    ):
         if items:
             out += ["", title, *(f"- {n}" for n in dict.fromkeys(items))]
     if data["goals"]:

@@ -208,6 +208,13 @@ def serve(
     try:
         while not signals_seen and server.running:
             time.sleep(0.1)
+        if signals_seen:
+            from bartizan import logs
+
+            logs.log(
+                f"stopping: in-flight requests get up to {graceful_timeout:g} s to finish;"
+                " press Ctrl-C again (or send SIGTERM) to stop at once"
+            )
         # Stop on a helper thread so a second signal can still cut the wait short.
         result: list[int] = []
         t = threading.Thread(

@@ -32,6 +32,8 @@ def _where(exc: BaseException) -> str:
     """`file:line` of the innermost frame in the user's own code (not Python's library, an
     installed package or Bartizan), so `KeyError: 'SECRET'` points at settings.py:3 and not at
     the os module; the innermost frame when every frame is library code."""
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f" ({exc.filename}:{exc.lineno})"
     tb = traceback.extract_tb(exc.__traceback__)
     if not tb:
         return ""
@@ -78,6 +80,9 @@ def load_app(spec: str, factory: bool = False) -> Callable:
         raise UserError(
             f"error importing {module_name!r}: {type(e).__name__}: {e}{_where(e)}"
         ) from e
+    except SyntaxError as e:
+        # Its message already names the file and line.
+        raise UserError(f"error importing {module_name!r}: {type(e).__name__}: {e}") from e
     except Exception as e:
         raise UserError(
             f"error importing {module_name!r}: {type(e).__name__}: {e}{_where(e)}"

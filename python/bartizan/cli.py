@@ -13,7 +13,7 @@ import sys
 from collections.abc import Mapping
 
 import bartizan
-from bartizan import options, sources
+from bartizan import logs, options, sources
 from bartizan.supervisor import Supervisor
 
 DEMO_APP = "bartizan.demo.wsgi:application"
@@ -213,8 +213,8 @@ def gather(args: argparse.Namespace, command: str) -> dict:
         or config.values.get("app")
         or (DEMO_APP if command == options.SERVE else None)
     )
-    # The Rust side reads its log filter from here.
-    os.environ.setdefault("BARTIZAN_LOG", values["log_level"])
+    # The Rust side reads its log filter from here (tracing says warn, not warning).
+    os.environ.setdefault("BARTIZAN_LOG", values["log_level"].replace("warning", "warn"))
     return values
 
 
@@ -231,7 +231,7 @@ def proxy_main(argv: list[str]) -> int:
         urls = ", ".join(server.urls)
         ups = ", ".join(values["upstreams"])
         routes = "".join(f"; {prefix} -> {up}" for prefix, up in values["routes"])
-        print(f"bartizan: proxy listening on {urls} -> {ups}{routes}", file=sys.stderr, flush=True)
+        logs.log(f"proxy listening on {urls} -> {ups}{routes}")
 
     try:
         cut = bartizan.serve(

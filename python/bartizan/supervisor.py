@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 
-from bartizan import _bartizan, metrics
+from bartizan import _bartizan, logs, metrics
 
 READY_TIMEOUT = 120.0
 BACKOFF_START = 0.5
@@ -37,8 +37,8 @@ RELOAD_POLL = 1.0
 RELOAD_DEBOUNCE = 0.5
 
 
-def log(message: str) -> None:
-    print(f"bartizan: {message}", file=sys.stderr, flush=True)
+def log(message: str, level: str = "INFO") -> None:
+    logs.log(message, level)
 
 
 def open_listeners(bind: str) -> list[socket.socket]:
@@ -127,8 +127,10 @@ class Supervisor:
             env=env,
             pass_fds=[*fds, ready_w],
             stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
         os.close(ready_w)
+        logs.relay(proc.stderr)
         return Worker(proc, ready_r)
 
     def wait_ready(self, batch: list[Worker]) -> list[tuple[Worker, int]] | None:
@@ -352,7 +354,7 @@ class Supervisor:
         if self.reload_on_change:
             log(f"reloading when a .py file under {os.getcwd()} changes")
         for warning in served.get("warnings", []):
-            log(f"warning: {warning}")
+            log(f"warning: {warning}", "WARN")
 
     def shutdown(self) -> int:
         # Said at once: draining can take up to the graceful timeout.

@@ -10,6 +10,7 @@ import sys
 import time
 
 import bartizan
+from bartizan import logs
 from bartizan.app import (
     UserError,
     count_files,
@@ -61,12 +62,12 @@ def main() -> int:
     except UserError as e:
         if debug and e.__cause__ is not None:
             show_traceback(e.__cause__)
-        print(f"bartizan: {e}", file=sys.stderr, flush=True)
+        logs.log(str(e), "ERROR")
         return 2
     except (ValueError, OSError) as e:
         # A bad option value, an access log that cannot be opened: the user's to fix, like an
         # unimportable app.
-        print(f"bartizan: {e}", file=sys.stderr, flush=True)
+        logs.log(str(e), "ERROR")
         return 2
 
     # The server holds its own duplicates: closing ours lets a stop really close the port.
@@ -107,11 +108,9 @@ def main() -> int:
     in_flight = server.pending
     cut = server.stop(graceful_timeout, retire=retire)
     drained = max(in_flight - cut, 0)
-    print(
-        f"bartizan: worker {me} stopped after draining {plural(drained, 'request')}"
-        + (f" ({cut} cut off)" if cut else ""),
-        file=sys.stderr,
-        flush=True,
+    logs.log(
+        f"worker {me} stopped after draining {plural(drained, 'request')}"
+        + (f" ({cut} cut off)" if cut else "")
     )
     if metrics_dir:
         try:

@@ -43,11 +43,20 @@ class ServerStartError(AssertionError):
     pass
 
 
-def _pump(stream, lines, cond):
-    """Read a child pipe line by line so it never fills and blocks the child."""
+# The server's log format: `2026-12-02T00:30:42.123456Z  INFO message`.
+LOG_PREFIX_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+Z +[A-Z]+ ")
+
+
+def _pump(stream, lines, cond, raw_lines=None):
+    """Read a child pipe line by line so it never fills and blocks the child. Lines are kept
+    without the log's timestamp and level (the tests match what a line says); `raw_lines`, if
+    given, keeps them whole."""
     for raw in iter(stream.readline, b""):
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
         with cond:
-            lines.append(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            if raw_lines is not None:
+                raw_lines.append(text)
+            lines.append(LOG_PREFIX_RE.sub("", text, count=1))
             cond.notify_all()
     stream.close()
     with cond:
@@ -115,10 +124,13 @@ class ChildProcess:
         LIVE.add(self)
         self._cond = threading.Condition()
         self._stderr = []
+        self._stderr_raw = []
         self._stdout = []
         self._threads = [
             threading.Thread(
-                target=_pump, args=(self.proc.stderr, self._stderr, self._cond), daemon=True
+                target=_pump,
+                args=(self.proc.stderr, self._stderr, self._cond, self._stderr_raw),
+                daemon=True,
             ),
             threading.Thread(
                 target=_pump, args=(self.proc.stdout, self._stdout, self._cond), daemon=True
@@ -131,6 +143,11 @@ class ChildProcess:
     def stderr_lines(self):
         with self._cond:
             return [line for line in self._stderr if line is not None]
+
+    def stderr_raw_lines(self):
+        """Stderr lines as written, with their timestamp and level."""
+        with self._cond:
+            return list(self._stderr_raw)
 
     def stderr_text(self):
         return "\n".join(self.stderr_lines())
