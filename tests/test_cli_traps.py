@@ -109,26 +109,20 @@ def test_short_flags(server):
     assert raw_request(proc.port, "GET", "/").status == 200
 
 
-def test_version_prints_the_version():
-    done = subprocess.run(
-        [PYTHON, "-m", "bartizan", "--version"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
+def bartizan_says(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PYTHON, "-m", "bartizan", *args], capture_output=True, text=True, timeout=30, cwd=ROOT
     )
+
+
+def test_version_prints_the_version():
+    done = bartizan_says("--version")
     assert done.returncode == 0
     assert done.stdout.startswith("bartizan 0.")
 
 
 def test_help_names_the_proxy_command_and_reads_like_a_person_wrote_it():
-    done = subprocess.run(
-        [PYTHON, "-m", "bartizan", "--help"],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        cwd=ROOT,
-    )
+    done = bartizan_says("--help")
     assert done.returncode == 0
     assert "bartizan proxy" in done.stdout
     assert "(1 GiB)" in done.stdout and "1073741824" not in done.stdout

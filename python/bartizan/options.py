@@ -220,6 +220,22 @@ def seconds_option(name: str, default: float, help: str, *, positive: bool, **mo
     )
 
 
+def mount_option(name: str, help: str) -> Option:
+    """A repeatable PREFIX=DIR mount, taken everywhere."""
+    return Option(
+        name,
+        [],
+        help,
+        parse=_static_spec,
+        check=_mount,
+        where=frozenset({SERVE, PROXY, EMBED}),
+        metavar="PREFIX=DIR",
+        many=True,
+        group="files",
+        coerce=lambda mount: (mount[0], os.fspath(mount[1])),
+    )
+
+
 BOTH = frozenset({SERVE, PROXY, EMBED})
 CLI_SERVE = frozenset({SERVE})
 CLI_BOTH = frozenset({SERVE, PROXY})
@@ -286,31 +302,14 @@ OPTIONS: tuple[Option, ...] = (
         "io_threads", 2, "network threads per worker", where=BOTH, group="requests", low=1
     ),
     # Files.
-    Option(
-        "static",
-        [],
-        "serve DIR under URL PREFIX from Rust, e.g. /static=./static; repeatable",
-        parse=_static_spec,
-        check=_mount,
-        where=BOTH,
-        metavar="PREFIX=DIR",
-        many=True,
-        group="files",
-        coerce=lambda mount: (mount[0], os.fspath(mount[1])),
+    mount_option(
+        "static", "serve DIR under URL PREFIX from Rust, e.g. /static=./static; repeatable"
     ),
-    Option(
+    mount_option(
         "media",
-        [],
         "serve user uploads in DIR under URL PREFIX: like --static, but an SVG, HTML or XML "
         "file is sandboxed (Content-Security-Policy: sandbox) so it cannot run scripts as the "
         "site; Django's MEDIA_ROOT is mounted so; repeatable",
-        parse=_static_spec,
-        check=_mount,
-        where=BOTH,
-        metavar="PREFIX=DIR",
-        many=True,
-        group="files",
-        coerce=lambda mount: (mount[0], os.fspath(mount[1])),
     ),
     count_option(
         "static_max_age",
