@@ -158,7 +158,7 @@ def test_pyproject_tool_table(server, tmp_path):
 @pytest.mark.parametrize(
     "env,files,expected",
     [
-        ({"BARTIZAN_THREADS": "0"}, {}, "bartizan: BARTIZAN_THREADS 0: must be at least 1"),
+        ({"BARTIZAN_THREADS": "0"}, {}, "bartizan: BARTIZAN_THREADS 0: must be between 1 and 1024"),
         ({"WEB_CONCURRENCY": "many"}, {}, "bartizan: WEB_CONCURRENCY 'many': not a whole number"),
         ({}, {"bartizan.toml": "threads = 0\n"}, "bartizan: bartizan.toml: threads 0: must be"),
         ({}, {"bartizan.toml": "colour = 'red'\n"}, "bartizan: bartizan.toml: unknown option"),

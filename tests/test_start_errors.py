@@ -51,7 +51,7 @@ def test_a_certificate_that_is_no_certificate_names_the_file(tmp_path):
 
 
 def test_a_bad_value_names_the_option_as_a_keyword():
-    with pytest.raises(ValueError, match=r"^threads=0: must be at least 1$"):
+    with pytest.raises(ValueError, match=r"^threads=0: must be between 1 and 1024$"):
         bartizan.Server(app, threads=0)
     with pytest.raises(ValueError, match=r"^port=70000: must be between 0 and 65535$"):
         bartizan.Server(app, port=70000)

@@ -123,6 +123,16 @@ def _mount(value: Any) -> str | None:
     return None
 
 
+def _root_path(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a URL path"
+    if value and not value.startswith("/"):
+        return "must start with /, e.g. /blog"
+    if any(c in value for c in "?#%") or "//" in value:
+        return "must be a plain path, e.g. /blog"
+    return None
+
+
 def _static_spec(text: str) -> tuple[str, str]:
     prefix, sep, directory = text.partition("=")
     if not sep or not prefix or not directory:
@@ -208,9 +218,12 @@ class Option:
         return "--" + (self.cli_name or self.name).replace("_", "-")
 
 
-def count_option(name: str, default: int, help: str, *, low: int, **more: Any) -> Option:
-    """A whole number of at least `low`."""
-    return Option(name, default, help, parse=parse_integer, check=at_least(low), **more)
+def count_option(
+    name: str, default: int, help: str, *, low: int, high: int | None = None, **more: Any
+) -> Option:
+    """A whole number of at least `low` (and at most `high`)."""
+    check = at_least(low) if high is None else between(low, high)
+    return Option(name, default, help, parse=parse_integer, check=check, **more)
 
 
 def seconds_option(name: str, default: float, help: str, *, positive: bool, **more: Any) -> Option:
@@ -265,12 +278,20 @@ OPTIONS: tuple[Option, ...] = (
         short="-b",
     ),
     # The app and its thread pool.
-    count_option("threads", 20, "most app threads per worker", group="app", low=1, short="-t"),
+    count_option(
+        "threads", 20, "most app threads per worker", group="app", low=1, high=1024, short="-t"
+    ),
     count_option("min_threads", 1, "app threads kept while idle", group="app", low=0),
     count_option(
         "queue", 1024, "requests that may wait for a thread; beyond that, 503", group="app", low=1
     ),
-    Option("root_path", "", "serve the app under this URL prefix (SCRIPT_NAME)", group="app"),
+    Option(
+        "root_path",
+        "",
+        "serve the app under this URL prefix (SCRIPT_NAME)",
+        check=_root_path,
+        group="app",
+    ),
     count_option(
         "retry_after", 1, "seconds in the Retry-After header of a 503", group="app", low=0
     ),
@@ -299,7 +320,13 @@ OPTIONS: tuple[Option, ...] = (
         positive=True,
     ),
     count_option(
-        "io_threads", 2, "network threads per worker", where=BOTH, group="requests", low=1
+        "io_threads",
+        2,
+        "network threads per worker",
+        where=BOTH,
+        group="requests",
+        low=1,
+        high=64,
     ),
     # Files.
     mount_option(

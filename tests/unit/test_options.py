@@ -76,7 +76,10 @@ def test_static_mounts_are_checked(tmp_path):
 
 BAD = [
     (["--threads", "abc"], "--threads 'abc': not a whole number"),
-    (["--threads", "0"], "--threads 0: must be at least 1"),
+    (["--threads", "0"], "--threads 0: must be between 1 and 1024"),
+    (["--threads", "5000"], "--threads 5000: must be between 1 and 1024"),
+    (["--io-threads", "65"], "--io-threads 65: must be between 1 and 64"),
+    (["--root-path", "blog"], "--root-path 'blog': must start with /"),
     (["--port", "70000"], "--port 70000: must be between 0 and 65535"),
     (["--graceful-timeout", "-1"], "--graceful-timeout -1.0: must be a finite number"),
     (["--header-timeout", "0"], "--header-timeout 0.0: must be more than 0 seconds"),
@@ -135,7 +138,7 @@ def test_embedding_keywords_are_checked_in_their_own_words():
     assert values["queue"] == options.BY_NAME["queue"].default
     with pytest.raises(OptionError) as caught:
         options.embed_options({"threads": 0})
-    assert str(caught.value) == "threads=0: must be at least 1"
+    assert str(caught.value) == "threads=0: must be between 1 and 1024"
     with pytest.raises(TypeError, match="'thread'"):
         options.embed_options({"thread": 4})
     # Command-line-only options are not keywords.
