@@ -28,6 +28,12 @@ pub struct Config {
     pub io_threads: usize,
     /// Largest request head (request line + headers) in bytes; past it, 431.
     pub max_head: usize,
+    /// Limits on the request line and each header field.
+    pub head_limits: crate::http::checks::HeadLimits,
+    /// Most header fields in a request; past it, 431 (hyper counts them).
+    pub max_fields: usize,
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
     /// Seconds sent in `Retry-After` with a 503.
     pub retry_after: u32,
     /// Static and media roots served from Rust.
@@ -60,6 +66,9 @@ impl Default for Config {
             header_timeout: Duration::from_secs(30),
             io_threads: 2,
             max_head: 64 * 1024,
+            head_limits: crate::http::checks::HeadLimits::default(),
+            max_fields: 100,
+            max_connections: 1000,
             retry_after: 1,
             mounts: Vec::new(),
             static_max_age: 3600,

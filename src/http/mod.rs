@@ -3,6 +3,7 @@
 //! Nothing here knows who answers a request.
 
 pub mod body;
+pub mod checks;
 pub mod conn;
 pub mod error_page;
 pub mod forwarded;

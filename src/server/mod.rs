@@ -288,8 +288,19 @@ async fn accept_loop(
         .header_read_timeout(shared.config.header_timeout)
         .keep_alive(true)
         .title_case_headers(true)
+        .max_headers(shared.config.max_fields)
         .max_buf_size(shared.config.max_head.max(8192));
+    // Past the limit, the next connection waits in the kernel's backlog until one ends.
+    let slots = Arc::new(tokio::sync::Semaphore::new(shared.config.max_connections));
     loop {
+        let slot = tokio::select! {
+            biased;
+            _ = shutdown.changed() => break,
+            s = Arc::clone(&slots).acquire_owned() => match s {
+                Ok(s) => s,
+                Err(_) => break,
+            },
+        };
         let (stream, peer) = tokio::select! {
             biased;
             _ = shutdown.changed() => break,
@@ -313,6 +324,7 @@ async fn accept_loop(
         };
         let tls = tls.clone();
         tokio::spawn(async move {
+            let _slot = slot;
             match tls {
                 None => serve(stream, shared, conn_info, builder, watcher).await,
                 Some(acceptor) => {

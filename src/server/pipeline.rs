@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use http::header::{CONNECTION, HOST};
-use http::{HeaderValue, Request, StatusCode, Version};
+use http::header::CONNECTION;
+use http::{HeaderValue, Request, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
@@ -17,6 +17,7 @@ use super::{Handler, Shared};
 use crate::access_log::{LoggedBody, RequestFacts};
 use crate::http::body::Reply;
 use crate::http::body::ResponseBody;
+use crate::http::checks;
 use crate::http::conn::ConnInfo;
 use crate::http::error_page;
 use crate::http::forwarded;
@@ -66,6 +67,15 @@ pub async fn route(
     Ok(res)
 }
 
+/// An answer to a request the server will not pass on: the connection closes after it, since
+/// what follows on it may be framed differently than a proxy in front believes.
+fn refused(status: StatusCode) -> Reply {
+    let mut res = error_page::plain(status);
+    res.headers_mut()
+        .insert(CONNECTION, HeaderValue::from_static("close"));
+    res
+}
+
 fn log_facts(req: &mut Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> RequestFacts {
     let fwd = forwarded::resolve(req.headers(), conn.peer.ip(), &shared.config.trusted);
     let remote = fwd
@@ -87,14 +97,11 @@ fn log_facts(req: &mut Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> R
 async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo) -> Reply {
     // hyper bounds its read buffer, not the parsed head; the configured limit is enforced here.
     if head_size(&req) > shared.config.max_head {
-        return error_page::plain(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        return refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
     }
-    // RFC 9112 3.2: an HTTP/1.1 request without Host is malformed.
-    if req.version() == Version::HTTP_11
-        && req.uri().authority().is_none()
-        && !req.headers().contains_key(HOST)
-    {
-        return error_page::plain(StatusCode::BAD_REQUEST);
+    if let Err(refusal) = checks::check(&req, &shared.config.head_limits) {
+        tracing::debug!("refused a request from {}: {}", conn.peer, refusal.reason);
+        return refused(refusal.status);
     }
     let req = if shared.statics.is_empty() {
         req
