@@ -196,3 +196,49 @@ def test_connections_past_the_limit_wait_in_the_backlog(server, tmp_path):
     finally:
         for c in (first, second, third):
             c.close()
+
+
+def test_the_proxy_never_forwards_trailers_that_reframe_or_reroute(module_server):
+    """A chunked request whose trailer section carries Host, Content-Length and
+    X-Forwarded-For: the upstream (a raw socket that records what it is sent) gets the body and
+    none of those fields."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(1)
+    received = []
+
+    def upstream():
+        conn, _ = listener.accept()
+        conn.settimeout(10)
+        data = b""
+        while b"0\r\n" not in data or not data.endswith(b"\r\n\r\n"):
+            chunk = conn.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+        received.append(data)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+        conn.close()
+
+    t = threading.Thread(target=upstream, daemon=True)
+    t.start()
+    try:
+        proxy = start_proxy(module_server, [f"127.0.0.1:{listener.getsockname()[1]}"])
+        with RawConnection(proxy.port) as c:
+            c.send(
+                b"POST /t HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\nTrailer: X-Sum\r\n"
+                b"\r\n3\r\nabc\r\n0\r\nX-Sum: 42\r\nHost: evil\r\nContent-Length: 99\r\n"
+                b"X-Forwarded-For: 6.6.6.6\r\n\r\n"
+            )
+            assert c.read_response().status == 200
+        t.join(10)
+    finally:
+        listener.close()
+    _, _, body = received[0].partition(b"\r\n\r\n")
+    assert b"abc" in body
+    trailer_section = body.split(b"0\r\n", 1)[1]
+    for bad in (b"evil", b"content-length", b"6.6.6.6"):
+        assert bad not in trailer_section.lower(), trailer_section
