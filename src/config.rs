@@ -34,6 +34,8 @@ pub struct Config {
     pub max_fields: usize,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// A path answered from Rust with the server's health (200, or 503 while draining).
+    pub health_path: Option<String>,
     /// Seconds sent in `Retry-After` with a 503.
     pub retry_after: u32,
     /// Static and media roots served from Rust.
@@ -69,6 +71,7 @@ impl Default for Config {
             head_limits: crate::http::checks::HeadLimits::default(),
             max_fields: 100,
             max_connections: 1000,
+            health_path: None,
             retry_after: 1,
             mounts: Vec::new(),
             static_max_age: 3600,

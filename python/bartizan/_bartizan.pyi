@@ -34,6 +34,7 @@ class Server:
         limit_request_field_size: int = 8190,
         limit_request_fields: int = 100,
         max_connections: int = 1000,
+        health_path: str | None = None,
         retry_after: int = 1,
         statics: Sequence[tuple[str, str | PathLike[str]]] = ...,
         media: Sequence[tuple[str, str | PathLike[str]]] = ...,

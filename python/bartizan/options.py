@@ -133,6 +133,14 @@ def _root_path(value: Any) -> str | None:
     return None
 
 
+def _health_path(value: Any) -> str | None:
+    if value is None:
+        return None
+    if not value or _root_path(value) is not None:
+        return "must be a plain path, e.g. /healthz"
+    return None
+
+
 def _static_spec(text: str) -> tuple[str, str]:
     prefix, sep, directory = text.partition("=")
     if not sep or not prefix or not directory:
@@ -347,6 +355,16 @@ OPTIONS: tuple[Option, ...] = (
         group="requests",
         low=1,
         high=10_000,
+    ),
+    Option(
+        "health_path",
+        None,
+        "answer this path from Rust, without the app: 200 while the worker takes work, 503 "
+        "from the moment it drains (stop, reload), for load balancers; off by default",
+        check=_health_path,
+        where=BOTH,
+        metavar="PATH",
+        group="requests",
     ),
     count_option(
         "max_connections",

@@ -265,6 +265,12 @@ impl Pool {
         }
     }
 
+    /// Locked or holding: new app requests would not run now.
+    pub fn is_locked(&self) -> bool {
+        let st = self.inner.lock();
+        st.locked || st.held
+    }
+
     pub fn unlock(&self) {
         let mut st = self.inner.lock();
         st.locked = false;

@@ -44,6 +44,8 @@ pub struct Shared {
     /// Set when this process hands over to a newer one (reload): connections are closed
     /// after their next response rather than while idle.
     pub retiring: AtomicBool,
+    /// Set when the server stops (a reload, a recycle or a shutdown): its health path says so.
+    pub draining: AtomicBool,
     pub statics: Statics,
     pub routes: Routes,
     pub pool: Pool,
@@ -171,6 +173,7 @@ impl Server {
             metrics: Metrics::default(),
             access_log,
             retiring: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             statics,
             routes: Routes::new(&config.routes),
             config,
@@ -232,6 +235,7 @@ impl Server {
             return 0;
         };
         self.shared.retiring.store(retire, Ordering::Relaxed);
+        self.shared.draining.store(true, Ordering::Relaxed);
         let deadline = timeout.map(|t| Instant::now() + t);
         let _ = self.shutdown.send(true);
         let acceptors = std::mem::take(&mut self.acceptors);

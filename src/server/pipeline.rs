@@ -67,6 +67,16 @@ pub async fn route(
     Ok(res)
 }
 
+/// The health path, answered here without the app: 200 while this server takes work, 503
+/// from the moment it stops taking it (draining for a stop or reload, or locked), so that a
+/// load balancer moves traffic away before connections close.
+fn health(shared: &Shared) -> Reply {
+    if shared.draining.load(Ordering::Relaxed) || shared.pool.is_locked() {
+        return error_page::unavailable(shared.config.retry_after);
+    }
+    error_page::plain(StatusCode::OK)
+}
+
 /// An answer to a request the server will not pass on: the connection closes after it, since
 /// what follows on it may be framed differently than a proxy in front believes.
 fn refused(status: StatusCode) -> Reply {
@@ -102,6 +112,14 @@ async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo)
     if let Err(refusal) = checks::check(&req, &shared.config.head_limits) {
         tracing::debug!("refused a request from {}: {}", conn.peer, refusal.reason);
         return refused(refusal.status);
+    }
+    if shared
+        .config
+        .health_path
+        .as_deref()
+        .is_some_and(|p| p == req.uri().path())
+    {
+        return health(shared);
     }
     let req = if shared.statics.is_empty() {
         req

@@ -109,6 +109,7 @@ def test_worker_config_is_the_embedding_options_less_where_to_listen(tmp_path):
         "limit_request_line": 8190,
         "limit_request_field_size": 8190,
         "limit_request_fields": 100,
+        "health_path": None,
         "max_connections": 1000,
         "io_threads": 2,
         "static": [("/s", str(tmp_path))],

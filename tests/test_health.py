@@ -1,0 +1,55 @@
+"""The health path (--health-path): answered from Rust without the app, 200 while the server
+takes work, 503 from the moment it drains or is locked, so a load balancer stops sending."""
+
+from __future__ import annotations
+
+import re
+import signal
+
+import bartizan
+
+from tests.support import RawConnection, raw_request
+from tests.support.process import wait_line
+
+LIFECYCLE = "tests.apps.lifecycle:app"
+
+
+def test_health_is_200_without_the_app(server):
+    srv = server(LIFECYCLE, "--health-path", "/healthz")
+    r = raw_request(srv.port, "GET", "/healthz")
+    assert (r.status, r.body) == (200, b"200 OK\n")
+    assert raw_request(srv.port, "GET", "/sleep?s=0").status == 200
+
+
+def test_a_retiring_worker_answers_503_on_the_connections_it_still_serves(cli):
+    """SIGHUP: the old worker drains. A health check on a connection it still holds gets 503
+    with Retry-After (and the connection closes); a new connection reaches the new worker,
+    which answers 200."""
+    srv = cli(LIFECYCLE, "--health-path", "/healthz")
+    probe = RawConnection(srv.port)
+    try:
+        probe.send(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert probe.read_response().status == 200
+        srv.signal(signal.SIGHUP)
+        wait_line(srv, re.compile(r"^bartizan: reloaded: "), 30)
+        probe.send(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+        r = probe.read_response()
+        assert r.status == 503
+        assert r.header("Retry-After")
+        assert r.header("Connection") == "close"
+    finally:
+        probe.close()
+    assert raw_request(srv.port, "GET", "/healthz").status == 200
+
+
+def test_health_of_a_locked_embedded_server():
+    def app(environ, start_response):
+        start_response("200 OK", [("Content-Type", "text/plain")])
+        return [b"app"]
+
+    with bartizan.Server(app, port=0, health_path="/up") as s:
+        assert raw_request(s.port, "GET", "/up").status == 200
+        s.lock()
+        assert raw_request(s.port, "GET", "/up").status == 503
+        s.unlock()
+        assert raw_request(s.port, "GET", "/up").status == 200
