@@ -372,11 +372,7 @@ impl ThreadProbe {
         None
     }
 
-    /// True when the thread sleeps (`S`/`D`) on something that is not the GIL: blocked, not
-    /// merely preempted (`R`), and not in a futex wait. CPython waits for the GIL in a futex;
-    /// a thread woken for it that a busy machine has not run yet still sleeps there, and must
-    /// not pass for one waiting on a socket or a sleep (those are other system calls). A
-    /// Python lock is a futex too: a job waiting on one is judged as if it might run Python.
+    /// True when the thread sleeps (`S`/`D`): blocked, not merely preempted (`R`).
     #[cfg(target_os = "linux")]
     fn sleeping(self) -> bool {
         let path = format!("/proc/self/task/{}/stat", self.tid);
@@ -387,21 +383,7 @@ impl ThreadProbe {
         let state = stat
             .rfind(')')
             .and_then(|i| stat[i + 1..].trim_start().chars().next());
-        matches!(state, Some('S' | 'D')) && !self.in_futex_wait()
-    }
-
-    /// Whether the thread is blocked in `futex` now (`/proc/.../syscall` names the call a
-    /// blocked thread is in; "running" otherwise).
-    #[cfg(target_os = "linux")]
-    fn in_futex_wait(self) -> bool {
-        let path = format!("/proc/self/task/{}/syscall", self.tid);
-        let Ok(text) = std::fs::read_to_string(path) else {
-            return false;
-        };
-        text.split_whitespace()
-            .next()
-            .and_then(|n| n.parse::<libc::c_long>().ok())
-            .is_some_and(|n| n == libc::SYS_futex)
+        matches!(state, Some('S' | 'D'))
     }
 
     #[cfg(not(target_os = "linux"))]
