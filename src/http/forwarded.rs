@@ -78,6 +78,23 @@ enum Node {
     Opaque(String),
 }
 
+/// The address of an `X-Forwarded-For` entry, if it is one (not `unknown` or a name).
+pub(crate) fn node_ip(s: &str) -> Option<IpAddr> {
+    match parse_node(s)? {
+        Node::Ip(ip, _) => Some(ip),
+        Node::Opaque(_) => None,
+    }
+}
+
+/// What the nearest trusted hop said with `X-Forwarded-Proto` and `X-Forwarded-Host`: the
+/// last value of each, when it is one we would believe.
+pub(crate) fn proto_and_host(headers: &HeaderMap) -> (Option<&'static str>, Option<String>) {
+    (
+        last_value(headers, &X_FORWARDED_PROTO).and_then(|p| parse_proto(&p)),
+        last_value(headers, &X_FORWARDED_HOST).filter(|h| valid_host(h)),
+    )
+}
+
 /// `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]`, `[::1]:80`.
 fn parse_node(s: &str) -> Option<Node> {
     let s = s.trim();
@@ -296,8 +313,7 @@ pub fn resolve(headers: &HeaderMap, peer: IpAddr, trust: &TrustList) -> Option<F
             fwd.client = Some(node_client(&chain[i]));
         }
     }
-    fwd.proto = last_value(headers, &X_FORWARDED_PROTO).and_then(|p| parse_proto(&p));
-    fwd.host = last_value(headers, &X_FORWARDED_HOST).filter(|h| valid_host(h));
+    (fwd.proto, fwd.host) = proto_and_host(headers);
     fwd.port = last_value(headers, &X_FORWARDED_PORT).and_then(|p| p.parse().ok());
     (fwd != Forwarded::default()).then_some(fwd)
 }

@@ -25,6 +25,17 @@ pub fn is_hop_by_hop_for_wsgi(name: &HeaderName) -> bool {
         || name == header::PROXY_AUTHORIZATION
 }
 
+/// The tokens of every `Connection` field, trimmed (`close`, `upgrade`, names of headers that
+/// are only for this hop).
+pub fn connection_tokens(headers: &HeaderMap) -> impl Iterator<Item = &str> {
+    headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+}
+
 /// The values of a repeated header as one, joined by `sep` (RFC 9110 5.3), each decoded by
 /// `decode`; `None` when there is none, or one that does not decode.
 pub fn joined<'a>(

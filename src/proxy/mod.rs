@@ -35,7 +35,7 @@ use crate::http::body::{BodyError, Reply, ResponseBody};
 use crate::http::conn::ConnInfo;
 use crate::http::error_page;
 use crate::http::forwarded;
-use crate::http::headers::{CONNECTION_SCOPED, as_text, joined};
+use crate::http::headers::{CONNECTION_SCOPED, as_text, connection_tokens, joined};
 
 pub mod routes;
 
@@ -219,34 +219,20 @@ fn says_who(name: &HeaderName) -> bool {
 }
 
 fn says_close(headers: &HeaderMap) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("close"))
+    connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("close"))
 }
 
 fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
-        && headers
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+        && connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("upgrade"))
 }
 
 /// Drops hop-by-hop headers, including those the `Connection` header names. With `upgrade`,
 /// `Upgrade` and `Connection: upgrade` stay so the handshake reaches the other side.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
     let upgrade_value = headers.get(header::UPGRADE).cloned();
-    let named: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+    let named: Vec<HeaderName> = connection_tokens(headers)
+        .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
         .collect();
     for name in named.iter().chain(CONNECTION_SCOPED.iter()) {
         headers.remove(name);
@@ -530,26 +516,12 @@ fn carry_chain_into_forwarded(h: &mut HeaderMap) {
     let Some(chain) = joined(h, &xff, ",", as_text) else {
         return;
     };
-    let last_of = |name: &'static str| {
-        joined(h, &HeaderName::from_static(name), ",", as_text)
-            .and_then(|v| v.rsplit(',').next().map(|s| s.trim().to_string()))
-    };
-    let proto = last_of("x-forwarded-proto")
-        .filter(|p| p.eq_ignore_ascii_case("http") || p.eq_ignore_ascii_case("https"))
-        .map(|p| p.to_ascii_lowercase());
-    let host = last_of("x-forwarded-host").filter(|v| forwarded::valid_host(v));
+    let (proto, host) = forwarded::proto_and_host(h);
     let mut elements: Vec<String> = chain
         .split(',')
-        .map(|node| {
-            let node = node.trim();
-            let ip = node
-                .parse::<IpAddr>()
-                .ok()
-                .or_else(|| node.parse::<std::net::SocketAddr>().ok().map(|a| a.ip()));
-            match ip {
-                Some(ip) => format!("for={}", forwarded_node(ip)),
-                None => "for=unknown".to_string(),
-            }
+        .map(|node| match forwarded::node_ip(node) {
+            Some(ip) => format!("for={}", forwarded_node(ip)),
+            None => "for=unknown".to_string(),
         })
         .collect();
     if let Some(last) = elements.last_mut() {
