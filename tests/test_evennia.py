@@ -13,17 +13,15 @@ import http.client
 import json
 import re
 import socket
-import threading
 import time
 import uuid
-from collections import Counter
 
 import pytest
 
 pytest.importorskip("evennia")
 
 from tests.support.cdp import PageLoad
-from tests.support.evennia_game import SUPERUSER, Game
+from tests.support.evennia_game import PAGES, SUPERUSER, Ask, Clients, Game
 
 # How long the Portal's proxy holds a request while the Server is away: longer than a reload
 # takes here (5-8 s), short enough for the Server-away test to see the 503.
@@ -239,66 +237,8 @@ def test_browser_loads_front_page_and_webclient(game, browser):
         assert game.name in page.evaluate("document.title + document.body.innerText")
 
 
-class Load:
-    """Client threads asking for the front page, a static file, the login page, the webclient
-    page and posting the login form, each checking every answer: the expected status, and a
-    body whenever the status carries one."""
-
-    PAGES = ("/", "/static/website/css/website.css", "/auth/login/", "/webclient/")
-
-    def __init__(self, game, threads: int = 12):
-        self.game = game
-        self.stop = threading.Event()
-        self.counts: Counter = Counter()
-        self.bad: list = []
-        self.lock = threading.Lock()
-        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(threads)]
-
-    def __enter__(self):
-        for t in self.threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc):
-        self.stop.set()
-        for t in self.threads:
-            t.join(90)
-
-    def note(self, what, ok: bool):
-        with self.lock:
-            self.counts["ok" if ok else "bad"] += 1
-            if not ok:
-                self.bad.append(what)
-
-    def run(self, i: int):
-        conn = None
-        n = i
-        path = "?"
-        while not self.stop.is_set():
-            n += 1
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", self.game.port, timeout=60)
-                if n % 5 == 4:
-                    path, expected = "POST /auth/login/", 403  # no CSRF token: refused by Django
-                    conn.request(
-                        "POST",
-                        "/auth/login/",
-                        body="username=nobody&password=wrong",
-                        headers={"Content-Type": "application/x-www-form-urlencoded"},
-                    )
-                else:
-                    path, expected = self.PAGES[n % 4], 200
-                    conn.request("GET", path)
-                r = conn.getresponse()
-                body = r.read()
-                self.note((path, r.status, len(body)), r.status == expected and len(body) > 0)
-                if (r.getheader("Connection") or "").lower() == "close":
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException) as e:
-                self.note((path, type(e).__name__), False)
-                conn = None
+# The pages, and the login form posted without a CSRF token: Django refuses it with 403.
+LOAD = [*PAGES, Ask("POST", "/auth/login/", 403, "username=nobody&password=wrong")]
 
 
 def _telnet_reload(game):
@@ -326,7 +266,7 @@ def test_reloads_under_load_lose_nothing(game):
     answer is the right status with a body (none failed, none empty), and each reload really
     replaced the Server process."""
     pids = [game.server_pid()]
-    with Load(game) as load:
+    with Clients(game.port, LOAD) as load:
         time.sleep(2)
         for _ in range(3):
             game.reload()

@@ -5,6 +5,10 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+# The repository itself, for the helpers bench/ shares with the tests (tests/support: /proc
+# reading, the Evennia game).
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 BENCH = ROOT / "bench"
 VENV = ROOT / ".venv"
 VENV_PY = VENV / "bin" / "python"

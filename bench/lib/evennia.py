@@ -4,17 +4,16 @@ run: the front page, a static file and the login POST (wrk: rps, p99), then a re
 load (client threads count failed and empty answers and the longest wait). The games are
 made and driven by tests/support/evennia_game.py, as the tests do."""
 
-import http.client
 import re
-import threading
 import time
-from collections import Counter
 
-from lib import ROOT, log
+from lib import log
 from lib.config import Load, seconds
 from lib.processes import RssSampler, scratch
 from lib.results import Row, median_row, with_errors
 from lib.wrk import run_wrk
+
+from tests.support import evennia_game
 
 GAMES = {"evennia-bartizan": "Evennia on Bartizan", "evennia-twisted": "Evennia (Twisted)"}
 PAGES = {
@@ -27,18 +26,10 @@ RELOADS = 3
 RELOAD_CLIENTS = 12
 
 
-def _game_class():
-    import sys
+def _have_evennia():
+    import importlib.util
 
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    try:
-        import evennia  # noqa: F401
-    except ImportError:
-        return None
-    from tests.support.evennia_game import SUPERUSER, Game
-
-    return Game, SUPERUSER
+    return importlib.util.find_spec("evennia") is not None
 
 
 def _login_script(game, superuser, directory):
@@ -87,36 +78,10 @@ def _measure(ctx, game, key, section, path, load):
 
 def _reload_under_load(game, duration_after=3.0):
     """Client threads over the four pages while the game reloads RELOADS times: how many
-    answers were right, failed (an error or a refused connection) or empty, and the longest
+    answers were right, failed (an error or a dropped connection) or empty, and the longest
     any request waited."""
-    paths = ["/", "/static/website/css/website.css", "/auth/login/", "/webclient/"]
-    counts, longest, stop, lock = Counter(), [0.0], threading.Event(), threading.Lock()
-
-    def client(i):
-        conn = None
-        while not stop.is_set():
-            i += 1
-            t0 = time.monotonic()
-            try:
-                if conn is None:
-                    conn = http.client.HTTPConnection("127.0.0.1", game.port, timeout=120)
-                conn.request("GET", paths[i % len(paths)])
-                r = conn.getresponse()
-                body = r.read()
-                what = "ok" if r.status == 200 and body else ("empty" if not body else "failed")
-                if (r.getheader("Connection") or "").lower() == "close":
-                    conn.close()
-                    conn = None
-            except (OSError, http.client.HTTPException):
-                what, conn = "failed", None
-            with lock:
-                counts[what] += 1
-                longest[0] = max(longest[0], time.monotonic() - t0)
-
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(RELOAD_CLIENTS)]
-    for t in threads:
-        t.start()
-    try:
+    clients = evennia_game.Clients(game.port, evennia_game.PAGES, threads=RELOAD_CLIENTS)
+    with clients:
         time.sleep(2)
         pid = game.server_pid()
         for _ in range(RELOADS):
@@ -125,27 +90,23 @@ def _reload_under_load(game, duration_after=3.0):
             time.sleep(1)
         game.wait_until_serving()
         time.sleep(duration_after)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(150)
-    return counts, longest[0]
+    return clients.counts, clients.longest
 
 
 def section_evennia(ctx):
     """An Evennia game's website: its own Twisted stack against the same game on Bartizan."""
     keys = [k for k in GAMES if ctx.cfg.wants(k)]
-    found = _game_class()
-    if found is None:
+    if not _have_evennia():
         for key in keys:
             for section in [*PAGES, "evennia-reload"]:
                 ctx.rows.append(Row(section, key, GAMES[key], note="skipped: no evennia"))
         return
-    game_class, superuser = found
     directory = scratch() / "evennia"
     directory.mkdir(exist_ok=True)
     for key in keys:
-        game = game_class(directory, bartizan=key == "evennia-bartizan", name=key.replace("-", ""))
+        game = evennia_game.Game(
+            directory, bartizan=key == "evennia-bartizan", name=key.replace("-", "")
+        )
         log(f"evennia: making and starting {GAMES[key]}")
         try:
             game.create().start()
@@ -155,7 +116,7 @@ def section_evennia(ctx):
                     (directory / key).mkdir(exist_ok=True)
                     # Each login hashes a password for about half a second: a few
                     # clients keep both cores busy without running into wrk's timeout.
-                    script = _login_script(game, superuser, directory / key)
+                    script = _login_script(game, evennia_game.SUPERUSER, directory / key)
                     load = Load(connections=LOGIN_CLIENTS, script=script)
                 _measure(ctx, game, key, section, path, load)
             log(f"evennia: {GAMES[key]}: {RELOADS} reloads under load")

@@ -18,6 +18,8 @@ from pathlib import Path
 
 from lib import HOST, ROOT, log
 
+from tests.support.procfs import rss_kib, tree_pids
+
 # --------------------------------------------------------------------------
 # Environment shared by every server and the in-process loop.
 
@@ -153,38 +155,6 @@ def wait_ready(proc, port, path, check, log_path, timeout):
 # Peak RSS of a process tree, sampled from /proc.
 
 
-def process_tree(root):
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:  # exited while we looked
-            continue
-        # The command name may contain spaces and parens: split after it.
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo.extend(children.get(pid, ()))
-    return tree
-
-
-def rss_kib(pid):
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return 0
-
-
 class RssSampler(threading.Thread):
     """Sum of VmRSS over the tree every `interval` s; keeps the maximum."""
 
@@ -196,7 +166,7 @@ class RssSampler(threading.Thread):
         self._stop_event = threading.Event()
 
     def sample(self):
-        total = sum(rss_kib(pid) for pid in process_tree(self.root_pid))
+        total = sum(rss_kib(pid) or 0 for pid in tree_pids(self.root_pid))
         self.peak_kib = max(self.peak_kib, total)
 
     def run(self):

@@ -198,13 +198,12 @@ def gather(args: argparse.Namespace, command: str) -> dict:
     """Every option from its sources, after moving to --chdir (the config file and the app
     are looked for there). Raises OptionError or UserConfigError."""
     # These two say where the others are read, so they come from a flag or the environment.
-    chdir = args.chdir or os.environ.get("BARTIZAN_CHDIR")
+    # The directory first: the config file's path is relative to it.
+    flags, nowhere = given_flags(args, command), sources.ConfigFile(None, {})
+    chdir = sources.resolve(command, flags, os.environ, nowhere, only={"chdir"})["chdir"]
     if chdir:
-        options.check_value(options.BY_NAME["chdir"], chdir, flag=True)
         os.chdir(chdir)
-    config_path = args.config or os.environ.get("BARTIZAN_CONFIG")
-    if config_path:
-        options.check_value(options.BY_NAME["config"], config_path, flag=True)
+    config_path = sources.resolve(command, flags, os.environ, nowhere, only={"config"})["config"]
     config = sources.ConfigFile.find(config_path)
     values = read_options(args, command, os.environ, config)
     values["app"] = (

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from typing import Any
 
 from bartizan import options
@@ -136,10 +136,12 @@ def resolve(
     flags: Mapping[str, Any],
     environ: Mapping[str, str],
     config: ConfigFile,
+    only: Collection[str] | None = None,
 ) -> dict[str, Any]:
-    """Every option of `command` from the first source that sets it, checked. `flags` holds
-    the parsed value of each flag given on the command line (absent: not given)."""
-    table = options.for_command(command)
+    """Every option of `command` (or the `only` ones) from the first source that sets it,
+    checked. `flags` holds the parsed value of each flag given on the command line (absent:
+    not given)."""
+    table = [o for o in options.for_command(command) if only is None or o.name in only]
     from_file = config.normalised({o.name for o in table} | {"app"})
     values = {}
     for option in table:
@@ -159,5 +161,6 @@ def resolve(
             if source is None:
                 raise
             raise OptionError(option, e.value, e.problem, source=source) from None
-    options.check_together(values, flag=True)
+    if only is None:
+        options.check_together(values, flag=True)
     return values

@@ -110,7 +110,10 @@ class Supervisor:
         self.metrics_dir: str | None = None
 
     # -- workers ----------------------------------------------------------------------------
-    def spawn(self) -> Worker:
+    def spawn(self, describe: bool = False) -> Worker:
+        """A worker process on the sockets. With `describe`, it says what it serves (its
+        mounts, counted, and warnings) when ready: asked of one worker at start, since
+        counting a large media tree is work no other start needs."""
         ready_r, ready_w = os.pipe()
         fds = [s.fileno() for s in self.sockets]
         config = dict(
@@ -120,6 +123,7 @@ class Supervisor:
             metrics_dir=self.metrics_dir,
             master_pid=os.getpid(),
             multiprocess=self.count > 1,
+            describe=describe,
         )
         env = dict(os.environ, BARTIZAN_WORKER_CONFIG=json.dumps(config))
         proc = subprocess.Popen(
@@ -152,9 +156,9 @@ class Supervisor:
                 os.close(fd)
                 if not data.startswith(b"ok"):
                     failed.append((worker, worker.proc.wait()))
-                elif self.served is None:
+                elif data[2:].strip():
                     try:
-                        self.served = json.loads(data[2:] or b"{}")
+                        self.served = json.loads(data[2:])
                     except ValueError:
                         self.served = {}
         return failed
@@ -179,7 +183,7 @@ class Supervisor:
         """The first workers. An app that cannot start ends the server (its worker has said
         why, in one line): exit code 2. A worker that dies otherwise while starting (killed
         by the OOM killer or an operator) is replaced like any that dies later."""
-        batch = [self.spawn() for _ in range(self.count)]
+        batch = [self.spawn(describe=i == 0) for i in range(self.count)]
         failed = self.wait_ready(batch)
         if failed is None:
             self.stop_batch(batch)

@@ -41,6 +41,7 @@ def main() -> int:
     graceful_timeout = config.pop("graceful_timeout")
     debug = config.pop("log_level") == "debug"
     check = config.pop("check")
+    describe = config.pop("describe")
     sys.path[:0] = [p for p in config.pop("pythonpath") if p not in sys.path]
     warnings = []
     try:
@@ -51,7 +52,7 @@ def main() -> int:
             found = django_mounts(django == "on")
             mounts += [m for m in found["static"] if m[0] not in explicit]
             media += [m for m in found["media"] if m[0] not in explicit]
-            warning = static_root_warning()
+            warning = static_root_warning() if describe else None
             if warning:
                 warnings.append(warning)
         # Blocked before the server starts its threads, which inherit the mask: the signals
@@ -80,16 +81,16 @@ def main() -> int:
         signal.signal(sig, lambda signum, frame: signals.append(signum))
     # The supervisor handles SIGHUP; a terminal's hang-up must not kill the workers.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    # What this worker serves, for the supervisor to say once at start.
-    served = {
-        "mounts": [
+    # What this worker serves, when the supervisor asked it to say so at start.
+    served = b""
+    if describe:
+        found = [
             [p, d, count_files(d), kind]
             for kind, ms in (("static", mounts), ("media", media))
             for p, d in ms
-        ],
-        "warnings": warnings,
-    }
-    os.write(ready_fd, b"ok " + json.dumps(served).encode() + b"\n")
+        ]
+        served = json.dumps({"mounts": found, "warnings": warnings}).encode()
+    os.write(ready_fd, b"ok " + served + b"\n")
     os.close(ready_fd)
 
     me = os.getpid()

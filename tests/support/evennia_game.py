@@ -13,8 +13,11 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections import Counter
 from pathlib import Path
+from typing import NamedTuple
 
 BIN = Path(sys.executable).parent
 EVENNIA = BIN / "evennia"
@@ -212,6 +215,79 @@ class Game:
                 os.kill(pid, 9)
             except OSError:
                 pass
+
+
+class Ask(NamedTuple):
+    """One request of a client's cycle, and the status it must get."""
+
+    method: str
+    path: str
+    expected: int = 200
+    body: str | None = None
+
+
+PAGES = [
+    Ask("GET", "/"),
+    Ask("GET", "/static/website/css/website.css"),
+    Ask("GET", "/auth/login/"),
+    Ask("GET", "/webclient/"),
+]
+FORM = {"Content-Type": "application/x-www-form-urlencoded"}
+
+
+class Clients:
+    """Client threads on keep-alive connections, each asking for `asks` in turn while the
+    block runs, and judging every answer: `ok` (the expected status, with a body), `empty` (no
+    body) or `failed` (another status, or the connection dropped). Keeps the bad answers and
+    the longest any request waited."""
+
+    def __init__(self, port: int, asks: list[Ask], threads: int = 12):
+        self.port, self.asks = port, asks
+        self.stop = threading.Event()
+        self.counts: Counter = Counter()
+        self.bad: list = []
+        self.longest = 0.0
+        self.lock = threading.Lock()
+        self.threads = [threading.Thread(target=self.run, args=(i,)) for i in range(threads)]
+
+    def __enter__(self) -> Clients:
+        for t in self.threads:
+            t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop.set()
+        for t in self.threads:
+            t.join(150)
+
+    def note(self, what, verdict: str, waited: float) -> None:
+        with self.lock:
+            self.counts[verdict] += 1
+            self.longest = max(self.longest, waited)
+            if verdict != "ok":
+                self.bad.append(what)
+
+    def run(self, n: int) -> None:
+        conn = None
+        while not self.stop.is_set():
+            ask = self.asks[n % len(self.asks)]
+            n += 1
+            started = time.monotonic()
+            try:
+                if conn is None:
+                    conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+                headers = FORM if ask.body is not None else {}
+                conn.request(ask.method, ask.path, body=ask.body, headers=headers)
+                r = conn.getresponse()
+                body = r.read()
+                verdict = "empty" if not body else "ok" if r.status == ask.expected else "failed"
+                what = (ask.method, ask.path, r.status, len(body))
+                if (r.getheader("Connection") or "").lower() == "close":
+                    conn.close()
+                    conn = None
+            except (OSError, http.client.HTTPException) as e:
+                verdict, what, conn = "failed", (ask.method, ask.path, type(e).__name__), None
+            self.note(what, verdict, time.monotonic() - started)
 
 
 def _alive(pid: int) -> bool:

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from tests.support.procfs import rss_kib, tree_pids
+
 ROOT = Path(__file__).resolve().parent.parent.parent
 PYTHON = sys.executable
 
@@ -192,26 +194,20 @@ class ChildProcess:
     def stop(self):
         LIVE.discard(self)
         if self.proc.poll() is None:
-            try:
-                os.killpg(self.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
+            signal_group(self.pid, signal.SIGTERM)
+            self._wait_quietly(5)
         # Anything left in the group (the child ignored SIGTERM, or a child of
         # it outlived it) is killed outright.
-        try:
-            os.killpg(self.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            pass
+        signal_group(self.pid, signal.SIGKILL)
+        self._wait_quietly(5)
         for t in self._threads:
             t.join(timeout=2)
+
+    def _wait_quietly(self, timeout):
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            pass
 
     # -- measurements -------------------------------------------------
     def rss_kb(self):
@@ -298,12 +294,17 @@ def wait_line(proc, pattern, timeout, count=1):
     return m
 
 
+def signal_group(pgid, sig):
+    """Signals a process group that may already be gone."""
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
 def kill_now(proc):
     """SIGKILL the server's whole process group: no graceful anything."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    signal_group(proc.pid, signal.SIGKILL)
     try:
         proc.proc.wait(timeout=5)
     except subprocess.TimeoutExpired:
@@ -314,27 +315,6 @@ def kill_now(proc):
 # ---------------------------------------------------------------------------
 # Processes below the server, and their memory
 # ---------------------------------------------------------------------------
-
-
-def tree_pids(pid):
-    """`pid` and all its descendants: the CLI serves from worker processes."""
-    children = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                stat = f.read()
-        except OSError:
-            continue
-        ppid = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(ppid, []).append(int(entry))
-    found, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        found.append(p)
-        todo.extend(children.get(p, []))
-    return found
 
 
 def _state(pid):
@@ -357,19 +337,10 @@ def worker_pids(proc):
 
 def rss_kb(pid):
     """Resident memory of the server: the process and its workers together."""
-    total, seen = 0, False
-    for p in tree_pids(pid):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-                        seen = True
-        except OSError:
-            pass
-    if not seen:
+    sizes = [kib for kib in map(rss_kib, tree_pids(pid)) if kib is not None]
+    if not sizes:
         raise AssertionError(f"no VmRSS for pid {pid}")
-    return total
+    return sum(sizes)
 
 
 class RssSampler:
