@@ -22,8 +22,11 @@ pub struct Config {
     pub max_body: u64,
     /// How long a body read may wait for the client before the app sees an error.
     pub body_timeout: Duration,
-    /// How long a client may take to send its request headers.
+    /// How long a request head may take from its first byte, and a new connection may wait
+    /// for its first request.
     pub header_timeout: Duration,
+    /// How long an idle connection waits for its next request; zero turns keep-alive off.
+    pub keep_alive: Duration,
     /// Threads running the network side (accept, HTTP, files).
     pub io_threads: usize,
     /// Largest request head (request line + headers) in bytes; past it, 431.
@@ -65,7 +68,8 @@ impl Default for Config {
             root_path: String::new(),
             max_body: 1 << 30,
             body_timeout: Duration::from_secs(60),
-            header_timeout: Duration::from_secs(30),
+            header_timeout: Duration::from_secs(60),
+            keep_alive: Duration::from_secs(75),
             io_threads: 2,
             max_head: 64 * 1024,
             head_limits: crate::http::checks::HeadLimits::default(),

@@ -54,6 +54,14 @@ fn positive_seconds(option: &'static str, v: f64) -> Result<Duration, StartError
     }
 }
 
+fn seconds(option: &'static str, v: f64) -> Result<Duration, StartError> {
+    if v.is_finite() && v >= 0.0 {
+        Ok(Duration::from_secs_f64(v))
+    } else {
+        Err(error::invalid(option, "must be a number of seconds, 0 or more").into())
+    }
+}
+
 /// How every forward of one server waits and times out; its upstreams are filled in per use.
 fn forwarding(
     wait: f64,
@@ -175,7 +183,7 @@ impl PyServer {
     #[new]
     #[pyo3(signature = (
         app, binds, *, threads=20, min_threads=1, queue=1024, root_path=String::new(),
-        max_body=1u64 << 30, body_timeout=60.0, header_timeout=30.0, io_threads=2,
+        max_body=1u64 << 30, body_timeout=60.0, header_timeout=60.0, keep_alive=75.0, io_threads=2,
         max_head=65536, limit_request_line=8190, limit_request_field_size=8190,
         limit_request_fields=100, max_connections=1000, health_path=None, retry_after=1, statics=Vec::new(), media=Vec::new(), static_max_age=3600,
         trusted_proxies=vec!["127.0.0.1".to_string(), "::1".to_string()],
@@ -194,6 +202,7 @@ impl PyServer {
         max_body: u64,
         body_timeout: f64,
         header_timeout: f64,
+        keep_alive: f64,
         io_threads: usize,
         max_head: usize,
         limit_request_line: usize,
@@ -243,6 +252,7 @@ impl PyServer {
             max_body,
             body_timeout: positive_seconds("body_timeout", body_timeout)?,
             header_timeout: positive_seconds("header_timeout", header_timeout)?,
+            keep_alive: seconds("keep_alive", keep_alive)?,
             io_threads,
             max_head,
             head_limits: http::checks::HeadLimits {

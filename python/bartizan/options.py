@@ -329,10 +329,21 @@ OPTIONS: tuple[Option, ...] = (
     ),
     seconds_option(
         "header_timeout",
-        30.0,
-        "seconds a client has to send a request's head",
+        60.0,
+        "seconds a client has to send a request's head once it begins, and a new connection "
+        "to begin its first (nginx's client_header_timeout)",
+        where=BOTH,
         group="requests",
         positive=True,
+    ),
+    seconds_option(
+        "keep_alive",
+        75.0,
+        "seconds an idle connection stays open for its next request (nginx's "
+        "keepalive_timeout); 0 closes each connection after its answer",
+        where=BOTH,
+        group="requests",
+        positive=False,
     ),
     head_limit_option(
         "limit_request_line",

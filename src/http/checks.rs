@@ -6,6 +6,8 @@
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Request, StatusCode, Version};
 
+use super::framing::SeenHead;
+
 /// Limits on a request's head, as nginx and Gunicorn know them.
 #[derive(Debug, Clone, Copy)]
 pub struct HeadLimits {
@@ -77,8 +79,8 @@ pub fn check<B>(req: &Request<B>, limits: &HeadLimits) -> Result<(), Refusal> {
         return refuse(StatusCode::BAD_REQUEST, "no Host");
     }
     // RFC 9112 6.1: a request with both is framed two ways; refuse rather than pick one.
-    // hyper drops the Content-Length of such a request while parsing (and closes the
-    // connection after the answer): this holds for a request built by other means.
+    // hyper drops the Content-Length of such a request while parsing; `check_seen` refuses
+    // it from the raw head. This holds for a request built by other means.
     if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
         return refuse(
             StatusCode::BAD_REQUEST,
@@ -89,6 +91,29 @@ pub fn check<B>(req: &Request<B>, limits: &HeadLimits) -> Result<(), Refusal> {
         return refuse(StatusCode::BAD_REQUEST, "a singleton field repeated");
     }
     check_target(req)
+}
+
+/// What the connection's own reading of the bytes (`framing`) found for this request: a
+/// framing hyper settled silently (it drops `Content-Length` beside `Transfer-Encoding`), or
+/// a request at a place where that reading saw another one. `None`: that reading has
+/// stopped, past what hyper itself refuses.
+pub fn check_seen<B>(req: &Request<B>, seen: Option<&SeenHead>) -> Result<(), Refusal> {
+    let Some(seen) = seen else {
+        return Ok(());
+    };
+    let uri = req.uri();
+    let target_len = match (uri.scheme(), uri.path_and_query()) {
+        (None, Some(pq)) if uri.authority().is_none() => pq.as_str().len(),
+        // Rebuilt by the http crate; only origin-form keeps its bytes as sent.
+        _ => seen.target_len,
+    };
+    if seen.method != req.method() || seen.target_len != target_len {
+        return refuse(StatusCode::BAD_REQUEST, "request framed two ways");
+    }
+    match seen.refusal {
+        Some(reason) => refuse(StatusCode::BAD_REQUEST, reason),
+        None => Ok(()),
+    }
 }
 
 /// RFC 9112 3.2: `*` is only for OPTIONS and authority-form (`host:port`) only for CONNECT,

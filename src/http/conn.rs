@@ -2,7 +2,10 @@
 //! and both addresses already spelled out.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::framing::{Framing, SeenHead};
 
 /// Where a connection is: what the environ says about both ends.
 #[derive(Clone, Debug)]
@@ -12,6 +15,8 @@ pub struct ConnInfo {
     /// Both ends as the environ spells them, formatted once per connection rather than
     /// once per request (formatting an address costs more than the rest of the environ).
     pub text: Arc<ConnText>,
+    /// What the connection's bytes say, read as they arrive (see `framing`).
+    pub wire: Arc<Mutex<Wire>>,
 }
 
 #[derive(Debug)]
@@ -23,7 +28,7 @@ pub struct ConnText {
 }
 
 impl ConnInfo {
-    pub fn new(peer: SocketAddr, local: SocketAddr, scheme: &'static str) -> ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, scheme: &'static str, wire: Wire) -> ConnInfo {
         let text = ConnText {
             peer_ip: peer.ip().to_canonical().to_string(),
             peer_port: peer.port().to_string(),
@@ -34,6 +39,93 @@ impl ConnInfo {
             peer,
             scheme,
             text: Arc::new(text),
+            wire: Arc::new(Mutex::new(wire)),
         }
+    }
+}
+
+/// How long a connection may sit without a request, and how long a head may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Waits {
+    /// Between two requests (after an answer).
+    pub keep_alive: Duration,
+    /// From a head's first byte to its end, and before a connection's first request.
+    pub head: Duration,
+}
+
+/// Which wait ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expiry {
+    /// Nothing came between requests: the connection closes quietly.
+    Idle,
+    /// A head began and did not end in time.
+    Head,
+}
+
+/// One connection's reading of its own bytes, and whether a request is being answered: the
+/// socket's reader feeds it, each request takes its head from it, each answer's end is noted.
+#[derive(Debug)]
+pub struct Wire {
+    framing: Framing,
+    /// Requests whose answer has not been sent whole.
+    active: usize,
+    answered: u64,
+    idle_since: Instant,
+    head_since: Instant,
+}
+
+impl Wire {
+    pub fn new(max_head: usize, max_fields: usize) -> Wire {
+        let now = Instant::now();
+        Wire {
+            framing: Framing::new(max_head, max_fields),
+            active: 0,
+            answered: 0,
+            idle_since: now,
+            head_since: now,
+        }
+    }
+
+    pub fn feed(&mut self, bytes: &[u8], now: Instant) {
+        let before = self.framing.heads_seen();
+        let was_in_head = self.framing.in_head();
+        self.framing.feed(bytes);
+        if self.framing.in_head() && (!was_in_head || self.framing.heads_seen() != before) {
+            self.head_since = now;
+        }
+    }
+
+    /// The head the next request was read from, or `None` when this reading is lost.
+    pub fn take_head(&mut self) -> Option<SeenHead> {
+        self.framing.take()
+    }
+
+    pub fn begin(&mut self) {
+        self.active += 1;
+    }
+
+    pub fn end(&mut self, now: Instant) {
+        self.active = self.active.saturating_sub(1);
+        self.answered += 1;
+        self.idle_since = now;
+    }
+
+    /// When the connection gives up waiting, if it is waiting for the client at all.
+    pub fn deadline(&self, waits: &Waits) -> Option<(Instant, Expiry)> {
+        if self.framing.is_lost() {
+            return None;
+        }
+        if self.framing.in_head() {
+            return Some((self.head_since + waits.head, Expiry::Head));
+        }
+        if self.framing.at_boundary() && self.active == 0 {
+            let wait = if self.answered == 0 {
+                waits.head
+            } else {
+                waits.keep_alive
+            };
+            return Some((self.idle_since + wait, Expiry::Idle));
+        }
+        None
     }
 }

@@ -7,4 +7,6 @@ pub mod checks;
 pub mod conn;
 pub mod error_page;
 pub mod forwarded;
+pub mod framing;
 pub mod headers;
+pub mod request_body;

@@ -2,6 +2,7 @@
 //! runtime so it runs beside whatever the host process does (a CLI, or a game server).
 
 mod pipeline;
+mod watched_io;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,11 +25,12 @@ use crate::pool::{Contexts, Pool, PoolLimits, ThreadWrap};
 use crate::proxy::Proxy;
 use crate::proxy::routes::Routes;
 
-use crate::http::conn::ConnInfo;
+use crate::http::conn::{ConnInfo, Waits, Wire};
 use crate::statics::Statics;
 use crate::tls::{self, TlsAcceptor};
 use crate::wsgi::WsgiApp;
 use pyo3::Python;
+use watched_io::{Answering, WatchedIo};
 
 /// Who answers requests that no static mount takes.
 pub enum Handler {
@@ -289,8 +291,9 @@ async fn accept_loop(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(shared.config.header_timeout)
-        .keep_alive(true)
+        // A backstop only: WatchedIo keeps the keep-alive and head waits apart.
+        .header_read_timeout(shared.config.keep_alive + shared.config.header_timeout * 2)
+        .keep_alive(!shared.config.keep_alive.is_zero())
         .title_case_headers(true)
         .max_headers(shared.config.max_fields)
         .max_buf_size(shared.config.max_head.max(8192));
@@ -319,7 +322,9 @@ async fn accept_loop(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn_info = ConnInfo::new(peer, local, if tls.is_some() { "https" } else { "http" });
+        let wire = Wire::new(shared.config.max_head.max(8192), shared.config.max_fields);
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let conn_info = ConnInfo::new(peer, local, scheme, wire);
         let shared = Arc::clone(&shared);
         let builder = builder.clone();
         let watcher = ConnWatch {
@@ -362,9 +367,22 @@ async fn serve<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn_info.peer;
+    let waits = Waits {
+        keep_alive: shared.config.keep_alive,
+        head: shared.config.header_timeout,
+    };
+    let io = WatchedIo::new(io, Arc::clone(&conn_info.wire), waits);
     let svc = {
         let shared = Arc::clone(&shared);
-        service_fn(move |req| pipeline::route(req, Arc::clone(&shared), conn_info.clone()))
+        service_fn(move |req| {
+            let wire = Arc::clone(&conn_info.wire);
+            wire.lock().unwrap_or_else(|e| e.into_inner()).begin();
+            let answer = pipeline::route(req, Arc::clone(&shared), conn_info.clone());
+            async move {
+                let res = answer.await?;
+                Ok::<_, std::convert::Infallible>(res.map(|b| Answering::new(b, wire)))
+            }
+        })
     };
     // Upgrades let WebSocket handshakes through the proxy front.
     let conn = builder

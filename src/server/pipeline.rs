@@ -21,6 +21,7 @@ use crate::http::checks;
 use crate::http::conn::ConnInfo;
 use crate::http::error_page;
 use crate::http::forwarded;
+use crate::http::request_body;
 use crate::wsgi;
 
 /// Bytes of request line and headers, as counted against `max_head`.
@@ -105,6 +106,16 @@ fn log_facts(req: &mut Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> R
 }
 
 async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo) -> Reply {
+    // Taken for every request, refused or not, so each next one meets its own head.
+    let seen = conn
+        .wire
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take_head();
+    if let Err(refusal) = checks::check_seen(&req, seen.as_ref()) {
+        tracing::debug!("refused a request from {}: {}", conn.peer, refusal.reason);
+        return refused(refusal.status);
+    }
     // hyper bounds its read buffer, not the parsed head; the configured limit is enforced here.
     if head_size(&req) > shared.config.max_head {
         return refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
@@ -121,6 +132,13 @@ async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo)
     {
         return health(shared);
     }
+    let req = match request_body::read_ahead(req, shared.config.body_timeout).await {
+        Ok(req) => req,
+        Err(refusal) => {
+            tracing::debug!("refused a request from {}: {}", conn.peer, refusal.reason);
+            return refused(refusal.status);
+        }
+    };
     let req = if shared.statics.is_empty() {
         req
     } else {

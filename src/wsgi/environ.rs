@@ -306,6 +306,7 @@ mod tests {
             "10.0.0.7:5555".parse().unwrap(),
             "127.0.0.1:8000".parse().unwrap(),
             "http",
+            crate::http::conn::Wire::new(65536, 100),
         );
         RequestEnv::from_parts(&parts, root, &conn, &TrustList::default())
     }

@@ -6,9 +6,9 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::http::request_body::RequestBody;
 use bytes::{Buf, BytesMut};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
 use pyo3::exceptions::{PyOSError, PyTimeoutError};
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
@@ -22,7 +22,7 @@ pub struct WsgiInput {
 
 struct InputState {
     /// `None` once the body has ended (or there was none).
-    body: Option<Incoming>,
+    body: Option<RequestBody>,
     handle: Handle,
     buf: BytesMut,
     timeout: Duration,
@@ -31,7 +31,12 @@ struct InputState {
 }
 
 impl WsgiInput {
-    pub fn new(body: Option<Incoming>, handle: Handle, timeout: Duration, max_body: u64) -> Self {
+    pub fn new(
+        body: Option<RequestBody>,
+        handle: Handle,
+        timeout: Duration,
+        max_body: u64,
+    ) -> Self {
         WsgiInput {
             state: Mutex::new(InputState {
                 body,

@@ -9,11 +9,11 @@ pub mod response;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::http::request_body::RequestBody;
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::{Request, StatusCode};
 use http_body::Body;
-use hyper::body::Incoming;
 use pyo3::exceptions::PyTypeError;
 use pyo3::prelude::*;
 use pyo3::sync::MutexExt;
@@ -78,14 +78,14 @@ impl WsgiApp {
 
 struct Job {
     env: RequestEnv,
-    body: Option<Incoming>,
+    body: Option<RequestBody>,
     reply: oneshot::Sender<Reply>,
     handle: Handle,
 }
 
 /// Answers one request through the app; never fails, every problem is a status.
 pub async fn handle(
-    req: Request<Incoming>,
+    req: Request<RequestBody>,
     app: &Arc<WsgiApp>,
     pool: &Pool,
     conn: &ConnInfo,
@@ -157,7 +157,7 @@ fn call_app(
     py: Python<'_>,
     app: &WsgiApp,
     env: &RequestEnv,
-    body: Option<Incoming>,
+    body: Option<RequestBody>,
     handle: Handle,
     state: &SharedState,
 ) -> PyResult<()> {

@@ -1,0 +1,440 @@
+//! A second, independent reading of where each request on a connection begins and ends, fed
+//! the raw bytes as they are read off the socket, before hyper parses them.
+//!
+//! hyper settles a request framed two ways (`Content-Length` with `Transfer-Encoding`) by
+//! dropping `Content-Length` before the service sees the request, so the service alone cannot
+//! refuse it as RFC 9112 6.1 asks. Reading the heads here lets the server do so, and a request
+//! that this reading and hyper's place differently (another method or target at the same
+//! position) is refused too: two parsers disagreeing on a boundary is what smuggling exploits.
+//! The rules follow hyper's (httparse for the head, the same chunked grammar); where hyper
+//! would fail the connection this reading stops (`Lost`) and judges nothing more.
+
+use std::collections::VecDeque;
+
+use http::Method;
+
+/// What this reading saw of one request head, handed to the service in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SeenHead {
+    pub method: Method,
+    /// Bytes of the request target as sent.
+    pub target_len: usize,
+    /// Why the request must be refused, when it must.
+    pub refusal: Option<&'static str>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Between requests or inside a head (its bytes so far are in `pending`).
+    Head,
+    /// Inside a body of known length: bytes still to come.
+    Body(u64),
+    /// Inside a chunked body, reading a chunk-size line (in `pending`).
+    ChunkSize,
+    /// Inside a chunk's data: bytes still to come.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data: bytes of it seen.
+    ChunkEnd(u8),
+    /// The trailer section after the last chunk (its current line in `pending`).
+    Trailers,
+    /// Past anything hyper would accept, or past an upgrade: nothing more is judged.
+    Lost,
+}
+
+/// Longest chunk-size line (size and extensions) or trailer line read; hyper's are smaller.
+const LINE_LIMIT: usize = 16 * 1024;
+/// Heads seen but not yet taken by the service: past it (a client pipelining a thousand
+/// requests ahead of the answers) this reading stops, and the rest meet hyper's rules only.
+const QUEUE_LIMIT: usize = 1024;
+/// Header fields parsed on the stack; more is parsed into a vector.
+const STACK_FIELDS: usize = 128;
+
+#[derive(Debug)]
+pub struct Framing {
+    state: State,
+    pending: Vec<u8>,
+    seen: VecDeque<SeenHead>,
+    heads: u64,
+    trailer_bytes: usize,
+    max_head: usize,
+    max_fields: usize,
+}
+
+impl Framing {
+    /// `max_head` and `max_fields` are hyper's own limits: past them hyper refuses the head.
+    pub fn new(max_head: usize, max_fields: usize) -> Framing {
+        Framing {
+            state: State::Head,
+            pending: Vec::new(),
+            seen: VecDeque::new(),
+            heads: 0,
+            trailer_bytes: 0,
+            max_head,
+            max_fields,
+        }
+    }
+
+    /// True between requests: no part of a head, body or trailer is outstanding.
+    pub fn at_boundary(&self) -> bool {
+        self.state == State::Head && self.pending.is_empty()
+    }
+
+    /// True while a head has started but not ended.
+    pub fn in_head(&self) -> bool {
+        self.state == State::Head && !self.pending.is_empty()
+    }
+
+    /// Heads read so far.
+    pub fn heads_seen(&self) -> u64 {
+        self.heads
+    }
+
+    pub fn is_lost(&self) -> bool {
+        self.state == State::Lost
+    }
+
+    /// The next head seen, in the order requests arrive; `None` once this reading is lost.
+    pub fn take(&mut self) -> Option<SeenHead> {
+        self.seen.pop_front()
+    }
+
+    /// Reads the next bytes of the connection.
+    pub fn feed(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            bytes = match self.state {
+                State::Lost => return,
+                State::Head => self.feed_head(bytes),
+                State::Body(n) => {
+                    let (rest, left) = skip(bytes, n);
+                    self.state = if left == 0 {
+                        State::Head
+                    } else {
+                        State::Body(left)
+                    };
+                    rest
+                }
+                State::ChunkSize => self.feed_chunk_size(bytes),
+                State::ChunkData(n) => {
+                    let (rest, left) = skip(bytes, n);
+                    self.state = if left == 0 {
+                        State::ChunkEnd(0)
+                    } else {
+                        State::ChunkData(left)
+                    };
+                    rest
+                }
+                State::ChunkEnd(seen) => {
+                    let want = b"\r\n"[seen as usize];
+                    if bytes[0] != want {
+                        self.state = State::Lost;
+                        return;
+                    }
+                    self.state = if seen == 1 {
+                        State::ChunkSize
+                    } else {
+                        State::ChunkEnd(1)
+                    };
+                    &bytes[1..]
+                }
+                State::Trailers => self.feed_trailers(bytes),
+            };
+        }
+    }
+
+    /// Appends bytes up to and including the next LF to `pending`; the rest, and whether a
+    /// whole line is now in `pending`.
+    fn take_line<'a>(&mut self, bytes: &'a [u8]) -> (&'a [u8], bool) {
+        match bytes.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                self.pending.extend_from_slice(&bytes[..=i]);
+                (&bytes[i + 1..], true)
+            }
+            None => {
+                self.pending.extend_from_slice(bytes);
+                (&[], false)
+            }
+        }
+    }
+
+    fn feed_head<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        let start = self.pending.len();
+        self.pending.extend_from_slice(bytes);
+        let parsed = if self.max_fields <= STACK_FIELDS {
+            let mut fields = [httparse::EMPTY_HEADER; STACK_FIELDS];
+            read_head(&self.pending, &mut fields[..self.max_fields])
+        } else {
+            let mut fields = vec![httparse::EMPTY_HEADER; self.max_fields];
+            read_head(&self.pending, &mut fields)
+        };
+        match parsed {
+            Read::Partial if self.pending.len() > self.max_head => self.lose(),
+            Read::Partial => &[],
+            Read::Invalid => self.lose(),
+            Read::Head(len, head, next) => {
+                self.heads += 1;
+                if self.seen.len() == QUEUE_LIMIT {
+                    // Dropping one would pair every later request with the wrong head.
+                    return self.lose();
+                }
+                self.seen.push_back(head);
+                self.pending.clear();
+                self.state = next;
+                // `len` counts from the start of `pending`, which held `start` older bytes.
+                &bytes[len - start..]
+            }
+        }
+    }
+
+    fn feed_chunk_size<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        let (rest, whole) = self.take_line(bytes);
+        if !whole {
+            if self.pending.len() > LINE_LIMIT {
+                return self.lose();
+            }
+            return rest;
+        }
+        let size = chunk_size(&self.pending);
+        self.pending.clear();
+        self.state = match size {
+            None => return self.lose(),
+            Some(0) => {
+                self.trailer_bytes = 0;
+                State::Trailers
+            }
+            Some(n) => State::ChunkData(n),
+        };
+        rest
+    }
+
+    fn feed_trailers<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
+        let (rest, whole) = self.take_line(bytes);
+        if self.trailer_bytes + self.pending.len() > self.max_head {
+            return self.lose();
+        }
+        if whole {
+            if !self.pending.ends_with(b"\r\n") {
+                return self.lose();
+            }
+            let blank = self.pending.len() == 2;
+            self.trailer_bytes += self.pending.len();
+            self.pending.clear();
+            if blank {
+                self.state = State::Head;
+            }
+        }
+        rest
+    }
+
+    fn lose<'a>(&mut self) -> &'a [u8] {
+        self.state = State::Lost;
+        self.pending = Vec::new();
+        &[]
+    }
+}
+
+/// Skips up to `n` bytes: the rest, and how many of `n` are still to come.
+fn skip(bytes: &[u8], n: u64) -> (&[u8], u64) {
+    let take = n.min(bytes.len() as u64);
+    (&bytes[take as usize..], n - take)
+}
+
+enum Read {
+    Partial,
+    Invalid,
+    /// Bytes of the head, what was seen, and the state after it.
+    Head(usize, SeenHead, State),
+}
+
+fn read_head<'a>(buf: &'a [u8], fields: &mut [httparse::Header<'a>]) -> Read {
+    let mut req = httparse::Request::new(fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Read::Partial,
+        Err(_) => return Read::Invalid,
+    };
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Read::Invalid;
+    };
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Read::Invalid;
+    };
+    let mut lengths = Vec::new();
+    let mut chunked = None;
+    for h in req.headers.iter() {
+        if h.name.eq_ignore_ascii_case("content-length") {
+            lengths.push(h.value);
+        } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+            // As hyper reads it: the last field's last coding decides.
+            let last = h.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        }
+    }
+    let mut refusal = None;
+    let next = match chunked {
+        // hyper refuses Transfer-Encoding in HTTP/1.0, and any not ending in chunked.
+        Some(_) if minor == 0 => State::Lost,
+        Some(false) => State::Lost,
+        Some(true) => {
+            if !lengths.is_empty() {
+                refusal = Some("Content-Length with Transfer-Encoding");
+            }
+            State::ChunkSize
+        }
+        None => match content_length(&lengths) {
+            Some(0) => State::Head,
+            Some(n) => State::Body(n),
+            None => State::Lost,
+        },
+    };
+    // A tunnel's bytes after CONNECT are not HTTP.
+    let next = if method == Method::CONNECT {
+        State::Lost
+    } else {
+        next
+    };
+    let head = SeenHead {
+        method,
+        target_len: target.len(),
+        refusal,
+    };
+    Read::Head(len, head, next)
+}
+
+/// The one length all Content-Length fields (and comma-separated values) agree on: 0 with
+/// none, `None` when they disagree or one is not a number (hyper refuses those).
+fn content_length(values: &[&[u8]]) -> Option<u64> {
+    let mut length = None;
+    for v in values {
+        for part in v.split(|&b| b == b',') {
+            let part = part.trim_ascii();
+            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+                return None;
+            }
+            let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
+            if length.is_some_and(|l| l != n) {
+                return None;
+            }
+            length = Some(n);
+        }
+    }
+    Some(length.unwrap_or(0))
+}
+
+/// The size on a chunk-size line as hyper reads one: hex digits, optional spaces or tabs,
+/// optional extensions after `;`, then CRLF (a bare LF is refused).
+fn chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r\n")?;
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return None;
+    }
+    let rest = &line[digits..];
+    let rest = &rest[rest
+        .iter()
+        .take_while(|&&b| b == b' ' || b == b'\t')
+        .count()..];
+    if !(rest.is_empty() || rest[0] == b';') || rest.iter().any(|&b| b == b'\r' || b == b'\n') {
+        return None;
+    }
+    u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn heads(stream: &[u8], piece: usize) -> (Vec<SeenHead>, Framing) {
+        let mut f = Framing::new(65536, 100);
+        for part in stream.chunks(piece) {
+            f.feed(part);
+        }
+        let mut out = Vec::new();
+        while let Some(h) = f.take() {
+            out.push(h);
+        }
+        (out, f)
+    }
+
+    fn methods(stream: &[u8], piece: usize) -> Vec<(String, Option<&'static str>)> {
+        heads(stream, piece)
+            .0
+            .into_iter()
+            .map(|h| (h.method.to_string(), h.refusal))
+            .collect()
+    }
+
+    #[test]
+    fn pipelined_requests_with_bodies_are_placed_whatever_the_reads() {
+        let stream = b"POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nGET /\
+            PUT /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n\
+            3;ext=1\r\nGET\r\n0\r\nX-Trailer: GET / HTTP/1.1\r\n\r\n\
+            DELETE /c HTTP/1.1\r\nHost: x\r\n\r\n";
+        for piece in [1, 2, 3, 7, stream.len()] {
+            let (seen, f) = heads(stream, piece);
+            let got: Vec<_> = seen.iter().map(|h| h.method.as_str()).collect();
+            assert_eq!(got, ["POST", "PUT", "DELETE"], "read {piece} at a time");
+            assert_eq!(seen[2].target_len, 2);
+            assert!(f.at_boundary());
+        }
+    }
+
+    #[test]
+    fn both_framings_are_refused_in_either_order() {
+        for head in [
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(
+                methods(head, 4),
+                [(
+                    "POST".to_string(),
+                    Some("Content-Length with Transfer-Encoding")
+                )]
+            );
+        }
+    }
+
+    #[test]
+    fn what_hyper_refuses_ends_the_reading() {
+        for stream in [
+            &b"POST / HTTP/1.1\r\nTransfer-Encoding: gzip\r\n\r\nGET / HTTP/1.1\r\n\r\n"[..],
+            b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"POST / HTTP/1.1\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nab\r\n",
+            b"CONNECT x:1 HTTP/1.1\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+            b"\x00\x01 garbage\r\n\r\n",
+        ] {
+            let (_, f) = heads(stream, 5);
+            assert!(f.is_lost(), "{:?}", String::from_utf8_lossy(stream));
+        }
+    }
+
+    #[test]
+    fn a_head_in_progress_is_seen_as_such() {
+        let mut f = Framing::new(65536, 100);
+        assert!(f.at_boundary());
+        f.feed(b"GET / HT");
+        assert!(f.in_head() && !f.at_boundary());
+        f.feed(b"TP/1.1\r\n\r\n");
+        assert!(f.at_boundary());
+        assert_eq!(f.take().map(|h| h.method), Some(Method::GET));
+    }
+
+    #[test]
+    fn leading_blank_lines_and_comma_lengths_read_as_hyper_reads_them() {
+        let stream = b"\r\nPOST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\nokGET / HTTP/1.1\r\n\r\n";
+        assert_eq!(
+            methods(stream, 3),
+            [("POST".to_string(), None), ("GET".to_string(), None)]
+        );
+    }
+
+    #[test]
+    fn an_oversized_head_ends_the_reading() {
+        let mut f = Framing::new(64, 100);
+        f.feed(b"GET / HTTP/1.1\r\nX-Long: ");
+        f.feed(&[b'a'; 100]);
+        assert!(f.is_lost());
+    }
+}
