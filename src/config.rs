@@ -27,6 +27,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// How long an idle connection waits for its next request; zero turns keep-alive off.
     pub keep_alive: Duration,
+    /// How long the app may run one request before it is answered for and counted stuck.
+    pub request_timeout: Option<Duration>,
     /// Threads running the network side (accept, HTTP, files).
     pub io_threads: usize,
     /// Largest request head (request line + headers) in bytes; past it, 431.
@@ -70,6 +72,7 @@ impl Default for Config {
             body_timeout: Duration::from_secs(60),
             header_timeout: Duration::from_secs(60),
             keep_alive: Duration::from_secs(75),
+            request_timeout: None,
             io_threads: 2,
             max_head: 64 * 1024,
             head_limits: crate::http::checks::HeadLimits::default(),

@@ -5,6 +5,8 @@
 mod access_log;
 mod config;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 mod http;
 mod metrics;
 mod pool;
@@ -183,7 +185,7 @@ impl PyServer {
     #[new]
     #[pyo3(signature = (
         app, binds, *, threads=20, min_threads=1, queue=1024, root_path=String::new(),
-        max_body=1u64 << 30, body_timeout=60.0, header_timeout=60.0, keep_alive=75.0, io_threads=2,
+        max_body=1u64 << 30, body_timeout=60.0, header_timeout=60.0, keep_alive=75.0, request_timeout=0.0, io_threads=2,
         max_head=65536, limit_request_line=8190, limit_request_field_size=8190,
         limit_request_fields=100, max_connections=1000, health_path=None, retry_after=1, statics=Vec::new(), media=Vec::new(), static_max_age=3600,
         trusted_proxies=vec!["127.0.0.1".to_string(), "::1".to_string()],
@@ -203,6 +205,7 @@ impl PyServer {
         body_timeout: f64,
         header_timeout: f64,
         keep_alive: f64,
+        request_timeout: f64,
         io_threads: usize,
         max_head: usize,
         limit_request_line: usize,
@@ -253,6 +256,8 @@ impl PyServer {
             body_timeout: positive_seconds("body_timeout", body_timeout)?,
             header_timeout: positive_seconds("header_timeout", header_timeout)?,
             keep_alive: seconds("keep_alive", keep_alive)?,
+            request_timeout: Some(seconds("request_timeout", request_timeout)?)
+                .filter(|t| !t.is_zero()),
             io_threads,
             max_head,
             head_limits: http::checks::HeadLimits {
@@ -344,6 +349,16 @@ impl PyServer {
         self.with_server(py, |s| s.shared().pool.pending())
     }
 
+    /// Requests past `request_timeout` whose threads are still in the app, and how many
+    /// ever were: (now, total).
+    #[getter]
+    fn stuck(&self, py: Python<'_>) -> PyResult<(usize, u64)> {
+        self.with_server(py, |s| {
+            let stuck = s.shared().pool.stuck();
+            (stuck.now, stuck.total)
+        })
+    }
+
     /// Waits for in-flight requests; returns how many still run at the deadline.
     #[pyo3(signature = (timeout=None))]
     fn drain(&self, py: Python<'_>, timeout: Option<f64>) -> PyResult<usize> {
@@ -365,8 +380,12 @@ impl PyServer {
     fn metrics_text(&self, py: Python<'_>, labels: &str) -> PyResult<String> {
         self.with_server(py, |s| {
             let sh = s.shared();
-            sh.metrics
-                .render(labels, sh.pool.queued(), sh.pool.pending())
+            let pool = metrics::PoolGauges {
+                queued: sh.pool.queued(),
+                pending: sh.pool.pending(),
+                stuck: sh.pool.stuck(),
+            };
+            sh.metrics.render(labels, &pool)
         })
     }
 

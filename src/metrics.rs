@@ -30,6 +30,14 @@ impl Default for Metrics {
     }
 }
 
+/// What the app's pool reports beside the request counters.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PoolGauges {
+    pub queued: usize,
+    pub pending: usize,
+    pub stuck: crate::pool::Stuck,
+}
+
 /// Counts a request as in flight until dropped.
 pub struct InFlight<'a>(&'a Metrics);
 
@@ -60,7 +68,12 @@ impl Metrics {
     }
 
     /// Prometheus text exposition; `labels` (e.g. `worker="12"`) go on every sample.
-    pub fn render(&self, labels: &str, queued: usize, pending: usize) -> String {
+    pub fn render(&self, labels: &str, pool: &PoolGauges) -> String {
+        let PoolGauges {
+            queued,
+            pending,
+            stuck,
+        } = *pool;
         let l = |extra: &str| match (labels.is_empty(), extra.is_empty()) {
             (true, true) => String::new(),
             (true, false) => format!("{{{extra}}}"),
@@ -94,6 +107,23 @@ impl Metrics {
         out.push_str("# HELP bartizan_app_pending App requests queued or running.\n");
         out.push_str("# TYPE bartizan_app_pending gauge\n");
         let _ = writeln!(out, "bartizan_app_pending{} {pending}", l(""));
+        out.push_str(
+            "# HELP bartizan_stuck_requests App requests past the request timeout whose \
+             threads are still in the app.\n",
+        );
+        out.push_str("# TYPE bartizan_stuck_requests gauge\n");
+        let _ = writeln!(out, "bartizan_stuck_requests{} {}", l(""), stuck.now);
+        out.push_str(
+            "# HELP bartizan_stuck_requests_total App requests that ran past the request \
+             timeout.\n",
+        );
+        out.push_str("# TYPE bartizan_stuck_requests_total counter\n");
+        let _ = writeln!(
+            out,
+            "bartizan_stuck_requests_total{} {}",
+            l(""),
+            stuck.total
+        );
         out.push_str(
             "# HELP bartizan_request_duration_seconds Time from request to response head.\n",
         );
@@ -140,7 +170,12 @@ mod tests {
             m.record(200, Duration::from_millis(30));
             m.record(503, Duration::from_secs(20));
         }
-        let text = m.render("worker=\"1\"", 2, 3);
+        let pool = PoolGauges {
+            queued: 2,
+            pending: 3,
+            stuck: crate::pool::Stuck { now: 1, total: 4 },
+        };
+        let text = m.render("worker=\"1\"", &pool);
         assert!(text.contains("bartizan_requests_total{worker=\"1\",status=\"200\"} 2"));
         assert!(text.contains("bartizan_requests_total{worker=\"1\",status=\"503\"} 1"));
         assert!(
@@ -154,5 +189,7 @@ mod tests {
         );
         assert!(text.contains("bartizan_requests_in_flight{worker=\"1\"} 0"));
         assert!(text.contains("bartizan_queue_length{worker=\"1\"} 2"));
+        assert!(text.contains("bartizan_stuck_requests{worker=\"1\"} 1"));
+        assert!(text.contains("bartizan_stuck_requests_total{worker=\"1\"} 4"));
     }
 }

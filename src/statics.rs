@@ -303,7 +303,7 @@ fn guard(headers: &mut http::HeaderMap, untrusted: bool) {
 
 /// The decoded path below a mount, if it is one a private root may serve.
 /// `rest` is the raw (still percent-encoded) remainder of the request path.
-fn safe_relative(rest: &str) -> Option<String> {
+pub(crate) fn safe_relative(rest: &str) -> Option<String> {
     let lower = rest.to_ascii_lowercase();
     // Encoded separators and NUL would change meaning after decoding.
     if ["%2f", "%5c", "%00"].iter().any(|bad| lower.contains(bad)) || rest.contains('\\') {

@@ -131,6 +131,11 @@ class Server:
         return self._core.pending
 
     @property
+    def stuck(self) -> tuple[int, int]:
+        """App requests past ``request_timeout`` still running, and how many ever were."""
+        return self._core.stuck
+
+    @property
     def running(self) -> bool:
         return self._core.running
 

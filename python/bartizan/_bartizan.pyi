@@ -29,6 +29,7 @@ class Server:
         body_timeout: float = 60.0,
         header_timeout: float = 60.0,
         keep_alive: float = 75.0,
+        request_timeout: float = 0.0,
         io_threads: int = 2,
         max_head: int = 65536,
         limit_request_line: int = 8190,
@@ -68,6 +69,9 @@ class Server:
     @property
     def pending(self) -> int:
         """WSGI requests queued or running."""
+    @property
+    def stuck(self) -> tuple[int, int]:
+        """Requests past ``request_timeout`` still in the app, and how many ever were."""
     @property
     def running(self) -> bool: ...
     @property

@@ -15,7 +15,7 @@ import time
 from typing import IO
 
 _lock = threading.Lock()
-STAMPED = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z +[A-Z]+ ")
+STAMPED = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?Z +([A-Z]+) ")
 
 
 def stamp(level: str = "INFO") -> str:
@@ -42,11 +42,17 @@ def relay(pipe: IO[bytes]) -> threading.Thread:
     """Passes a worker's stderr on, line by line, until the worker closes it."""
 
     def pump() -> None:
+        level = "INFO"
         for line in iter(pipe.readline, b""):
             if not line.endswith(b"\n"):
                 line += b"\n"
-            if not STAMPED.match(line):
-                line = f"{stamp()} ".encode() + line
+            stamped = STAMPED.match(line)
+            if stamped:
+                level = stamped.group(1).decode()
+            else:
+                # An indented line goes on the stamped one before it (a logged stack).
+                continued = line.startswith((b" ", b"\t"))
+                line = f"{stamp(level if continued else 'INFO')} ".encode() + line
             write_line(line)
         pipe.close()
 

@@ -345,6 +345,15 @@ OPTIONS: tuple[Option, ...] = (
         group="requests",
         positive=False,
     ),
+    seconds_option(
+        "request_timeout",
+        0.0,
+        "seconds the app may run one request: past them it is answered 504 (or its connection "
+        "cut, if the answer had begun), its thread's Python stack is logged, and the thread "
+        "counts as stuck instead of taking a place among --threads; 0 for no limit",
+        group="requests",
+        positive=False,
+    ),
     head_limit_option(
         "limit_request_line",
         "longest request line (method, target, version) in bytes; longer gets 414",

@@ -29,16 +29,45 @@ pub enum ResponseBody {
 pub struct StreamBody {
     rx: mpsc::Receiver<Chunk>,
     abort: Option<BodyError>,
+    deadline: Option<Deadline>,
+}
+
+/// When a streamed body must have ended, and what to do if it has not.
+struct Deadline {
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    on_expiry: Option<Box<dyn FnOnce() + Send>>,
 }
 
 impl StreamBody {
     pub fn new(rx: mpsc::Receiver<Chunk>) -> Self {
-        StreamBody { rx, abort: None }
+        StreamBody {
+            rx,
+            abort: None,
+            deadline: None,
+        }
+    }
+
+    /// The body is cut (the connection closed) if it has not ended by `at`; `on_expiry` runs
+    /// then.
+    pub fn until(mut self, at: tokio::time::Instant, on_expiry: Box<dyn FnOnce() + Send>) -> Self {
+        self.deadline = Some(Deadline {
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+            on_expiry: Some(on_expiry),
+        });
+        self
     }
 
     fn poll_chunk(&mut self, cx: &mut Context<'_>) -> Poll<Option<Chunk>> {
         if let Some(e) = self.abort.take() {
             return Poll::Ready(Some(Err(e)));
+        }
+        if let Some(d) = &mut self.deadline
+            && d.sleep.as_mut().poll(cx).is_ready()
+        {
+            if let Some(report) = d.on_expiry.take() {
+                report();
+            }
+            return Poll::Ready(Some(Err(BodyError("the request timed out".to_string()))));
         }
         match self.rx.poll_recv(cx) {
             Poll::Ready(Some(Err(e))) => {

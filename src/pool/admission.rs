@@ -180,8 +180,10 @@ pub(super) fn watch_loop(inner: Arc<Inner>) {
 }
 
 fn sample(st: &State) -> Vec<Sampled> {
+    // A stuck job holds nothing back (see `Running::stuck`): nothing to learn from it.
     st.running
         .iter()
+        .filter(|r| !r.stuck)
         .map(|r| Sampled {
             key: r.key(),
             thread: r.thread,
@@ -228,8 +230,8 @@ fn wait_for_a_stall(inner: &Inner, jobs: &[Sampled], until: Instant) {
         }
         last = clocks;
         let st = inner.lock();
-        let same = st.running.len() == jobs.len()
-            && st.running.iter().zip(jobs).all(|(r, j)| r.key() == j.key);
+        let live = || st.running.iter().filter(|r| !r.stuck);
+        let same = live().count() == jobs.len() && live().zip(jobs).all(|(r, j)| r.key() == j.key);
         if !same || !inner.needs_judging(&st) {
             return;
         }

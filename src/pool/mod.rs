@@ -24,6 +24,22 @@ use admission::{OffGil, ThreadProbe};
 
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
 
+/// Names one run of one job, so that it can be marked stuck from elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JobKey {
+    worker: usize,
+    started: Instant,
+}
+
+thread_local! {
+    static CURRENT_JOB: std::cell::Cell<Option<JobKey>> = const { std::cell::Cell::new(None) };
+}
+
+/// The job the calling pool thread is running.
+pub fn current_job() -> Option<JobKey> {
+    CURRENT_JOB.with(|c| c.get())
+}
+
 /// Why a job was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
@@ -112,6 +128,9 @@ struct Running {
     /// Set by the watcher when it saw this job off the GIL; a job without it is taken to be
     /// running Python.
     off: Option<OffGil>,
+    /// Past its deadline: its thread cannot be stopped, so it no longer counts against the
+    /// thread limit nor holds back another job's start.
+    stuck: bool,
 }
 
 impl Running {
@@ -119,6 +138,13 @@ impl Running {
     fn key(&self) -> (usize, Instant) {
         (self.worker, self.started)
     }
+}
+
+/// Stuck jobs: how many are stuck now, and how many ever were.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stuck {
+    pub now: usize,
+    pub total: u64,
 }
 
 /// What the queue's next job may do now.
@@ -144,6 +170,7 @@ struct State {
     /// and the threads at the bottom stay asleep long enough to exit.
     idle: Vec<Sleeper>,
     running: Vec<Running>,
+    stuck: Stuck,
     locked: bool,
     held: bool,
     /// Callers blocked in `drain`, and whether the watcher sleeps: a condvar notify is a
@@ -163,17 +190,17 @@ impl State {
         if self.held || self.queue.is_empty() {
             return Admission::Wait;
         }
-        if self.running.is_empty() {
+        if self.running.len() == self.stuck.now {
             return Admission::Start;
         }
         let mut on_cores = 0;
-        for r in &self.running {
+        for r in self.running.iter().filter(|r| !r.stuck) {
             match r.off {
                 Some(off) if off.holds(r.thread, now) => on_cores += usize::from(off.on_core),
                 _ => return Admission::Judge,
             }
         }
-        if self.running.len() >= max_threads || on_cores >= cores {
+        if self.running.len() - self.stuck.now >= max_threads || on_cores >= cores {
             Admission::Wait
         } else {
             Admission::Start
@@ -266,6 +293,16 @@ impl Pool {
     }
 
     /// Locked or holding: new app requests would not run now.
+    /// What marks a running job as stuck (it ran past its deadline), so that another thread
+    /// may start in its place; usable where the pool itself is out of reach.
+    pub fn marker(&self) -> StuckMarker {
+        StuckMarker(Arc::clone(&self.inner))
+    }
+
+    pub fn stuck(&self) -> Stuck {
+        self.inner.lock().stuck
+    }
+
     pub fn is_locked(&self) -> bool {
         let st = self.inner.lock();
         st.locked || st.held
@@ -346,7 +383,34 @@ impl Drop for Pool {
     }
 }
 
+/// Marks jobs of one pool stuck: see [`Pool::marker`].
+#[derive(Clone)]
+pub struct StuckMarker(Arc<Inner>);
+
+impl StuckMarker {
+    /// False when that job has ended meanwhile.
+    pub fn mark_stuck(&self, job: JobKey) -> bool {
+        Inner::mark_stuck(&self.0, job)
+    }
+}
+
 impl Inner {
+    fn mark_stuck(inner: &Arc<Inner>, job: JobKey) -> bool {
+        let mut st = inner.lock();
+        let Some(r) = st
+            .running
+            .iter_mut()
+            .find(|r| r.key() == (job.worker, job.started) && !r.stuck)
+        else {
+            return false;
+        };
+        r.stuck = true;
+        st.stuck.now += 1;
+        st.stuck.total += 1;
+        Inner::wake_or_spawn(inner, &mut st);
+        true
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic inside a job is caught before it can poison the lock; be safe anyway.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -391,7 +455,7 @@ impl Inner {
         if let Some(sleeper) = st.idle.pop() {
             st.coming += 1;
             sleeper.wake.notify_one();
-        } else if st.threads < inner.limits.max_threads {
+        } else if st.threads < inner.limits.max_threads + st.stuck.now {
             Inner::spawn_worker(inner, st);
         }
     }
@@ -490,6 +554,14 @@ impl Inner {
             thread,
             started: Instant::now(),
             off: None,
+            stuck: false,
+        });
+        CURRENT_JOB.with(|c| {
+            let r = st.running.last().expect("just pushed");
+            c.set(Some(JobKey {
+                worker: r.worker,
+                started: r.started,
+            }));
         });
         self.poke_watcher(st);
         Some(job)
@@ -507,8 +579,13 @@ impl Inner {
                 if catch_unwind(AssertUnwindSafe(job)).is_err() {
                     tracing::error!("a request handler panicked; the server goes on");
                 }
+                CURRENT_JOB.with(|c| c.set(None));
                 let mut st = self.lock();
-                st.running.retain(|r| r.worker != id);
+                if let Some(at) = st.running.iter().position(|r| r.worker == id) {
+                    if st.running.remove(at).stuck {
+                        st.stuck.now -= 1;
+                    }
+                }
                 self.job_done(&st);
                 next = self.take_job(&mut st, id, probe);
                 if next.is_none() {

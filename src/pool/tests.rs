@@ -387,3 +387,39 @@ fn python_that_lets_go_of_the_gil_briefly_still_runs_one_at_a_time() {
     });
     assert_eq!(inside.most(), 1);
 }
+
+#[test]
+fn a_job_marked_stuck_gives_up_its_place() {
+    // One thread allowed: a job waiting off the GIL (a view asleep on a dead socket) holds
+    // back every other, as the limit says, until it is marked stuck; then the next runs
+    // beside it, and the counts say so.
+    let (p, gil) = with_fake_gil(1);
+    let (key_tx, key_rx) = mpsc::channel();
+    let release = Arc::new(AtomicBool::new(false));
+    {
+        let release = Arc::clone(&release);
+        let gil = Arc::clone(&gil);
+        p.submit(Box::new(move || {
+            key_tx.send(current_job()).unwrap();
+            gil.without(|| {
+                while !release.load(Ordering::SeqCst) {
+                    thread::sleep(Duration::from_millis(1));
+                }
+            });
+        }))
+        .unwrap();
+    }
+    let key = key_rx.recv().unwrap().expect("a pool thread knows its job");
+    let (done_tx, done_rx) = mpsc::channel();
+    p.submit(Box::new(move || done_tx.send(()).unwrap()))
+        .unwrap();
+    assert!(done_rx.recv_timeout(Duration::from_millis(300)).is_err());
+    assert!(p.marker().mark_stuck(key));
+    assert!(!p.marker().mark_stuck(key), "marked once");
+    done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    assert_eq!(p.stuck(), Stuck { now: 1, total: 1 });
+    release.store(true, Ordering::SeqCst);
+    assert_eq!(p.drain(Some(Duration::from_secs(10))), 0);
+    assert_eq!(p.stuck(), Stuck { now: 0, total: 1 });
+    assert!(!p.marker().mark_stuck(key), "an ended job is not marked");
+}

@@ -1,6 +1,7 @@
 //! Running a request through the WSGI app: the network side collects the request, the pool
 //! runs the app on a Python thread, and the reply comes back over a channel.
 
+mod deadline;
 pub mod environ;
 pub mod file_wrapper;
 pub mod input;
@@ -31,8 +32,9 @@ use file_wrapper::FileWrapper;
 use input::WsgiInput;
 use response::{ResponseState, Sent, SharedState, StartResponse};
 
-use crate::http::body::Reply;
+use crate::http::body::{Reply, ResponseBody};
 use crate::http::conn::ConnInfo;
+use deadline::{Overdue, Started};
 
 /// The app and what every call of it needs.
 pub struct WsgiApp {
@@ -47,6 +49,7 @@ pub struct WsgiApp {
     trust: TrustList,
     max_body: u64,
     body_timeout: Duration,
+    request_timeout: Option<Duration>,
     retry_after: u32,
 }
 
@@ -71,6 +74,7 @@ impl WsgiApp {
             trust: config.trusted.clone(),
             max_body: config.max_body,
             body_timeout: config.body_timeout,
+            request_timeout: config.request_timeout,
             retry_after: config.retry_after,
         })
     }
@@ -81,6 +85,8 @@ struct Job {
     body: Option<RequestBody>,
     reply: oneshot::Sender<Reply>,
     handle: Handle,
+    /// Told where the request runs, when it has a deadline.
+    started: Option<oneshot::Sender<Started>>,
 }
 
 /// Answers one request through the app; never fails, every problem is a status.
@@ -103,16 +109,27 @@ pub async fn handle(
     if declared.is_some_and(|n| n > app.max_body) {
         return error_page::plain(StatusCode::PAYLOAD_TOO_LARGE);
     }
+    let deadline = app.request_timeout.map(|limit| {
+        let line = format!("{} {} {:?}", parts.method, env.raw_uri, parts.version);
+        (limit, line, oneshot::channel())
+    });
     // `env` holds copies of all the app needs from the head: release the head (and its
     // share of the connection's read buffer) now, not after the app has answered.
     drop(parts);
     let body = (!body.is_end_stream()).then_some(body);
     let (tx, rx) = oneshot::channel();
+    let (started_tx, deadline) = match deadline {
+        Some((limit, line, (started_tx, started_rx))) => {
+            (Some(started_tx), Some((limit, line, started_rx)))
+        }
+        None => (None, None),
+    };
     let job = Job {
         env,
         body,
         reply: tx,
         handle: Handle::current(),
+        started: started_tx,
     };
     let runner = Arc::clone(app);
     match pool.submit(Box::new(move || run(&runner, job))) {
@@ -121,10 +138,39 @@ pub async fn handle(
             return error_page::unavailable(app.retry_after);
         }
     }
-    match rx.await {
-        Ok(reply) => reply,
-        // The job was dropped unrun: the server is stopping.
-        Err(_) => error_page::unavailable(app.retry_after),
+    let Some((limit, request_line, started_rx)) = deadline else {
+        return match rx.await {
+            Ok(reply) => reply,
+            // The job was dropped unrun: the server is stopping.
+            Err(_) => error_page::unavailable(app.retry_after),
+        };
+    };
+    // The deadline runs from the app's call, not from the wait for a thread.
+    let Ok(started) = started_rx.await else {
+        return rx
+            .await
+            .unwrap_or_else(|_| error_page::unavailable(app.retry_after));
+    };
+    let at = tokio::time::Instant::now() + limit;
+    let overdue = Overdue {
+        request_line,
+        after: limit,
+        started,
+        pool: pool.marker(),
+    };
+    let mut rx = rx;
+    match tokio::time::timeout_at(at, &mut rx).await {
+        Ok(Ok(reply)) => reply.map(|body| match body {
+            ResponseBody::Stream(stream) => ResponseBody::Stream(
+                stream.until(at, Box::new(move || overdue.report("its connection cut"))),
+            ),
+            whole => whole,
+        }),
+        Ok(Err(_)) => error_page::unavailable(app.retry_after),
+        Err(_) => {
+            overdue.report("answered 504");
+            error_page::plain(StatusCode::GATEWAY_TIMEOUT)
+        }
     }
 }
 
@@ -139,7 +185,11 @@ fn run(app: &WsgiApp, job: Job) {
         body,
         reply,
         handle,
+        started,
     } = job;
+    if let Some(started) = started {
+        let _ = started.send(Started::here());
+    }
     let state = ResponseState::new(reply);
     Python::attach(|py| {
         let result = call_app(py, app, &env, body, handle, &state);

@@ -107,6 +107,7 @@ def test_worker_config_is_the_embedding_options_less_where_to_listen(tmp_path):
         "body_timeout": 60.0,
         "header_timeout": 60.0,
         "keep_alive": 75.0,
+        "request_timeout": 0.0,
         "limit_request_line": 8190,
         "limit_request_field_size": 8190,
         "limit_request_fields": 100,
