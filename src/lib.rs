@@ -349,6 +349,12 @@ impl PyServer {
         self.with_server(py, |s| s.shared().pool.pending())
     }
 
+    /// Requests answered so far (by the app, the static roots or the proxy front).
+    #[getter]
+    fn answered(&self, py: Python<'_>) -> PyResult<u64> {
+        self.with_server(py, |s| s.shared().metrics.answered())
+    }
+
     /// Requests past `request_timeout` whose threads are still in the app, and how many
     /// ever were: (now, total).
     #[getter]

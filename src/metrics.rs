@@ -53,6 +53,14 @@ impl Metrics {
         InFlight(self)
     }
 
+    /// Requests answered so far.
+    pub fn answered(&self) -> u64 {
+        self.by_status
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum()
+    }
+
     pub fn record(&self, status: u16, elapsed: Duration) {
         if let Some(c) = self.by_status.get(usize::from(status).wrapping_sub(100)) {
             c.fetch_add(1, Ordering::Relaxed);

@@ -26,6 +26,7 @@ from tests.support import (
     worker_pids,
 )
 from tests.support.apps import LIFECYCLE
+from tests.support.load import LoadClient, run_load
 from tests.support.process import WORKERS_START_LINE_RE
 
 RELOADED_RE = re.compile(
@@ -556,45 +557,6 @@ def test_workers_exit_when_the_master_is_killed(cli):
     )
 
 
-class LoadClient(threading.Thread):
-    """Loops keep-alive GETs; on `Connection: close` it reconnects (as an
-    HTTP/1.1 client must). Any socket error, reset, timeout, truncated body or
-    non-2xx status is a failure."""
-
-    def __init__(self, port, stop, limit, path="/hello", body=b"hello\n"):
-        super().__init__(daemon=True)
-        self.port, self.stop, self.limit = port, stop, limit
-        self.path, self.body = path, body
-        self.ok = 0
-        self.reconnects = 0
-        self.failures = []
-
-    def run(self):
-        conn = None
-        while not self.stop.is_set() and self.ok < self.limit:
-            try:
-                if conn is None:
-                    conn = RawConnection(self.port, timeout=5)
-                r = conn.request("GET", self.path)
-                if not (200 <= r.status < 300) or not r.complete or r.body != self.body:
-                    self.failures.append(
-                        f"status {r.status}, complete={r.complete}, body={r.body[:40]!r}"
-                    )
-                else:
-                    self.ok += 1
-                if (r.header("Connection") or "").lower() == "close" or not r.complete:
-                    conn.close()
-                    conn = None
-                    self.reconnects += 1
-            except (OSError, ConnectionClosed, AssertionError) as e:
-                self.failures.append(repr(e))
-                if conn is not None:
-                    conn.close()
-                conn = None
-        if conn is not None:
-            conn.close()
-
-
 def test_load_across_five_sighup_reloads_loses_nothing(cli, tmp_path):
     """Zero-downtime reload, measured: 8 keep-alive client threads loop GET
     requests while the master is sent SIGHUP 5 times about 1 s apart; every
@@ -619,12 +581,7 @@ def test_load_across_five_sighup_reloads_loses_nothing(cli, tmp_path):
             time.sleep(1.0)
     finally:
         stop.set()
-        for c in clients:
-            c.join(10)
-    assert not any(c.is_alive() for c in clients), "a load client did not finish"
-    ok = sum(c.ok for c in clients)
-    failures = [f for c in clients for f in c.failures]
-    reconnects = sum(c.reconnects for c in clients)
+    ok, failures, reconnects = run_load(clients)
     summary = f"{ok} ok, {len(failures)} failed, {reconnects} reconnects"
     assert not failures, f"{summary}; first failures: {failures[:10]}"
     assert ok > 500, summary

@@ -131,6 +131,11 @@ class Server:
         return self._core.pending
 
     @property
+    def answered(self) -> int:
+        """Requests answered so far (by the app, the static roots or the proxy front)."""
+        return self._core.answered
+
+    @property
     def stuck(self) -> tuple[int, int]:
         """App requests past ``request_timeout`` still running, and how many ever were."""
         return self._core.stuck

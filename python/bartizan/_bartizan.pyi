@@ -70,6 +70,9 @@ class Server:
     def pending(self) -> int:
         """WSGI requests queued or running."""
     @property
+    def answered(self) -> int:
+        """Requests answered so far."""
+    @property
     def stuck(self) -> tuple[int, int]:
         """Requests past ``request_timeout`` still in the app, and how many ever were."""
     @property

@@ -190,6 +190,12 @@ def worker_config(app: str, values: dict) -> dict:
         pythonpath=[os.path.abspath(p) for p in values["pythonpath"]],
         log_level=values["log_level"],
         check=values["check"],
+        recycle={
+            "max_requests": values["max_requests"],
+            "max_requests_jitter": values["max_requests_jitter"],
+            "max_rss": values["max_rss"],
+            "stuck_limit": values["stuck_limit"],
+        },
     )
     return config
 

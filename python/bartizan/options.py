@@ -534,6 +534,44 @@ OPTIONS: tuple[Option, ...] = (
         low=1,
         short="-w",
     ),
+    count_option(
+        "max_requests",
+        0,
+        "recycle a worker after about this many requests (checked each second): its "
+        "replacement starts first, and it stops only once that one serves; 0 for never",
+        where=CLI_SERVE,
+        group="processes",
+        low=0,
+    ),
+    count_option(
+        "max_requests_jitter",
+        0,
+        "add up to this many to each worker's --max-requests, so workers do not all recycle "
+        "at once",
+        where=CLI_SERVE,
+        group="processes",
+        low=0,
+    ),
+    count_option(
+        "max_rss",
+        0,
+        "recycle a worker whose resident memory passes this many MiB (checked each second); "
+        "0 for never",
+        where=CLI_SERVE,
+        group="processes",
+        metavar="MIB",
+        low=0,
+    ),
+    count_option(
+        "stuck_limit",
+        0,
+        "recycle a worker once this many of its requests are stuck past --request-timeout; "
+        "a stuck thread that never returns ends with its process after --graceful-timeout; "
+        "0 for never",
+        where=CLI_SERVE,
+        group="processes",
+        low=0,
+    ),
     Option(
         "reload",
         False,

@@ -73,6 +73,8 @@ class Worker:
         self.ready_r = ready_r
         self.started = time.monotonic()
         self.retiring = False
+        # Asked to be recycled (why), and when to try again if its replacement failed.
+        self.recycle_due: tuple[str, float] | None = None
 
     @property
     def pid(self) -> int:
@@ -108,6 +110,10 @@ class Supervisor:
         self.respawn_at = 0.0
         # Where the workers write their samples; made when metrics are served.
         self.metrics_dir: str | None = None
+        # Workers ask here to be recycled: one line each, "recycle PID REASON".
+        self.control_r, self.control_w = os.pipe()
+        os.set_blocking(self.control_r, False)
+        self.control_buf = b""
 
     # -- workers ----------------------------------------------------------------------------
     def spawn(self, describe: bool = False) -> Worker:
@@ -120,6 +126,7 @@ class Supervisor:
             self.worker_config,
             listen_fds=fds,
             ready_fd=ready_w,
+            control_fd=self.control_w,
             metrics_dir=self.metrics_dir,
             master_pid=os.getpid(),
             multiprocess=self.count > 1,
@@ -129,7 +136,7 @@ class Supervisor:
         proc = subprocess.Popen(
             [sys.executable, "-m", "bartizan.worker"],
             env=env,
-            pass_fds=[*fds, ready_w],
+            pass_fds=[*fds, ready_w, self.control_w],
             stdin=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
         )
@@ -239,6 +246,48 @@ class Supervisor:
             self.respawn_at = time.monotonic() + self.backoff
             self.backoff = min(self.backoff * 2, BACKOFF_MAX)
 
+    # -- recycling --------------------------------------------------------------------------
+    def read_recycle_requests(self) -> None:
+        """Notes the workers that asked to be recycled since the last look."""
+        try:
+            while chunk := os.read(self.control_r, 4096):
+                self.control_buf += chunk
+        except BlockingIOError:
+            pass
+        *lines, self.control_buf = self.control_buf.split(b"\n")
+        for line in lines:
+            word, _, rest = line.decode(errors="replace").partition(" ")
+            pid, _, reason = rest.partition(" ")
+            if word != "recycle" or not pid.isdigit():
+                continue
+            for w in self.workers:
+                if w.pid == int(pid) and not w.retiring and w.recycle_due is None:
+                    w.recycle_due = (reason, 0.0)
+
+    def recycle_due_workers(self) -> None:
+        """Replaces each worker due for recycling: its replacement first; only once that one
+        serves does the old one stop taking connections and drain. One log line each."""
+        now = time.monotonic()
+        for w in list(self.workers):
+            if w.recycle_due is None or w.retiring or now < w.recycle_due[1]:
+                continue
+            if self.stopping():
+                return
+            reason = w.recycle_due[0]
+            batch = self.start_generation(1)
+            if isinstance(batch, int):
+                log(
+                    f"worker {w.pid} is due for recycling ({reason}) but its replacement did"
+                    f" not start (exit code {batch}); it keeps serving, trying again in"
+                    f" {self.backoff:.1f} s"
+                )
+                w.recycle_due = (reason, time.monotonic() + self.backoff)
+                self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+                continue
+            self.workers.extend(batch)
+            self.retire([w])
+            log(f"worker {w.pid} recycled: {reason}; worker {batch[0].pid} serves in its place")
+
     # -- reload -----------------------------------------------------------------------------
     def reload(self, reason: str) -> None:
         log(f"reloading ({reason})")
@@ -345,6 +394,8 @@ class Supervisor:
                     self.reload(f"{shown}{more} changed")
                 next_scan = time.monotonic() + RELOAD_POLL
             self.reap()
+            self.read_recycle_requests()
+            self.recycle_due_workers()
             time.sleep(0.05)
         return self.shutdown()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import sys
 import time
@@ -42,6 +43,8 @@ def main() -> int:
     debug = config.pop("log_level") == "debug"
     check = config.pop("check")
     describe = config.pop("describe")
+    control_fd = config.pop("control_fd")
+    recycler = Recycler(**config.pop("recycle"))
     sys.path[:0] = [p for p in config.pop("pythonpath") if p not in sys.path]
     warnings = []
     try:
@@ -96,9 +99,19 @@ def main() -> int:
     me = os.getpid()
     # With sigtimedwait, this thread wakes once a second, not more: each wake-up takes the
     # GIL from the thread running the app.
+    asked = False
     while not signals:
         if metrics_dir:
             write_metrics(server, metrics_dir, me)
+        if not asked:
+            reason = recycler.due(server)
+            if reason:
+                # The supervisor starts a replacement, then retires this worker (SIGUSR1).
+                asked = True
+                try:
+                    os.write(control_fd, f"recycle {me} {reason}\n".encode())
+                except OSError:
+                    pass
         info = sigtimedwait(STOP_SIGNALS, METRICS_EVERY) if sigtimedwait else poll(signals)
         if info is not None:
             signals.append(info.si_signo)
@@ -119,6 +132,43 @@ def main() -> int:
         except OSError:
             pass
     return 0
+
+
+class Recycler:
+    """When this worker is due for recycling, and why: after about ``max_requests`` answers
+    (plus up to ``max_requests_jitter``, drawn once), past ``max_rss`` MiB resident, or with
+    ``stuck_limit`` requests stuck. Zero turns each off."""
+
+    def __init__(
+        self, max_requests: int, max_requests_jitter: int, max_rss: int, stuck_limit: int
+    ) -> None:
+        jitter = random.randint(0, max_requests_jitter) if max_requests else 0
+        self.max_requests = max_requests + jitter if max_requests else 0
+        self.max_rss = max_rss
+        self.stuck_limit = stuck_limit
+
+    def due(self, server: bartizan.Server) -> str | None:
+        if self.max_requests and server.answered >= self.max_requests:
+            return f"served {server.answered} requests (limit {self.max_requests})"
+        if self.max_rss:
+            rss = resident_mib()
+            if rss is not None and rss >= self.max_rss:
+                return f"{rss} MiB resident (limit {self.max_rss} MiB)"
+        if self.stuck_limit:
+            stuck = server.stuck[0]
+            if stuck >= self.stuck_limit:
+                return f"{plural(stuck, 'request')} stuck (limit {self.stuck_limit})"
+        return None
+
+
+def resident_mib() -> int | None:
+    """This process's resident memory in MiB, where /proc tells it."""
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
 
 
 def plural(n: int, word: str) -> str:

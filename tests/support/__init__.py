@@ -4,6 +4,7 @@
   and log, its workers and memory, and bounded waits;
 - raw: HTTP/1.x over raw sockets, so tests see the exact bytes on the wire;
 - apps: import specs of the test apps that several modules serve;
+- load: client threads looping keep-alive requests, counting failures;
 - proxy: the reverse proxy, app servers behind it, TLS, a WebSocket client;
 - statics: the directory tree the static-file tests serve;
 - cdp: a Chrome DevTools Protocol client for the browser test.
