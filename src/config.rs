@@ -10,6 +10,8 @@ use crate::error::{ConfigError, invalid};
 pub struct Config {
     /// Every address to listen on (IPv4 and IPv6).
     pub binds: Vec<SocketAddr>,
+    /// Unix socket paths to create and listen on.
+    pub unix_binds: Vec<std::path::PathBuf>,
     /// Python threads kept alive even when idle.
     pub min_threads: usize,
     /// Upper bound on Python threads, so on requests running the app at once.
@@ -64,6 +66,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             binds: vec![SocketAddr::from(([127, 0, 0, 1], 8000))],
+            unix_binds: Vec::new(),
             min_threads: 1,
             max_threads: 20,
             queue: 1024,
@@ -95,7 +98,7 @@ impl Default for Config {
 impl Config {
     /// Checks every option and normalises `root_path` (no trailing slash).
     pub fn validate(mut self) -> Result<Self, ConfigError> {
-        if self.binds.is_empty() && self.listen_fds.is_empty() {
+        if self.binds.is_empty() && self.unix_binds.is_empty() && self.listen_fds.is_empty() {
             return Err(invalid("bind", "at least one address is needed"));
         }
         if self.max_threads == 0 {

@@ -4,7 +4,6 @@
 //! its errno (so a missing access-log directory is a `FileNotFoundError`).
 
 use std::io;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use pyo3::PyErr;
@@ -55,7 +54,7 @@ pub enum StartError {
         problem: String,
     },
     #[error("cannot listen on {addr}: {}", os_text(.source))]
-    Listen { addr: SocketAddr, source: io::Error },
+    Listen { addr: String, source: io::Error },
     #[error("cannot serve on file descriptor {fd}: {}", os_text(.source))]
     Fd { fd: i32, source: io::Error },
     #[error("cannot open the access log {path:?}: {}", os_text(.source))]

@@ -48,6 +48,20 @@ fn parse_bind(s: &str) -> Result<Vec<SocketAddr>, StartError> {
     Ok(addrs)
 }
 
+/// The socket path of a `unix:/path` bind.
+fn unix_path(bind: &str) -> Result<Option<std::path::PathBuf>, StartError> {
+    let Some(path) = bind.strip_prefix("unix:") else {
+        return Ok(None);
+    };
+    if path.is_empty() {
+        return Err(StartError::Address {
+            bind: bind.to_string(),
+            problem: "names no path (unix:/path/to.sock)".into(),
+        });
+    }
+    Ok(Some(path.into()))
+}
+
 fn positive_seconds(option: &'static str, v: f64) -> Result<Duration, StartError> {
     if v.is_finite() && v > 0.0 {
         Ok(Duration::from_secs_f64(v))
@@ -237,8 +251,12 @@ impl PyServer {
             }
         }
         let mut addrs = Vec::new();
+        let mut unix_binds = Vec::new();
         for b in &binds {
-            addrs.extend(parse_bind(b)?);
+            match unix_path(b)? {
+                Some(path) => unix_binds.push(path),
+                None => addrs.extend(parse_bind(b)?),
+            }
         }
         let timing = forwarding(
             upstream_wait,
@@ -248,6 +266,7 @@ impl PyServer {
         )?;
         let config = Config {
             binds: addrs,
+            unix_binds,
             min_threads,
             max_threads: threads,
             queue,
@@ -408,9 +427,26 @@ impl PyServer {
     #[getter]
     fn addresses(&self, py: Python<'_>) -> PyResult<Vec<(String, u16)>> {
         self.with_server(py, |s| {
-            s.local_addrs()
+            s.bound()
                 .iter()
-                .map(|a| (a.ip().to_string(), a.port()))
+                .filter_map(|b| match b {
+                    server::listeners::Bound::Tcp(a) => Some((a.ip().to_string(), a.port())),
+                    server::listeners::Bound::Unix(_) => None,
+                })
+                .collect()
+        })
+    }
+
+    /// The unix socket paths this server listens on.
+    #[getter]
+    fn unix_paths(&self, py: Python<'_>) -> PyResult<Vec<std::path::PathBuf>> {
+        self.with_server(py, |s| {
+            s.bound()
+                .iter()
+                .filter_map(|b| match b {
+                    server::listeners::Bound::Unix(p) => Some(p.clone()),
+                    server::listeners::Bound::Tcp(_) => None,
+                })
                 .collect()
         })
     }
@@ -422,10 +458,21 @@ impl PyServer {
 #[pyfunction]
 fn listen(bind: &str) -> PyResult<Vec<i32>> {
     use std::os::fd::IntoRawFd;
+    if let Some(path) = unix_path(bind)? {
+        let listener =
+            server::listeners::listen_unix(&path).map_err(|source| StartError::Listen {
+                addr: bind.to_string(),
+                source,
+            })?;
+        return Ok(vec![listener.into_raw_fd()]);
+    }
     let mut fds = Vec::new();
     for addr in parse_bind(bind)? {
         let listener =
-            server::listen(addr).map_err(|source| StartError::Listen { addr, source })?;
+            server::listeners::listen_tcp(addr).map_err(|source| StartError::Listen {
+                addr: addr.to_string(),
+                source,
+            })?;
         fds.push(listener.into_raw_fd());
     }
     Ok(fds)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import signal
+import time
 
 import bartizan
 
@@ -32,8 +33,14 @@ def test_a_retiring_worker_answers_503_on_the_connections_it_still_serves(cli):
         assert probe.read_response().status == 200
         srv.signal(signal.SIGHUP)
         wait_line(srv, re.compile(r"^bartizan: reloaded: "), 30)
-        probe.send(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
-        r = probe.read_response()
+        # The old worker is told to retire as that line is written, and drains once it has
+        # read the signal: until then it still says 200.
+        for _ in range(100):
+            probe.send(b"GET /healthz HTTP/1.1\r\nHost: h\r\n\r\n")
+            r = probe.read_response()
+            if r.status != 200:
+                break
+            time.sleep(0.02)
         assert r.status == 503
         assert r.header("Retry-After")
         assert r.header("Connection") == "close"

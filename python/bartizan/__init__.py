@@ -150,13 +150,21 @@ class Server:
         return [format_address(h, p) for h, p in self._core.addresses]
 
     @property
+    def unix_paths(self) -> list[str]:
+        """The unix socket paths it listens on (``bind=["unix:/run/app.sock"]``)."""
+        return [os.fspath(p) for p in self._core.unix_paths]
+
+    @property
     def port(self) -> int:
         """The first bound port."""
         return self._core.addresses[0][1]
 
     @property
     def urls(self) -> list[str]:
-        return [f"{self.scheme}://{a}" for a in self.addresses]
+        """Where it listens: ``http://host:port``, and ``unix:/path`` for a unix socket."""
+        return [f"{self.scheme}://{a}" for a in self.addresses] + [
+            f"unix:{p}" for p in self.unix_paths
+        ]
 
     def __enter__(self) -> Server:
         return self.start()

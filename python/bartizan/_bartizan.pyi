@@ -78,6 +78,9 @@ class Server:
     @property
     def running(self) -> bool: ...
     @property
+    def unix_paths(self) -> list[str]:
+        """The unix socket paths it listens on."""
+    @property
     def addresses(self) -> list[tuple[str, int]]:
         """The bound (host, port) pairs: real ports, also where 0 was asked for."""
 

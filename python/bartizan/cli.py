@@ -200,6 +200,20 @@ def worker_config(app: str, values: dict) -> dict:
     return config
 
 
+def inherited_sockets(values: dict) -> list[int]:
+    """The listening sockets handed to this process: --fd, or systemd's socket activation
+    (LISTEN_FDS sockets from descriptor 3 on, meant for this process by LISTEN_PID)."""
+    if values["fds"]:
+        return values["fds"]
+    count, pid = os.environ.get("LISTEN_FDS"), os.environ.get("LISTEN_PID")
+    if not count or not count.isdigit() or pid != str(os.getpid()):
+        return []
+    # Not for the workers: they are handed the sockets by number.
+    for name in ("LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES"):
+        os.environ.pop(name, None)
+    return list(range(3, 3 + int(count)))
+
+
 def gather(args: argparse.Namespace, command: str) -> dict:
     """Every option from its sources, after moving to --chdir (the config file and the app
     are looked for there). Raises OptionError or UserConfigError."""
@@ -243,6 +257,7 @@ def proxy_main(argv: list[str]) -> int:
             None,
             graceful_timeout=values["graceful_timeout"],
             on_start=announce,
+            listen_fds=inherited_sockets(values),
             **_embedding(values),
         )
     except ValueError as e:
@@ -262,10 +277,14 @@ def main(argv: list[str] | None = None) -> int:
     except (options.OptionError, sources.UserConfigError) as e:
         return _fail(str(e))
     app = values["app"]
-    binds = values["bind"] or [bartizan.format_address(values["host"], values["port"])]
+    fds = inherited_sockets(values)
+    binds = values["bind"] or (
+        [] if fds else [bartizan.format_address(values["host"], values["port"])]
+    )
     return Supervisor(
         worker_config(app, values),
         binds,
+        fds=fds,
         workers=values["workers"],
         threads=values["threads"],
         graceful_timeout=values["graceful_timeout"],

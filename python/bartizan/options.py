@@ -114,6 +114,18 @@ def _bind(value: Any) -> str | None:
     return None
 
 
+def _listen_address(value: Any) -> str | None:
+    """A place to listen: HOST:PORT, or unix:/path for a unix socket."""
+    if isinstance(value, str) and value.startswith("unix:"):
+        return None if len(value) > len("unix:") else "expected unix:/path/to.sock"
+    problem = _bind(value)
+    return problem and problem.replace("e.g. 0.0.0.0:8000", "e.g. 0.0.0.0:8000, unix:/run/app.sock")
+
+
+def _descriptor(value: Any) -> str | None:
+    return None if isinstance(value, int) and value >= 0 else "must be a file descriptor number"
+
+
 def _mount(value: Any) -> str | None:
     prefix, directory = value
     if not isinstance(prefix, str) or not prefix.startswith("/"):
@@ -284,13 +296,28 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "bind",
         [],
-        "listen here instead of --host/--port; repeatable, e.g. [::1]:8000",
-        check=_bind,
+        "listen here instead of --host/--port; repeatable, e.g. [::1]:8000, or "
+        "unix:/run/app.sock for a unix socket (made with mode 0666, removed at stop)",
+        check=_listen_address,
         where=BOTH,
         metavar="ADDR:PORT",
         many=True,
         group="listening",
         short="-b",
+    ),
+    Option(
+        "fds",
+        [],
+        "serve on this listening socket, inherited as a file descriptor from whoever started "
+        "the server, instead of binding; repeatable (under systemd socket activation, "
+        "LISTEN_FDS is read without it)",
+        parse=parse_integer,
+        check=_descriptor,
+        where=CLI_BOTH,
+        metavar="N",
+        many=True,
+        group="listening",
+        cli_name="fd",
     ),
     # The app and its thread pool.
     count_option(

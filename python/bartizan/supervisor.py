@@ -49,6 +49,20 @@ def open_listeners(bind: str) -> list[socket.socket]:
     return socks
 
 
+def adopt_listener(fd: int) -> socket.socket:
+    """A listening socket this process was handed (--fd, systemd), kept for the workers."""
+    try:
+        sock = socket.socket(fileno=fd)
+    except OSError as e:
+        raise OSError(e.errno, f"--fd {fd}: {e.strerror}") from None
+    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(
+        socket.SOL_SOCKET, socket.SO_ACCEPTCONN
+    ):
+        raise ValueError(f"--fd {fd}: not a listening stream socket")
+    sock.set_inheritable(True)
+    return sock
+
+
 def ended(code: int) -> str:
     """How a worker's process ended, as a person would say it."""
     if code < 0:
@@ -92,18 +106,22 @@ class Supervisor:
         reload: bool = False,
         metrics: str | None = None,
         demo: bool = False,
+        fds: list[int] | None = None,
     ) -> None:
         self.worker_config = worker_config
         self.demo = demo
         # What the first worker said it serves (mounts, warnings), told once at start.
         self.served: dict | None = None
         self.binds = binds
+        self.fds = fds or []
         self.count = workers
         self.threads = threads
         self.graceful_timeout = graceful_timeout
         self.reload_on_change = reload
         self.metrics_addr = metrics
         self.sockets: list[socket.socket] = []
+        # The unix socket files it made, removed when it ends.
+        self.socket_files: list[str] = []
         self.workers: list[Worker] = []
         self.signals: list[int] = []
         self.backoff = BACKOFF_START
@@ -346,11 +364,20 @@ class Supervisor:
             # On every way out, a failed start too: the directory must not outlive the server.
             if self.metrics_dir:
                 shutil.rmtree(self.metrics_dir, ignore_errors=True)
+            for path in self.socket_files:
+                try:
+                    os.unlink(path)
+                except OSError:
+                    pass
 
     def serve(self) -> int:
         try:
+            for fd in self.fds:
+                self.sockets.append(adopt_listener(fd))
             for b in self.binds:
                 self.sockets.extend(open_listeners(b))
+                if b.startswith("unix:"):
+                    self.socket_files.append(b[len("unix:") :])
         except (OSError, ValueError) as e:
             # An address in use or unknown is the user's to fix, like a bad value.
             log(str(e))
@@ -459,6 +486,8 @@ def _read_all(fd: int) -> bytes:
 
 
 def url_of(sock: socket.socket) -> str:
+    if sock.family == socket.AF_UNIX:
+        return f"unix:{sock.getsockname()}"
     host, port = sock.getsockname()[:2]
     if ":" in host:
         host = f"[{host}]"

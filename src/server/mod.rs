@@ -1,10 +1,12 @@
 //! Bind, accept, serve connections, and stop: the network side of a server, on its own tokio
 //! runtime so it runs beside whatever the host process does (a CLI, or a game server).
 
+pub mod listeners;
 mod pipeline;
 mod watched_io;
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -12,8 +14,6 @@ use std::time::{Duration, Instant};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use socket2::{Domain, Protocol, Socket, Type};
-use tokio::net::TcpListener;
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
@@ -29,6 +29,7 @@ use crate::http::conn::{ConnInfo, Waits, Wire};
 use crate::statics::Statics;
 use crate::tls::{self, TlsAcceptor};
 use crate::wsgi::WsgiApp;
+use listeners::{Bound, Listener, Stream};
 use pyo3::Python;
 use watched_io::{Answering, WatchedIo};
 
@@ -57,7 +58,9 @@ pub struct Shared {
 pub struct Server {
     runtime: Option<Runtime>,
     shared: Arc<Shared>,
-    addrs: Vec<SocketAddr>,
+    bound: Vec<Bound>,
+    /// Unix socket files this server made, removed when it stops.
+    socket_files: Vec<PathBuf>,
     shutdown: watch::Sender<bool>,
     acceptors: Vec<tokio::task::JoinHandle<()>>,
     /// Every connection task holds a clone; `recv` gives `None` once the last one ends.
@@ -66,22 +69,6 @@ pub struct Server {
 
 /// How long a retiring process keeps an idle keep-alive connection for a last request.
 const RETIRE_GRACE: Duration = Duration::from_secs(2);
-
-/// Every socket the config asks for: addresses to bind, and descriptors handed over.
-fn open_listeners(config: &Config) -> Result<Vec<std::net::TcpListener>, StartError> {
-    let mut std_listeners = Vec::new();
-    for addr in &config.binds {
-        let l = listen(*addr).map_err(|source| StartError::Listen {
-            addr: *addr,
-            source,
-        })?;
-        std_listeners.push(l);
-    }
-    for fd in &config.listen_fds {
-        std_listeners.push(adopt(*fd).map_err(|source| StartError::Fd { fd: *fd, source })?);
-    }
-    Ok(std_listeners)
-}
 
 /// The pool a server's requests run in: for an app, its threads hold a Python thread state
 /// for life and take the GIL per streak of requests; a proxy runs none.
@@ -116,34 +103,6 @@ fn app_pool(handler: &Handler, config: &Config) -> Pool {
     )
 }
 
-pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    if addr.is_ipv6() {
-        // One socket per family keeps `--bind [::]:80 --bind 0.0.0.0:80` from colliding.
-        socket.set_only_v6(true)?;
-    }
-    socket.bind(&addr.into())?;
-    socket.listen(1024)?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
-}
-
-/// Takes a listening socket another process opened (a supervisor sharing one port between
-/// workers); our copy is a dup, so closing it leaves the others listening.
-fn adopt(fd: i32) -> std::io::Result<std::net::TcpListener> {
-    use std::os::fd::FromRawFd;
-    // SAFETY: dup returns a new descriptor we own, or -1 which is checked before use.
-    let own = unsafe { libc::dup(fd) };
-    if own < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `own` is a fresh descriptor owned by nobody else.
-    let listener = unsafe { std::net::TcpListener::from_raw_fd(own) };
-    listener.set_nonblocking(true)?;
-    Ok(listener)
-}
-
 impl Server {
     /// Serves `app`, or forwards to upstreams when the config has a proxy section.
     pub fn start(config: Config, app: Option<WsgiApp>) -> Result<Server, StartError> {
@@ -164,7 +123,7 @@ impl Server {
             .enable_all()
             .build()
             .map_err(|source| StartError::Threads { source })?;
-        let std_listeners = open_listeners(&config)?;
+        let (std_listeners, socket_files) = listeners::open(&config)?;
         let pool = app_pool(&handler, &config);
         let statics = Statics::new(config.mounts.clone(), config.static_max_age)?;
         let access_log = match &config.access_log {
@@ -183,17 +142,18 @@ impl Server {
             handler,
         });
         let (shutdown, _) = watch::channel(false);
-        let mut addrs = Vec::new();
+        let mut bound = Vec::new();
         let mut acceptors = Vec::new();
         let (conn_tx, conn_rx) = mpsc::channel(1);
         for l in std_listeners {
             let _guard = runtime.enter();
-            let listener =
-                TcpListener::from_std(l).map_err(|source| StartError::Threads { source })?;
-            let local = listener
-                .local_addr()
-                .map_err(|source| StartError::Threads { source })?;
-            addrs.push(local);
+            let (listener, at) =
+                Listener::from_std(l).map_err(|source| StartError::Threads { source })?;
+            let local = match &at {
+                Bound::Tcp(addr) => *addr,
+                Bound::Unix(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+            };
+            bound.push(at);
             acceptors.push(runtime.spawn(accept_loop(
                 listener,
                 local,
@@ -203,19 +163,27 @@ impl Server {
                 conn_tx.clone(),
             )));
         }
-        tracing::debug!(?addrs, "listening");
+        tracing::debug!(?bound, "listening");
         Ok(Server {
             runtime: Some(runtime),
             shared,
-            addrs,
+            bound,
+            socket_files,
             shutdown,
             acceptors,
             open_conns: Some((conn_tx, conn_rx)),
         })
     }
 
-    pub fn local_addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+    /// Where this server listens.
+    pub fn bound(&self) -> &[Bound] {
+        &self.bound
+    }
+
+    fn remove_socket_files(&mut self) {
+        for path in self.socket_files.drain(..) {
+            let _ = std::fs::remove_file(path);
+        }
     }
 
     pub fn shared(&self) -> &Arc<Shared> {
@@ -267,6 +235,7 @@ impl Server {
             .pool
             .stop(if finished { left } else { Some(Duration::ZERO) });
         runtime.shutdown_timeout(Duration::from_millis(100));
+        self.remove_socket_files();
         cut
     }
 }
@@ -277,11 +246,12 @@ impl Drop for Server {
             let _ = self.shutdown.send(true);
             rt.shutdown_background();
         }
+        self.remove_socket_files();
     }
 }
 
 async fn accept_loop(
-    listener: TcpListener,
+    listener: Listener,
     local: SocketAddr,
     shared: Arc<Shared>,
     tls: Option<TlsAcceptor>,
@@ -321,7 +291,6 @@ async fn accept_loop(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
         let wire = Wire::new(shared.config.max_head.max(8192), shared.config.max_fields);
         let scheme = if tls.is_some() { "https" } else { "http" };
         let conn_info = ConnInfo::new(peer, local, scheme, wire);
@@ -334,18 +303,31 @@ async fn accept_loop(
         let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            match tls {
-                None => serve(stream, shared, conn_info, builder, watcher).await,
-                Some(acceptor) => {
-                    let timeout = shared.config.header_timeout;
-                    match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                        Ok(Ok(stream)) => serve(stream, shared, conn_info, builder, watcher).await,
-                        Ok(Err(e)) => tracing::debug!("TLS handshake with {peer}: {e}"),
-                        Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
-                    }
-                }
+            let conn = (shared, conn_info, builder, watcher);
+            match stream {
+                Stream::Tcp(s) => serve_over(s, tls, conn).await,
+                Stream::Unix(s) => serve_over(s, tls, conn).await,
             }
         });
+    }
+}
+
+/// One connection, over TLS when the server has a certificate.
+async fn serve_over<I>(
+    io: I,
+    tls: Option<TlsAcceptor>,
+    (shared, conn_info, builder, watcher): (Arc<Shared>, ConnInfo, http1::Builder, ConnWatch),
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let Some(acceptor) = tls else {
+        return serve(io, shared, conn_info, builder, watcher).await;
+    };
+    let peer = conn_info.peer;
+    match tokio::time::timeout(shared.config.header_timeout, acceptor.accept(io)).await {
+        Ok(Ok(io)) => serve(io, shared, conn_info, builder, watcher).await,
+        Ok(Err(e)) => tracing::debug!("TLS handshake with {peer}: {e}"),
+        Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
     }
 }
 

@@ -82,6 +82,11 @@ def _die_with_parent():
 LIVE = set()
 
 
+def _as_fd3(fd):
+    os.dup2(fd, 3)
+    _die_with_parent()
+
+
 def split_url(url):
     parts = urlsplit(url)
     return parts.hostname, parts.port
@@ -100,7 +105,9 @@ class ChildProcess:
     with one signal addressed by id.
     """
 
-    def __init__(self, argv, env=None, cwd=ROOT):
+    def __init__(self, argv, env=None, cwd=ROOT, fd3=None):
+        """`fd3`: a socket the command inherits as descriptor 3, as systemd hands over the
+        first socket of a socket unit."""
         # Hermetic: the options a test means come from its own flags and env, never from the
         # shell that runs the suite.
         full_env = {
@@ -120,7 +127,8 @@ class ChildProcess:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=_die_with_parent if fd3 is None else lambda: _as_fd3(fd3),
+            pass_fds=() if fd3 is None else tuple(sorted({3, fd3})),
         )
         self.pid = self.proc.pid
         LIVE.add(self)

@@ -131,6 +131,7 @@ def test_worker_config_is_the_embedding_options_less_where_to_listen(tmp_path):
         "pythonpath": [],
         "log_level": "info",
         "check": False,
+        "recycle": {"max_requests": 0, "max_requests_jitter": 0, "max_rss": 0, "stuck_limit": 0},
     }
 
 
