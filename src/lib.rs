@@ -48,6 +48,15 @@ fn parse_bind(s: &str) -> Result<Vec<SocketAddr>, StartError> {
     Ok(addrs)
 }
 
+/// An upstream health path: a request target of origin form.
+fn health_target(path: String) -> Result<String, StartError> {
+    if path.starts_with('/') && path.parse::<::http::Uri>().is_ok() {
+        Ok(path)
+    } else {
+        Err(error::invalid("upstream_health", "must be a path, e.g. /healthz").into())
+    }
+}
+
 /// The socket path of a `unix:/path` bind.
 fn unix_path(bind: &str) -> Result<Option<std::path::PathBuf>, StartError> {
     let Some(path) = bind.strip_prefix("unix:") else {
@@ -92,6 +101,7 @@ fn forwarding(
         connect_timeout: positive_seconds("connect_timeout", connect_timeout)?,
         response_timeout: positive_seconds("response_timeout", response_timeout)?,
         retry_after,
+        health: None,
     })
 }
 
@@ -204,6 +214,7 @@ impl PyServer {
         limit_request_fields=100, max_connections=1000, health_path=None, retry_after=1, statics=Vec::new(), media=Vec::new(), static_max_age=3600,
         trusted_proxies=vec!["127.0.0.1".to_string(), "::1".to_string()],
         upstreams=Vec::new(), routes=Vec::new(), upstream_wait=30.0, connect_timeout=5.0, response_timeout=60.0,
+        upstream_health=None, upstream_health_interval=2.0,
         certfile=None, keyfile=None, listen_fds=Vec::new(), access_log=None,
         access_log_format="combined", multiprocess=false
     ))]
@@ -237,6 +248,8 @@ impl PyServer {
         upstream_wait: f64,
         connect_timeout: f64,
         response_timeout: f64,
+        upstream_health: Option<String>,
+        upstream_health_interval: f64,
         certfile: Option<std::path::PathBuf>,
         keyfile: Option<std::path::PathBuf>,
         listen_fds: Vec<i32>,
@@ -294,6 +307,16 @@ impl PyServer {
             routes: route_configs(routes, &timing)?,
             proxy: (!upstreams.is_empty()).then_some(proxy::ProxyConfig {
                 upstreams,
+                health: match upstream_health {
+                    Some(path) => Some(proxy::health::HealthCheck {
+                        path: health_target(path)?,
+                        interval: positive_seconds(
+                            "upstream_health_interval",
+                            upstream_health_interval,
+                        )?,
+                    }),
+                    None => None,
+                },
                 ..timing
             }),
             listen_fds,

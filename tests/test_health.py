@@ -1,5 +1,6 @@
 """The health path (--health-path): answered from Rust without the app, 200 while the server
-takes work, 503 from the moment it drains or is locked, so a load balancer stops sending."""
+takes work, 503 from the moment it drains or is locked, so a load balancer stops sending; and
+the proxy front's active checks of its upstreams (--upstream-health)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import bartizan
 
 from tests.support import RawConnection, raw_request
 from tests.support.process import wait_line
+from tests.support.proxy import start_app, start_proxy, upstream_of
 
 LIFECYCLE = "tests.apps.lifecycle:app"
 
@@ -60,3 +62,37 @@ def test_health_of_a_locked_embedded_server():
         assert raw_request(s.port, "GET", "/up").status == 503
         s.unlock()
         assert raw_request(s.port, "GET", "/up").status == 200
+
+
+def tags_served(port, n=20):
+    return {raw_request(port, "GET", "/who").json()["tag"] for _ in range(n)}
+
+
+def test_the_proxy_moves_traffic_off_an_upstream_whose_health_path_fails(server, tmp_path):
+    """Two upstreams; --upstream-health /health every 0.2 s. While b's health path answers
+    503 no request reaches it, and none fails; once it passes again it gets traffic back; and
+    one that does not answer at all (stopped) is taken out too."""
+    flag = tmp_path / "b-unhealthy"
+    a = start_app(server, tag="a")
+    b = start_app(server, tag="b", env={"PROXY_TEST_UNHEALTHY": str(flag)})
+    proxy = start_proxy(
+        server,
+        [upstream_of(a), upstream_of(b)],
+        "--upstream-health",
+        "/health",
+        "--upstream-health-interval",
+        "0.2",
+    )
+    assert tags_served(proxy.port) == {"a", "b"}
+    flag.write_text("")
+    out = wait_line(
+        proxy, re.compile(r"upstream \S+ failed its health check \(answered 503\): taken out"), 10
+    )
+    assert f":{b.port} " in out.string
+    assert tags_served(proxy.port, 40) == {"a"}
+    flag.unlink()
+    wait_line(proxy, re.compile(r"passes its health check again: back in"), 10)
+    assert tags_served(proxy.port) == {"a", "b"}
+    b.stop()
+    wait_line(proxy, re.compile(r"failed its health check \(no connection: .*\): taken out"), 10)
+    assert tags_served(proxy.port, 40) == {"a"}

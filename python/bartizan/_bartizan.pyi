@@ -47,6 +47,8 @@ class Server:
         upstream_wait: float = 30.0,
         connect_timeout: float = 5.0,
         response_timeout: float = 60.0,
+        upstream_health: str | None = None,
+        upstream_health_interval: float = 2.0,
         certfile: str | PathLike[str] | None = None,
         keyfile: str | PathLike[str] | None = None,
         listen_fds: Sequence[int] = ...,

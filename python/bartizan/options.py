@@ -467,6 +467,25 @@ OPTIONS: tuple[Option, ...] = (
         cli_name="upstream",
         group="proxying",
     ),
+    Option(
+        "upstream_health",
+        None,
+        "ask each upstream for this path every --upstream-health-interval; one that answers "
+        "other than 2xx/3xx (a draining Bartizan answers 503 on its --health-path), or not at "
+        "all, gets no requests until it passes again; off by default",
+        check=_health_path,
+        where=PROXY_ONLY,
+        metavar="PATH",
+        group="proxying",
+    ),
+    seconds_option(
+        "upstream_health_interval",
+        2.0,
+        "seconds between two health checks of an upstream",
+        where=PROXY_ONLY,
+        group="proxying",
+        positive=True,
+    ),
     seconds_option(
         "upstream_wait",
         30.0,

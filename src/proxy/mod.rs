@@ -18,7 +18,7 @@
 //! - WebSocket (and any `Upgrade`) handshakes pass through and the two sockets are spliced.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -38,6 +38,7 @@ use crate::http::forwarded;
 use crate::http::headers::{CONNECTION_SCOPED, as_text, connection_tokens, joined};
 use crate::http::request_body::{RequestBody, RequestBodyError};
 
+pub mod health;
 pub mod routes;
 
 /// How long an upstream that refused a connection is skipped while others are tried.
@@ -96,6 +97,8 @@ pub struct ProxyConfig {
     pub response_timeout: Duration,
     /// Seconds in the `Retry-After` of the 503 a request gets when no upstream came back.
     pub retry_after: u32,
+    /// The upstreams' health path, asked every interval; off when `None`.
+    pub health: Option<health::HealthCheck>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -124,6 +127,8 @@ struct Upstream {
     addr: String,
     idle: Mutex<Vec<SendRequest<UpstreamBody>>>,
     down_until: Mutex<Option<Instant>>,
+    /// Failed its last health check: sent nothing until it passes one.
+    out: AtomicBool,
 }
 
 impl Upstream {
@@ -239,6 +244,7 @@ impl Proxy {
                     addr: a.clone(),
                     idle: Mutex::new(Vec::new()),
                     down_until: Mutex::new(None),
+                    out: AtomicBool::new(false),
                 })
             })
             .collect();
@@ -246,6 +252,20 @@ impl Proxy {
             upstreams,
             next: AtomicUsize::new(0),
             config,
+        }
+    }
+
+    /// Starts checking each upstream's health path, if one is set; inside a runtime.
+    pub fn start_health_checks(&self) {
+        let Some(check) = &self.config.health else {
+            return;
+        };
+        let limit = self
+            .config
+            .response_timeout
+            .min(check.interval.max(Duration::from_secs(1)));
+        for up in &self.upstreams {
+            tokio::spawn(health::watch(Arc::clone(up), check.clone(), limit));
         }
     }
 
@@ -268,7 +288,7 @@ impl Proxy {
             let all_down = self.upstreams.iter().all(|u| u.is_down());
             for k in 0..n {
                 let up = &self.upstreams[(start + k) % n];
-                if up.is_down() && !all_down {
+                if (up.is_down() && !all_down) || up.out.load(Ordering::Relaxed) {
                     continue;
                 }
                 if let Some(s) = up.take_idle() {

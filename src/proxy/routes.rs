@@ -64,6 +64,7 @@ mod tests {
                 connect_timeout: Duration::from_secs(1),
                 response_timeout: Duration::from_secs(1),
                 retry_after: 1,
+                health: None,
             },
         }
     }

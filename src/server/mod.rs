@@ -141,6 +141,10 @@ impl Server {
             pool,
             handler,
         });
+        if let Handler::Proxy(proxy) = &shared.handler {
+            let _guard = runtime.enter();
+            proxy.start_health_checks();
+        }
         let (shutdown, _) = watch::channel(false);
         let mut bound = Vec::new();
         let mut acceptors = Vec::new();

@@ -12,6 +12,7 @@ Paths:
     /sleep?s=S     sleeps S seconds, then answers
     /record-crash  appends the body to PROXY_TEST_RECORD, then kills its own
                    process mid-request (os._exit), never answering
+    /health        503 while the file PROXY_TEST_UNHEALTHY exists, else 200
     anything else  tag, pid and the environ's string values
 """
 
@@ -65,6 +66,11 @@ def app(environ, start_response):
     path = environ.get("PATH_INFO", "")
     qs = parse_qs(environ.get("QUERY_STRING", ""))
 
+    if path == "/health":
+        flag = os.environ.get("PROXY_TEST_UNHEALTHY")
+        sick = bool(flag) and os.path.exists(flag)
+        start_response("503 Service Unavailable" if sick else "200 OK", [("Content-Length", "0")])
+        return [b""]
     if path == "/upload":
         # ?delay=S: wait before reading, so the body backs up behind us.
         time.sleep(float(qs.get("delay", ["0"])[0]))
