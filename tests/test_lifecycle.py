@@ -26,7 +26,7 @@ from tests.support import (
     worker_pids,
 )
 from tests.support.apps import LIFECYCLE
-from tests.support.load import LoadClient, run_load
+from tests.support.load import run_load, start_load
 from tests.support.process import WORKERS_START_LINE_RE
 
 RELOADED_RE = re.compile(
@@ -565,14 +565,7 @@ def test_load_across_five_sighup_reloads_loses_nothing(cli, tmp_path):
     slow (50 ms) page, so requests are in flight whenever a worker retires."""
     env, _, _ = app_env(tmp_path, "v1")
     srv = cli(LIFECYCLE, "--workers", "2", env=env)
-    stop = threading.Event()
-    clients = [LoadClient(srv.port, stop, limit=200_000) for _ in range(6)]
-    clients += [
-        LoadClient(srv.port, stop, limit=200_000, path="/sleep?s=0.05", body=b"slept\n")
-        for _ in range(2)
-    ]
-    for c in clients:
-        c.start()
+    stop, clients = start_load(srv.port)
     try:
         time.sleep(0.5)
         for i in range(1, 6):

@@ -6,11 +6,10 @@ and drain. Failures are counted under a client loop, never timed."""
 from __future__ import annotations
 
 import re
-import threading
 
 from tests.support import alive, raw_request, wait_for, wait_line, worker_pids
 from tests.support.apps import LIFECYCLE
-from tests.support.load import LoadClient, run_load
+from tests.support.load import run_load, start_load
 
 RECYCLED_RE = re.compile(
     r"^bartizan: worker (\d+) recycled: (.+); worker (\d+) serves in its place"
@@ -24,14 +23,7 @@ def recycles(srv):
 def under_load(srv, until, clients=6):
     """Runs keep-alive clients (two on a slow page, so requests are in flight whenever a
     worker retires) until `until()` holds; returns (ok, failures, reconnects)."""
-    stop = threading.Event()
-    load = [LoadClient(srv.port, stop, limit=10_000_000) for _ in range(clients - 2)]
-    load += [
-        LoadClient(srv.port, stop, limit=10_000_000, path="/sleep?s=0.02", body=b"slept\n")
-        for _ in range(2)
-    ]
-    for c in load:
-        c.start()
+    stop, load = start_load(srv.port, fast=clients - 2, slow_path="/sleep?s=0.02")
     try:
         assert wait_for(until, 90), f"not reached; log:\n{srv.stderr_text()[-3000:]}"
     finally:

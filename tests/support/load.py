@@ -47,6 +47,20 @@ class LoadClient(threading.Thread):
             conn.close()
 
 
+def start_load(port, fast=6, slow=2, slow_path="/sleep?s=0.05", slow_body=b"slept\n"):
+    """`fast` clients on /hello and `slow` on a slow page (so requests are in flight whenever
+    a worker retires), started; returns the event that stops them, and the clients."""
+    stop = threading.Event()
+    clients = [LoadClient(port, stop, limit=10_000_000) for _ in range(fast)]
+    clients += [
+        LoadClient(port, stop, limit=10_000_000, path=slow_path, body=slow_body)
+        for _ in range(slow)
+    ]
+    for c in clients:
+        c.start()
+    return stop, clients
+
+
 def run_load(clients: list[LoadClient]) -> tuple[int, list[str], int]:
     """Joins the clients (their `stop` must be set); returns requests that succeeded, the
     failures, and the reconnects."""
