@@ -5,6 +5,8 @@ The same table runs against the app server and through the proxy front."""
 
 from __future__ import annotations
 
+import socket
+
 import pytest
 
 from tests.support import RawConnection, raw_request
@@ -111,6 +113,13 @@ HOSTILE = [
         400,
         "RFC 9110 6.5.1: a trailer field must not change authentication",
     ),
+    (
+        "forbidden-trailer-with-an-unknown-expectation",
+        b"POST /x HTTP/1.1\r\nHost: h\r\nExpect: something\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"3\r\nabc\r\n0\r\nHost: evil\r\n\r\n",
+        400,
+        "RFC 9110 6.5.1: only 100-continue waits for the app; other bodies are read ahead",
+    ),
     ("long-request-line", LONG_LINE, 414, "RFC 9112 3: a request line past the limit gets 414"),
     ("long-field", LONG_FIELD, 431, "RFC 6585 5: a header field past the limit gets 431"),
     ("many-fields", MANY_FIELDS, 431, "RFC 6585 5: more fields than the limit get 431"),
@@ -168,6 +177,12 @@ VALID = [
         b"3;ext=1\r\nabc\r\n0\r\nX-Trailer: t\r\n\r\n",
     ),
     ("http10-keepalive", b"GET /k HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"),
+    ("fragment-in-target", b"GET /f#part HTTP/1.1\r\nHost: h\r\n\r\n"),
+    (
+        "chunk-size-with-leading-zeros",
+        b"POST /z HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"000000000000000000003\r\nabc\r\n0\r\n\r\n",
+    ),
     (
         "same-content-length-twice",
         b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
@@ -338,3 +353,24 @@ def test_the_keep_alive_wait_is_not_the_head_wait(server, tmp_path):
         assert c.read_response().status == 200
         c.send(b"GET /c HTTP/1.1\r\nHo")
         assert c.is_closed_by_peer(10)
+
+
+def test_a_slow_reader_gets_a_large_answer_whole_without_keep_alive(server, tmp_path):
+    """--keep-alive 0: the answer's end may still sit in a buffer when the app is done with
+    it; a client that reads 8 MiB slowly still gets every byte before the close."""
+    import time
+
+    (tmp_path / "big.bin").write_bytes(bytes(range(256)) * (8 * 4096))
+    (tmp_path / "counter_app.py").write_text(COUNTER_APP)
+    env = {"HARDENING_CALLS": str(tmp_path / "calls.txt"), "PYTHONPATH": str(tmp_path)}
+    srv = server(
+        "counter_app:app", "--keep-alive", "0", "--static", f"/s={tmp_path}", cwd=tmp_path, env=env
+    )
+    with RawConnection(srv.port) as c:
+        c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)
+        c.send(b"GET /s/big.bin HTTP/1.1\r\nHost: h\r\n\r\n")
+        time.sleep(1.0)
+        data = c.read_to_eof(60)
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert b" 200 " in head.split(b"\r\n")[0]
+    assert body == bytes(range(256)) * (8 * 4096)

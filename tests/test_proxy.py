@@ -430,6 +430,17 @@ def test_websocket_upgrade_passes_through(server, ws_upstream):
     assert seen["x-forwarded-for"] == "127.0.0.1"
 
 
+def test_a_quiet_websocket_outlives_the_keep_alive_wait(server, ws_upstream):
+    """--keep-alive 1: the wait between requests does not apply to an upgraded connection;
+    a WebSocket left quiet for longer still echoes."""
+    proxy = start_proxy(server, [f"127.0.0.1:{ws_upstream.port}"], "--keep-alive", "1")
+    with RawConnection(proxy.port, timeout=10) as c:
+        assert ws_handshake(c, "/ws")[0] == 101
+        time.sleep(2.5)
+        ws_send(c, b"still here")
+        assert ws_recv(c) == (0x1, b"still here")
+
+
 # --- upstream failures ------------------------------------------------------------------
 
 

@@ -6,8 +6,9 @@ and drain. Failures are counted under a client loop, never timed."""
 from __future__ import annotations
 
 import re
+import time
 
-from tests.support import alive, raw_request, wait_for, wait_line, worker_pids
+from tests.support import alive, raw_request, rss_kb, wait_for, wait_line, worker_pids
 from tests.support.apps import LIFECYCLE
 from tests.support.load import run_load, start_load
 
@@ -46,13 +47,38 @@ def test_twenty_recycles_by_requests_lose_nothing(cli):
 
 
 def test_recycling_by_resident_memory(cli):
-    """--max-rss 1: every worker is past 1 MiB once it runs, so each is recycled in turn, with
-    its memory as the reason, while the clients lose nothing."""
-    srv = cli(LIFECYCLE, "--max-rss", "1")
-    ok, failures, _ = under_load(srv, lambda: len(recycles(srv)) >= 3)
+    """--max-rss 40 MiB above what a worker holds once loaded: a view that keeps 80 MiB more
+    gets its worker recycled with its memory as the reason, while the clients lose nothing;
+    the replacement starts small again."""
+    probe = cli(LIFECYCLE)
+    [worker] = worker_pids(probe)
+    loaded = rss_kb(worker) // 1024
+    probe.stop()
+    limit = loaded + 40
+    srv = cli(LIFECYCLE, "--max-rss", str(limit))
+    [old] = worker_pids(srv)
+
+    def grown_and_recycled():
+        if not recycles(srv):
+            raw_request(srv.port, "GET", "/grow?mb=80")
+        return bool(recycles(srv))
+
+    ok, failures, _ = under_load(srv, grown_and_recycled)
     assert not failures, failures[:10]
     assert ok > 0
-    assert all("MiB resident (limit 1 MiB)" in m.group(2) for m in recycles(srv))
+    [m] = recycles(srv)[:1]
+    assert int(m.group(1)) == old
+    assert re.fullmatch(rf"\d+ MiB resident \(limit {limit} MiB\)", m.group(2)), m.group(2)
+
+
+def test_a_memory_limit_below_the_loaded_app_is_said_once_not_looped(cli):
+    srv = cli(LIFECYCLE, "--max-rss", "1")
+    wait_line(srv, re.compile(r"--max-rss 1 MiB is below this worker's \d+ MiB"), 10)
+    # The worker looks every second: three looks, and it is still the same worker.
+    [worker] = worker_pids(srv)
+    time.sleep(3.5)
+    assert raw_request(srv.port, "GET", "/hello").status == 200
+    assert not recycles(srv) and worker_pids(srv) == [worker]
 
 
 def test_a_worker_with_too_many_stuck_requests_is_recycled(cli):

@@ -31,6 +31,23 @@ def test_a_stuck_view_gets_504_and_its_stack_is_logged(server):
     assert raw_request(srv.port, "GET", "/release").body == b"released"
 
 
+def test_a_stuck_view_that_never_read_its_body_does_not_hold_the_connection(server):
+    """POST of 1 MiB to a view stuck before reading it: the 504 says Connection: close and the
+    connection closes, instead of waiting on a body nobody will read."""
+    srv = server(STUCK, "--request-timeout", "1")
+    body = b"b" * (1 << 20)
+    with RawConnection(srv.port) as c:
+        c.send(b"POST /stuck HTTP/1.1\r\nHost: h\r\nContent-Length: %d\r\n\r\n" % len(body))
+        try:
+            c.send(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        r = c.read_response()
+        assert (r.status, r.header("Connection")) == (504, "close")
+        assert c.is_closed_by_peer(10)
+    assert raw_request(srv.port, "GET", "/release").body == b"released"
+
+
 def test_a_stream_that_stalls_past_the_deadline_is_cut(server):
     """The answer had begun: the client gets what was sent, then the connection closes
     without the end of the chunked body; the log says the connection was cut."""

@@ -93,6 +93,7 @@ def main() -> int:
             for p, d in ms
         ]
         served = json.dumps({"mounts": found, "warnings": warnings}).encode()
+    recycler.check_baseline()
     os.write(ready_fd, b"ok " + served + b"\n")
     os.close(ready_fd)
 
@@ -146,6 +147,18 @@ class Recycler:
         self.max_requests = max_requests + jitter if max_requests else 0
         self.max_rss = max_rss
         self.stuck_limit = stuck_limit
+
+    def check_baseline(self) -> None:
+        """A limit the app is past as soon as it is loaded would recycle every worker as
+        soon as it starts: said once, and memory is then not a reason to recycle."""
+        rss = resident_mib() if self.max_rss else None
+        if rss is not None and rss >= self.max_rss:
+            logs.log(
+                f"--max-rss {self.max_rss} MiB is below this worker's {rss} MiB right after"
+                " loading the app: not recycling for memory",
+                "WARN",
+            )
+            self.max_rss = 0
 
     def due(self, server: bartizan.Server) -> str | None:
         if self.max_requests and server.answered >= self.max_requests:

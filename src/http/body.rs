@@ -61,7 +61,11 @@ impl StreamBody {
         if let Some(e) = self.abort.take() {
             return Poll::Ready(Some(Err(e)));
         }
-        if let Some(d) = &mut self.deadline
+        let next = self.rx.poll_recv(cx);
+        // Past the deadline only an app that is still making the body is cut: chunks it
+        // already made are sent however slowly the client takes them.
+        if next.is_pending()
+            && let Some(d) = &mut self.deadline
             && d.sleep.as_mut().poll(cx).is_ready()
         {
             if let Some(report) = d.on_expiry.take() {
@@ -69,7 +73,7 @@ impl StreamBody {
             }
             return Poll::Ready(Some(Err(BodyError("the request timed out".to_string()))));
         }
-        match self.rx.poll_recv(cx) {
+        match next {
             Poll::Ready(Some(Err(e))) => {
                 self.abort = Some(e);
                 cx.waker().wake_by_ref();

@@ -6,7 +6,7 @@
 use http::header::{CONTENT_LENGTH, CONTENT_TYPE, HOST, HeaderName, TRANSFER_ENCODING};
 use http::{HeaderMap, Method, Request, StatusCode, Version};
 
-use super::framing::SeenHead;
+use super::framing::Seen;
 
 /// Limits on a request's head, as nginx and Gunicorn know them.
 #[derive(Debug, Clone, Copy)]
@@ -95,11 +95,13 @@ pub fn check<B>(req: &Request<B>, limits: &HeadLimits) -> Result<(), Refusal> {
 
 /// What the connection's own reading of the bytes (`framing`) found for this request: a
 /// framing hyper settled silently (it drops `Content-Length` beside `Transfer-Encoding`), or
-/// a request at a place where that reading saw another one. `None`: that reading has
-/// stopped, past what hyper itself refuses.
-pub fn check_seen<B>(req: &Request<B>, seen: Option<&SeenHead>) -> Result<(), Refusal> {
-    let Some(seen) = seen else {
-        return Ok(());
+/// a request where that reading saw another one, or none. Once that reading has stopped
+/// (past what hyper itself refuses, or a thousand heads ahead), hyper's rules alone apply.
+pub fn check_seen<B>(req: &Request<B>, seen: &Seen) -> Result<(), Refusal> {
+    let seen = match seen {
+        Seen::Head(head) => head,
+        Seen::Lost => return Ok(()),
+        Seen::Missing => return refuse(StatusCode::BAD_REQUEST, "request framed two ways"),
     };
     let uri = req.uri();
     let target_len = match (uri.scheme(), uri.path_and_query()) {

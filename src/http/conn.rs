@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::framing::{Framing, SeenHead};
+use super::framing::{Framing, Seen};
 
 /// Where a connection is: what the environ says about both ends.
 #[derive(Clone, Debug)]
@@ -72,6 +72,9 @@ pub struct Wire {
     answered: u64,
     idle_since: Instant,
     head_since: Instant,
+    /// Written and not flushed yet: an answer's end may still sit in a buffer.
+    unflushed: bool,
+    upgraded: bool,
 }
 
 impl Wire {
@@ -83,6 +86,8 @@ impl Wire {
             answered: 0,
             idle_since: now,
             head_since: now,
+            unflushed: false,
+            upgraded: false,
         }
     }
 
@@ -95,9 +100,30 @@ impl Wire {
         }
     }
 
-    /// The head the next request was read from, or `None` when this reading is lost.
-    pub fn take_head(&mut self) -> Option<SeenHead> {
+    /// What this reading saw where the next request hyper parsed begins.
+    pub fn take_head(&mut self) -> Seen {
         self.framing.take()
+    }
+
+    /// The connection now carries something else (a WebSocket after 101): it has no more
+    /// requests, and no waits of its own.
+    pub fn upgraded(&mut self) {
+        self.upgraded = true;
+        self.framing.stop();
+    }
+
+    /// What was written has been flushed to the socket: with no answer pending, the
+    /// keep-alive wait runs from now.
+    pub fn flushed(&mut self, now: Instant) {
+        if self.active == 0 {
+            self.unflushed = false;
+            self.idle_since = now;
+        }
+    }
+
+    /// Bytes were written that are not yet flushed: the answer is still going out.
+    pub fn wrote(&mut self) {
+        self.unflushed = true;
     }
 
     pub fn begin(&mut self) {
@@ -110,15 +136,21 @@ impl Wire {
         self.idle_since = now;
     }
 
-    /// When the connection gives up waiting, if it is waiting for the client at all.
+    /// When the connection gives up waiting, if it is waiting for the client at all: never
+    /// while an answer is being made or sent, nor once it is upgraded.
     pub fn deadline(&self, waits: &Waits) -> Option<(Instant, Expiry)> {
-        if self.framing.is_lost() {
+        if self.upgraded || self.active > 0 || self.unflushed {
+            return None;
+        }
+        // With keep-alive off hyper closes after the answer itself.
+        if self.answered > 0 && waits.keep_alive.is_zero() {
             return None;
         }
         if self.framing.in_head() {
             return Some((self.head_since + waits.head, Expiry::Head));
         }
-        if self.framing.at_boundary() && self.active == 0 {
+        // A lost reading cannot tell a head from idleness: only the keep-alive wait holds.
+        if self.framing.at_boundary() || self.framing.is_lost() {
             let wait = if self.answered == 0 {
                 waits.head
             } else {

@@ -23,6 +23,16 @@ pub struct SeenHead {
     pub refusal: Option<&'static str>,
 }
 
+/// What this reading has for the next request hyper parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen {
+    Head(SeenHead),
+    /// It stopped judging, at or past a point where hyper itself refuses.
+    Lost,
+    /// It found no head there: the two readings disagree on where requests begin.
+    Missing,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Between requests or inside a head (its bytes so far are in `pending`).
@@ -93,9 +103,13 @@ impl Framing {
         self.state == State::Lost
     }
 
-    /// The next head seen, in the order requests arrive; `None` once this reading is lost.
-    pub fn take(&mut self) -> Option<SeenHead> {
-        self.seen.pop_front()
+    /// The next head seen, in the order requests arrive.
+    pub fn take(&mut self) -> Seen {
+        match self.seen.pop_front() {
+            Some(head) => Seen::Head(head),
+            None if self.is_lost() => Seen::Lost,
+            None => Seen::Missing,
+        }
     }
 
     /// Reads the next bytes of the connection.
@@ -225,6 +239,11 @@ impl Framing {
         rest
     }
 
+    /// Nothing that follows is HTTP (the connection was upgraded): stop reading.
+    pub fn stop(&mut self) {
+        self.lose();
+    }
+
     fn lose<'a>(&mut self) -> &'a [u8] {
         self.state = State::Lost;
         self.pending = Vec::new();
@@ -294,28 +313,27 @@ fn read_head<'a>(buf: &'a [u8], fields: &mut [httparse::Header<'a>]) -> Read {
     };
     let head = SeenHead {
         method,
-        target_len: target.len(),
+        // The http crate keeps no fragment; neither is it compared.
+        target_len: target.split('#').next().unwrap_or_default().len(),
         refusal,
     };
     Read::Head(len, head, next)
 }
 
-/// The one length all Content-Length fields (and comma-separated values) agree on: 0 with
-/// none, `None` when they disagree or one is not a number (hyper refuses those).
+/// The one length all Content-Length fields agree on, read as hyper's server reads them
+/// (digits only, each field alike): 0 with none, `None` for what hyper refuses.
 fn content_length(values: &[&[u8]]) -> Option<u64> {
     let mut length = None;
     for v in values {
-        for part in v.split(|&b| b == b',') {
-            let part = part.trim_ascii();
-            if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
-                return None;
-            }
-            let n: u64 = std::str::from_utf8(part).ok()?.parse().ok()?;
-            if length.is_some_and(|l| l != n) {
-                return None;
-            }
-            length = Some(n);
+        let v = v.trim_ascii();
+        if v.is_empty() || !v.iter().all(u8::is_ascii_digit) {
+            return None;
         }
+        let n: u64 = std::str::from_utf8(v).ok()?.parse().ok()?;
+        if length.is_some_and(|l| l != n) {
+            return None;
+        }
+        length = Some(n);
     }
     Some(length.unwrap_or(0))
 }
@@ -325,7 +343,9 @@ fn content_length(values: &[&[u8]]) -> Option<u64> {
 fn chunk_size(line: &[u8]) -> Option<u64> {
     let line = line.strip_suffix(b"\r\n")?;
     let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-    if digits == 0 || digits > 16 {
+    // hyper limits the value, not the digits: leading zeros are allowed.
+    let zeros = line[..digits].iter().take_while(|&&b| b == b'0').count();
+    if digits == 0 || digits - zeros.min(digits - 1) > 16 {
         return None;
     }
     let rest = &line[digits..];
@@ -336,7 +356,11 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
     if !(rest.is_empty() || rest[0] == b';') || rest.iter().any(|&b| b == b'\r' || b == b'\n') {
         return None;
     }
-    u64::from_str_radix(std::str::from_utf8(&line[..digits]).ok()?, 16).ok()
+    u64::from_str_radix(
+        std::str::from_utf8(&line[zeros.min(digits - 1)..digits]).ok()?,
+        16,
+    )
+    .ok()
 }
 
 #[cfg(test)]
@@ -349,7 +373,7 @@ mod tests {
             f.feed(part);
         }
         let mut out = Vec::new();
-        while let Some(h) = f.take() {
+        while let Seen::Head(h) = f.take() {
             out.push(h);
         }
         (out, f)
@@ -418,16 +442,20 @@ mod tests {
         assert!(f.in_head() && !f.at_boundary());
         f.feed(b"TP/1.1\r\n\r\n");
         assert!(f.at_boundary());
-        assert_eq!(f.take().map(|h| h.method), Some(Method::GET));
+        assert!(matches!(f.take(), Seen::Head(h) if h.method == Method::GET));
+        assert_eq!(f.take(), Seen::Missing);
     }
 
     #[test]
-    fn leading_blank_lines_and_comma_lengths_read_as_hyper_reads_them() {
-        let stream = b"\r\nPOST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\nokGET / HTTP/1.1\r\n\r\n";
-        assert_eq!(
-            methods(stream, 3),
-            [("POST".to_string(), None), ("GET".to_string(), None)]
-        );
+    fn leading_blank_lines_and_zeros_read_as_hyper_reads_them() {
+        let stream = b"\r\nPOST / HTTP/1.1\r\nContent-Length: 2\r\n\r\nok\
+            PUT / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n\
+            00000000000000000002\r\nok\r\n0\r\n\r\nGET / HTTP/1.1\r\n\r\n";
+        let got: Vec<_> = methods(stream, 3).into_iter().map(|(m, _)| m).collect();
+        assert_eq!(got, ["POST", "PUT", "GET"]);
+        // A list in one field is refused by hyper's server: this reading stops there too.
+        let (_, f) = heads(b"POST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\nok", 4);
+        assert!(f.is_lost());
     }
 
     #[test]

@@ -89,7 +89,11 @@ pub async fn read_ahead(
 ) -> Result<Request<RequestBody>, Refusal> {
     let (parts, body) = req.into_parts();
     let chunked = parts.headers.contains_key(TRANSFER_ENCODING);
-    if !chunked || parts.headers.contains_key(EXPECT) {
+    let continues = parts
+        .headers
+        .get(EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if !chunked || continues {
         return Ok(Request::from_parts(parts, RequestBody::new(body)));
     }
     let mut early = VecDeque::new();
@@ -167,8 +171,15 @@ impl Body for RequestBody {
             .iter()
             .map(|f| f.data_ref().map_or(0, |d| d.len() as u64))
             .sum();
+        // A body with trailers is sent on chunked, which alone can carry them.
+        let trailers = self.early.iter().any(Frame::is_trailers);
         match &self.rest {
-            None => SizeHint::with_exact(early),
+            None if !trailers => SizeHint::with_exact(early),
+            None => {
+                let mut hint = SizeHint::new();
+                hint.set_lower(early);
+                hint
+            }
             Some(rest) => {
                 let hint = rest.size_hint();
                 let mut sum = SizeHint::new();

@@ -285,10 +285,15 @@ impl Proxy {
         let mut timed_out = false;
         loop {
             let start = self.next.fetch_add(1, Ordering::Relaxed);
-            let all_down = self.upstreams.iter().all(|u| u.is_down());
+            let in_service = |u: &&Arc<Upstream>| !u.out.load(Ordering::Relaxed);
+            let all_down = self
+                .upstreams
+                .iter()
+                .filter(in_service)
+                .all(|u| u.is_down());
             for k in 0..n {
                 let up = &self.upstreams[(start + k) % n];
-                if (up.is_down() && !all_down) || up.out.load(Ordering::Relaxed) {
+                if !in_service(&up) || (up.is_down() && !all_down) {
                     continue;
                 }
                 if let Some(s) = up.take_idle() {

@@ -175,16 +175,26 @@ pub fn open(config: &Config) -> Result<(Vec<StdListener>, Vec<PathBuf>), StartEr
         listeners.push(StdListener::Tcp(l));
     }
     let mut created = Vec::new();
-    for path in &config.unix_binds {
-        let l = listen_unix(path).map_err(|source| StartError::Listen {
-            addr: format!("unix:{}", path.display()),
-            source,
-        })?;
-        listeners.push(StdListener::Unix(l));
-        created.push(path.clone());
-    }
-    for fd in &config.listen_fds {
-        listeners.push(adopt(*fd).map_err(|source| StartError::Fd { fd: *fd, source })?);
+    let opened = (|| {
+        for path in &config.unix_binds {
+            let l = listen_unix(path).map_err(|source| StartError::Listen {
+                addr: format!("unix:{}", path.display()),
+                source,
+            })?;
+            listeners.push(StdListener::Unix(l));
+            created.push(path.clone());
+        }
+        for fd in &config.listen_fds {
+            listeners.push(adopt(*fd).map_err(|source| StartError::Fd { fd: *fd, source })?);
+        }
+        Ok(())
+    })();
+    if let Err(e) = opened {
+        // A server that does not start leaves no socket file behind.
+        for path in &created {
+            let _ = std::fs::remove_file(path);
+        }
+        return Err(e);
     }
     Ok((listeners, created))
 }

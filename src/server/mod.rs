@@ -366,6 +366,9 @@ async fn serve<I>(
             let answer = pipeline::route(req, Arc::clone(&shared), conn_info.clone());
             async move {
                 let res = answer.await?;
+                if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
+                    wire.lock().unwrap_or_else(|e| e.into_inner()).upgraded();
+                }
                 Ok::<_, std::convert::Infallible>(res.map(|b| Answering::new(b, wire)))
             }
         })

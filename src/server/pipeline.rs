@@ -112,7 +112,7 @@ async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo)
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .take_head();
-    if let Err(refusal) = checks::check_seen(&req, seen.as_ref()) {
+    if let Err(refusal) = checks::check_seen(&req, &seen) {
         tracing::debug!("refused a request from {}: {}", conn.peer, refusal.reason);
         return refused(refusal.status);
     }

@@ -32,6 +32,14 @@ impl<I> WatchedIo<I> {
         }
     }
 
+    fn note_written(&self, written: &Poll<io::Result<usize>>) {
+        if let Poll::Ready(Ok(n)) = written
+            && *n > 0
+        {
+            lock(&self.wire).wrote();
+        }
+    }
+
     /// Called when a read found nothing: ends the read if the client kept the server
     /// waiting too long.
     fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -100,7 +108,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write(cx, buf);
+        this.note_written(&written);
+        written
     }
 
     fn poll_write_vectored(
@@ -108,7 +119,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let written = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
+        this.note_written(&written);
+        written
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -116,7 +130,16 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+        let this = self.get_mut();
+        let flushed = Pin::new(&mut this.io).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = flushed {
+            lock(&this.wire).flushed(Instant::now());
+            // hyper may not read again before it sleeps: the wait must wake it on its own.
+            if this.poll_wait(cx).is_ready() {
+                cx.waker().wake_by_ref();
+            }
+        }
+        flushed
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {

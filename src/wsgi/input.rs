@@ -15,14 +15,61 @@ use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyList};
 use tokio::runtime::Handle;
 
+/// The request body, shared by `wsgi.input` and the request's network side, which takes it
+/// from an app stuck past its deadline: hyper then stops waiting for the app to read it and
+/// closes the connection after the 504.
+#[derive(Clone, Default)]
+pub struct BodySlot(std::sync::Arc<Mutex<SlotState>>);
+
+#[derive(Default)]
+struct SlotState {
+    body: Option<RequestBody>,
+    cut: bool,
+}
+
+impl BodySlot {
+    pub fn new(body: Option<RequestBody>) -> Self {
+        BodySlot(std::sync::Arc::new(Mutex::new(SlotState {
+            body,
+            cut: false,
+        })))
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, SlotState> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take(&self) -> Option<RequestBody> {
+        self.state().body.take()
+    }
+
+    /// Back after a read, unless the body was cut meanwhile.
+    fn put_back(&self, body: RequestBody) {
+        let mut st = self.state();
+        if !st.cut {
+            st.body = Some(body);
+        }
+    }
+
+    /// Drops the body now (if no read holds it) or when the read in progress ends.
+    pub fn cut(&self) {
+        let body = {
+            let mut st = self.state();
+            st.cut = true;
+            st.body.take()
+        };
+        drop(body);
+    }
+}
+
 #[pyclass(module = "bartizan._bartizan", name = "Input")]
 pub struct WsgiInput {
     state: Mutex<InputState>,
 }
 
 struct InputState {
-    /// `None` once the body has ended (or there was none).
-    body: Option<RequestBody>,
+    /// Empty once the body has ended (or there was none).
+    body: BodySlot,
     handle: Handle,
     buf: BytesMut,
     timeout: Duration,
@@ -31,12 +78,7 @@ struct InputState {
 }
 
 impl WsgiInput {
-    pub fn new(
-        body: Option<RequestBody>,
-        handle: Handle,
-        timeout: Duration,
-        max_body: u64,
-    ) -> Self {
+    pub fn new(body: BodySlot, handle: Handle, timeout: Duration, max_body: u64) -> Self {
         WsgiInput {
             state: Mutex::new(InputState {
                 body,
@@ -53,7 +95,7 @@ impl InputState {
     /// Pulls the next piece of the body into `buf`; false at the end of the body.
     fn fill(&mut self, py: Python<'_>) -> PyResult<bool> {
         loop {
-            let Some(body) = self.body.as_mut() else {
+            let Some(mut body) = self.body.take() else {
                 return Ok(false);
             };
             let (handle, timeout) = (&self.handle, self.timeout);
@@ -61,19 +103,20 @@ impl InputState {
             let next = py.detach(|| {
                 handle.block_on(async { tokio::time::timeout(timeout, body.frame()).await })
             });
+            // Ended or failed, it is dropped here; with a piece, it goes back for the next.
+            if let Ok(Some(Ok(_))) = &next {
+                self.body.put_back(body);
+            }
             match next {
                 Err(_) => {
-                    self.body = None;
                     return Err(PyTimeoutError::new_err(
                         "timed out waiting for the request body",
                     ));
                 }
                 Ok(None) => {
-                    self.body = None;
                     return Ok(false);
                 }
                 Ok(Some(Err(e))) => {
-                    self.body = None;
                     return Err(PyOSError::new_err(format!(
                         "request body could not be read: {e}"
                     )));
@@ -85,7 +128,6 @@ impl InputState {
                     };
                     let n = data.len() as u64;
                     if n > self.allowance {
-                        self.body = None;
                         return Err(PyOSError::new_err("request body too large"));
                     }
                     self.allowance -= n;

@@ -29,7 +29,7 @@ use crate::http::forwarded::TrustList;
 use crate::pool::{Pool, SubmitError};
 use environ::{EnvError, RequestEnv};
 use file_wrapper::FileWrapper;
-use input::WsgiInput;
+use input::{BodySlot, WsgiInput};
 use response::{ResponseState, Sent, SharedState, StartResponse};
 
 use crate::http::body::{Reply, ResponseBody};
@@ -82,7 +82,7 @@ impl WsgiApp {
 
 struct Job {
     env: RequestEnv,
-    body: Option<RequestBody>,
+    body: BodySlot,
     reply: oneshot::Sender<Reply>,
     handle: Handle,
     /// Told where the request runs, when it has a deadline.
@@ -116,13 +116,19 @@ pub async fn handle(
     // `env` holds copies of all the app needs from the head: release the head (and its
     // share of the connection's read buffer) now, not after the app has answered.
     drop(parts);
-    let body = (!body.is_end_stream()).then_some(body);
+    let body = BodySlot::new((!body.is_end_stream()).then_some(body));
     let (tx, rx) = oneshot::channel();
     let (started_tx, deadline) = match deadline {
         Some((limit, line, (started_tx, started_rx))) => {
             (Some(started_tx), Some((limit, line, started_rx)))
         }
         None => (None, None),
+    };
+    // The network side keeps a hold on the body only when it may have to take it back.
+    let slot = if deadline.is_some() {
+        body.clone()
+    } else {
+        BodySlot::default()
     };
     let job = Job {
         env,
@@ -169,7 +175,15 @@ pub async fn handle(
         Ok(Err(_)) => error_page::unavailable(app.retry_after),
         Err(_) => {
             overdue.report("answered 504");
-            error_page::plain(StatusCode::GATEWAY_TIMEOUT)
+            // hyper waits for a body to be read before the next request: the stuck app
+            // never will, so the body goes, and the connection with it.
+            slot.cut();
+            let mut res = error_page::plain(StatusCode::GATEWAY_TIMEOUT);
+            res.headers_mut().insert(
+                http::header::CONNECTION,
+                http::HeaderValue::from_static("close"),
+            );
+            res
         }
     }
 }
@@ -207,7 +221,7 @@ fn call_app(
     py: Python<'_>,
     app: &WsgiApp,
     env: &RequestEnv,
-    body: Option<RequestBody>,
+    body: BodySlot,
     handle: Handle,
     state: &SharedState,
 ) -> PyResult<()> {

@@ -14,6 +14,7 @@ Routes:
 - /block?go=P[&started=S]
                writes S (if given) once inside the app, then waits until the
                file P exists (at most 60 s), then 200 {"released": true}
+- /grow?mb=N   keeps N MiB more memory for the life of the process
 - /forever[?started=S]
                writes S (if given), then never returns on its own (it sleeps in a
                loop until the process is killed)
@@ -37,6 +38,7 @@ else:
     VERSION = "none"
 
 IMPORTED_AT = time.time()
+_kept = []
 
 
 def _qs(environ):
@@ -72,6 +74,10 @@ def app(environ, start_response):
     if path == "/empty":
         start_response("204 No Content", [])
         return []
+    if path == "/grow":
+        # Written to, so the pages are resident and not only reserved.
+        _kept.append(bytearray(b"x" * (int(q.get("mb", "1")) << 20)))
+        return _send(start_response, "200 OK", b"grown\n")
     if path == "/sleep":
         time.sleep(min(float(q.get("s", "0.1")), 10.0))
         return _send(start_response, "200 OK", b"slept\n")
