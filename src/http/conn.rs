@@ -75,6 +75,9 @@ pub struct Wire {
     /// Written and not flushed yet: an answer's end may still sit in a buffer.
     unflushed: bool,
     upgraded: bool,
+    /// The connection's task, while it waits for the client: woken by the sweep once the
+    /// wait has run out.
+    waker: Option<std::task::Waker>,
 }
 
 impl Wire {
@@ -88,15 +91,16 @@ impl Wire {
             head_since: now,
             unflushed: false,
             upgraded: false,
+            waker: None,
         }
     }
 
-    pub fn feed(&mut self, bytes: &[u8], now: Instant) {
+    pub fn feed(&mut self, bytes: &[u8]) {
         let before = self.framing.heads_seen();
         let was_in_head = self.framing.in_head();
         self.framing.feed(bytes);
         if self.framing.in_head() && (!was_in_head || self.framing.heads_seen() != before) {
-            self.head_since = now;
+            self.head_since = Instant::now();
         }
     }
 
@@ -134,6 +138,22 @@ impl Wire {
         self.active = self.active.saturating_sub(1);
         self.answered += 1;
         self.idle_since = now;
+    }
+
+    /// Notes the task to wake when the wait runs out.
+    pub fn wake_me(&mut self, waker: &std::task::Waker) {
+        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
+            self.waker = Some(waker.clone());
+        }
+    }
+
+    /// Wakes the connection's task if its wait has run out by `now`.
+    pub fn sweep(&mut self, waits: &Waits, now: Instant) {
+        if self.deadline(waits).is_some_and(|(at, _)| at <= now)
+            && let Some(waker) = self.waker.take()
+        {
+            waker.wake();
+        }
     }
 
     /// When the connection gives up waiting, if it is waiting for the client at all: never

@@ -10,6 +10,7 @@
 //! would fail the connection this reading stops (`Lost`) and judges nothing more.
 
 use std::collections::VecDeque;
+use std::mem::MaybeUninit;
 
 use http::Method;
 
@@ -171,18 +172,24 @@ impl Framing {
     }
 
     fn feed_head<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
-        let start = self.pending.len();
-        self.pending.extend_from_slice(bytes);
-        let parsed = if self.max_fields <= STACK_FIELDS {
-            let mut fields = [httparse::EMPTY_HEADER; STACK_FIELDS];
-            read_head(&self.pending, &mut fields[..self.max_fields])
+        // A head that arrives in one read is parsed where it lies, without a copy.
+        let (parsed, start) = if self.pending.is_empty() {
+            (self.read_head(bytes), 0)
         } else {
-            let mut fields = vec![httparse::EMPTY_HEADER; self.max_fields];
-            read_head(&self.pending, &mut fields)
+            let start = self.pending.len();
+            self.pending.extend_from_slice(bytes);
+            (self.read_head(&self.pending), start)
         };
         match parsed {
-            Read::Partial if self.pending.len() > self.max_head => self.lose(),
-            Read::Partial => &[],
+            Read::Partial => {
+                if start == 0 {
+                    self.pending.extend_from_slice(bytes);
+                }
+                if self.pending.len() > self.max_head {
+                    return self.lose();
+                }
+                &[]
+            }
             Read::Invalid => self.lose(),
             Read::Head(len, head, next) => {
                 self.heads += 1;
@@ -193,9 +200,22 @@ impl Framing {
                 self.seen.push_back(head);
                 self.pending.clear();
                 self.state = next;
-                // `len` counts from the start of `pending`, which held `start` older bytes.
+                // `len` counts from the start of what was parsed, which held `start` older
+                // bytes before these.
                 &bytes[len - start..]
             }
+        }
+    }
+
+    fn read_head(&self, buf: &[u8]) -> Read {
+        // Left uninitialised, as hyper does: filling 128 fields cost a 4 KiB write per head.
+        if self.max_fields <= STACK_FIELDS {
+            let mut fields = [const { MaybeUninit::uninit() }; STACK_FIELDS];
+            read_head(buf, &mut fields[..self.max_fields])
+        } else {
+            let mut fields = Vec::with_capacity(self.max_fields);
+            fields.resize_with(self.max_fields, MaybeUninit::uninit);
+            read_head(buf, &mut fields)
         }
     }
 
@@ -264,9 +284,9 @@ enum Read {
     Head(usize, SeenHead, State),
 }
 
-fn read_head<'a>(buf: &'a [u8], fields: &mut [httparse::Header<'a>]) -> Read {
-    let mut req = httparse::Request::new(fields);
-    let len = match req.parse(buf) {
+fn read_head<'a>(buf: &'a [u8], fields: &mut [MaybeUninit<httparse::Header<'a>>]) -> Read {
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, fields) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) => return Read::Partial,
         Err(_) => return Read::Invalid,

@@ -31,7 +31,7 @@ use crate::tls::{self, TlsAcceptor};
 use crate::wsgi::WsgiApp;
 use listeners::{Bound, Listener, Stream};
 use pyo3::Python;
-use watched_io::{Answering, WatchedIo};
+use watched_io::{Sweep, WatchedIo};
 
 /// Who answers requests that no static mount takes.
 pub enum Handler {
@@ -51,6 +51,8 @@ pub struct Shared {
     pub draining: AtomicBool,
     pub statics: Statics,
     pub routes: Routes,
+    /// Every connection's waits, swept for those that ran out.
+    pub sweep: Arc<Sweep>,
     pub pool: Pool,
     pub handler: Handler,
 }
@@ -65,6 +67,13 @@ pub struct Server {
     acceptors: Vec<tokio::task::JoinHandle<()>>,
     /// Every connection task holds a clone; `recv` gives `None` once the last one ends.
     open_conns: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
+}
+
+fn waits(config: &Config) -> Waits {
+    Waits {
+        keep_alive: config.keep_alive,
+        head: config.header_timeout,
+    }
 }
 
 /// How long a retiring process keeps an idle keep-alive connection for a last request.
@@ -137,13 +146,17 @@ impl Server {
             draining: AtomicBool::new(false),
             statics,
             routes: Routes::new(&config.routes),
+            sweep: Arc::default(),
             config,
             pool,
             handler,
         });
-        if let Handler::Proxy(proxy) = &shared.handler {
+        {
             let _guard = runtime.enter();
-            proxy.start_health_checks();
+            if let Handler::Proxy(proxy) = &shared.handler {
+                proxy.start_health_checks();
+            }
+            runtime.spawn(Arc::clone(&shared.sweep).run(waits(&shared.config)));
         }
         let (shutdown, _) = watch::channel(false);
         let mut bound = Vec::new();
@@ -265,8 +278,9 @@ async fn accept_loop(
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        // A backstop only: WatchedIo keeps the keep-alive and head waits apart.
-        .header_read_timeout(shared.config.keep_alive + shared.config.header_timeout * 2)
+        // WatchedIo keeps the keep-alive and head waits, apart; hyper's own timer would time
+        // both as one, and costs a timer reset per request.
+        .header_read_timeout(None)
         .keep_alive(!shared.config.keep_alive.is_zero())
         .title_case_headers(true)
         .max_headers(shared.config.max_fields)
@@ -298,6 +312,7 @@ async fn accept_loop(
         let wire = Wire::new(shared.config.max_head.max(8192), shared.config.max_fields);
         let scheme = if tls.is_some() { "https" } else { "http" };
         let conn_info = ConnInfo::new(peer, local, scheme, wire);
+        shared.sweep.add(&conn_info.wire);
         let shared = Arc::clone(&shared);
         let builder = builder.clone();
         let watcher = ConnWatch {
@@ -353,25 +368,10 @@ async fn serve<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn_info.peer;
-    let waits = Waits {
-        keep_alive: shared.config.keep_alive,
-        head: shared.config.header_timeout,
-    };
-    let io = WatchedIo::new(io, Arc::clone(&conn_info.wire), waits);
+    let io = WatchedIo::new(io, Arc::clone(&conn_info.wire), waits(&shared.config));
     let svc = {
         let shared = Arc::clone(&shared);
-        service_fn(move |req| {
-            let wire = Arc::clone(&conn_info.wire);
-            wire.lock().unwrap_or_else(|e| e.into_inner()).begin();
-            let answer = pipeline::route(req, Arc::clone(&shared), conn_info.clone());
-            async move {
-                let res = answer.await?;
-                if res.status() == http::StatusCode::SWITCHING_PROTOCOLS {
-                    wire.lock().unwrap_or_else(|e| e.into_inner()).upgraded();
-                }
-                Ok::<_, std::convert::Infallible>(res.map(|b| Answering::new(b, wire)))
-            }
-        })
+        service_fn(move |req| pipeline::route(req, Arc::clone(&shared), conn_info.clone()))
     };
     // Upgrades let WebSocket handshakes through the proxy front.
     let conn = builder

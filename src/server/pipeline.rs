@@ -9,10 +9,11 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use http::header::CONNECTION;
-use http::{HeaderValue, Request, StatusCode};
+use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::watched_io::Answering;
 use super::{Handler, Shared};
 use crate::access_log::{LoggedBody, RequestFacts};
 use crate::http::body::Reply;
@@ -37,11 +38,13 @@ fn head_size<B>(req: &Request<B>) -> usize {
         + line
 }
 
+/// Answers one request; the answer's body tells the connection's `Wire` when it is sent.
 pub async fn route(
     mut req: Request<Incoming>,
     shared: Arc<Shared>,
     conn: ConnInfo,
-) -> Result<Reply, Infallible> {
+) -> Result<Response<Answering<ResponseBody>>, Infallible> {
+    conn.wire.lock().unwrap_or_else(|e| e.into_inner()).begin();
     let started = Instant::now();
     let _in_flight = shared.metrics.start();
     let facts = shared
@@ -65,7 +68,14 @@ pub async fn route(
             )
         });
     }
-    Ok(res)
+    if res.status() == StatusCode::SWITCHING_PROTOCOLS {
+        conn.wire
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .upgraded();
+    }
+    let wire = Arc::clone(&conn.wire);
+    Ok(res.map(|body| Answering::new(body, wire)))
 }
 
 /// The health path, answered here without the app: 200 while this server takes work, 503

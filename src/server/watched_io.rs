@@ -2,7 +2,12 @@
 //! (so heads are judged from the bytes themselves), and the connection's two waits kept:
 //! the keep-alive wait between requests ends it quietly, a head that takes too long ends it
 //! with an error. hyper's own header timer runs from the moment it waits for a head, so it
-//! cannot tell an idle connection from a slow head; it stays on only as a backstop.
+//! cannot tell an idle connection from a slow head; it is off.
+//!
+//! No timer per connection: a deadline moves with every request, and resetting a timer on
+//! each (this one's and hyper's) cost about 1,000 instructions per request (`bench/
+//! instructions hello`). A sweep (`Sweep`) looks at every connection a few times a second
+//! instead and wakes those whose wait has run out, so a wait ends up to `SWEEP_EVERY` late.
 
 use std::io;
 use std::pin::Pin;
@@ -11,7 +16,6 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Sleep;
 
 use crate::http::conn::{Expiry, Waits, Wire};
 
@@ -19,17 +23,11 @@ pub struct WatchedIo<I> {
     io: I,
     wire: Arc<Mutex<Wire>>,
     waits: Waits,
-    timer: Option<(Instant, Pin<Box<Sleep>>)>,
 }
 
 impl<I> WatchedIo<I> {
     pub fn new(io: I, wire: Arc<Mutex<Wire>>, waits: Waits) -> Self {
-        WatchedIo {
-            io,
-            wire,
-            waits,
-            timer: None,
-        }
+        WatchedIo { io, wire, waits }
     }
 
     fn note_written(&self, written: &Poll<io::Result<usize>>) {
@@ -41,28 +39,14 @@ impl<I> WatchedIo<I> {
     }
 
     /// Called when a read found nothing: ends the read if the client kept the server
-    /// waiting too long.
+    /// waiting too long, else leaves the task for the sweep to wake when the wait runs out.
     fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let deadline = lock(&self.wire).deadline(&self.waits);
-        let Some((at, expiry)) = deadline else {
+        let mut wire = lock(&self.wire);
+        let Some((at, expiry)) = wire.deadline(&self.waits) else {
             return Poll::Pending;
         };
-        let sleep = match &mut self.timer {
-            Some((set, sleep)) => {
-                if *set != at {
-                    sleep.as_mut().reset(at.into());
-                    *set = at;
-                }
-                sleep
-            }
-            None => {
-                &mut self
-                    .timer
-                    .insert((at, Box::pin(tokio::time::sleep_until(at.into()))))
-                    .1
-            }
-        };
-        if sleep.as_mut().poll(cx).is_pending() {
+        if Instant::now() < at {
+            wire.wake_me(cx.waker());
             return Poll::Pending;
         }
         match expiry {
@@ -92,7 +76,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for WatchedIo<I> {
             Poll::Ready(Ok(())) => {
                 let read = &buf.filled()[before..];
                 if !read.is_empty() {
-                    lock(&this.wire).feed(read, Instant::now());
+                    lock(&this.wire).feed(read);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -144,6 +128,42 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// How often the sweep looks at the connections' waits.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Every open connection's `Wire`, looked at by `run` every `SWEEP_EVERY`.
+#[derive(Default)]
+pub struct Sweep {
+    wires: Mutex<Vec<std::sync::Weak<Mutex<Wire>>>>,
+}
+
+impl Sweep {
+    pub fn add(&self, wire: &Arc<Mutex<Wire>>) {
+        self.wires
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(wire));
+    }
+
+    /// Wakes the connections whose wait has run out, and forgets those that have ended.
+    pub async fn run(self: Arc<Self>, waits: Waits) {
+        let mut tick = tokio::time::interval(SWEEP_EVERY);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let now = Instant::now();
+            let mut wires = self.wires.lock().unwrap_or_else(|e| e.into_inner());
+            wires.retain(|w| match w.upgrade() {
+                Some(wire) => {
+                    lock(&wire).sweep(&waits, now);
+                    true
+                }
+                None => false,
+            });
+        }
     }
 }
 

@@ -15,50 +15,66 @@ use pyo3::sync::MutexExt;
 use pyo3::types::{PyBytes, PyList};
 use tokio::runtime::Handle;
 
-/// The request body, shared by `wsgi.input` and the request's network side, which takes it
-/// from an app stuck past its deadline: hyper then stops waiting for the app to read it and
-/// closes the connection after the 504.
-#[derive(Clone, Default)]
-pub struct BodySlot(std::sync::Arc<Mutex<SlotState>>);
+/// The request body as `wsgi.input` reads it: its own, or, for a request with a deadline,
+/// shared with the request's network side, which takes it from an app stuck past the
+/// deadline (hyper then stops waiting for the app to read it, and closes the connection
+/// after the 504).
+pub enum BodySlot {
+    Owned(Option<RequestBody>),
+    Shared(std::sync::Arc<Mutex<SharedBody>>),
+}
 
-#[derive(Default)]
-struct SlotState {
+pub struct SharedBody {
     body: Option<RequestBody>,
     cut: bool,
 }
 
 impl BodySlot {
-    pub fn new(body: Option<RequestBody>) -> Self {
-        BodySlot(std::sync::Arc::new(Mutex::new(SlotState {
+    pub fn shared(body: Option<RequestBody>) -> Self {
+        BodySlot::Shared(std::sync::Arc::new(Mutex::new(SharedBody {
             body,
             cut: false,
         })))
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, SlotState> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn take(&self) -> Option<RequestBody> {
-        self.state().body.take()
-    }
-
-    /// Back after a read, unless the body was cut meanwhile.
-    fn put_back(&self, body: RequestBody) {
-        let mut st = self.state();
-        if !st.cut {
-            st.body = Some(body);
+    /// What the network side keeps to `cut` a shared body.
+    pub fn handle(&self) -> Option<BodySlot> {
+        match self {
+            BodySlot::Shared(s) => Some(BodySlot::Shared(std::sync::Arc::clone(s))),
+            BodySlot::Owned(_) => None,
         }
     }
 
-    /// Drops the body now (if no read holds it) or when the read in progress ends.
+    fn take(&mut self) -> Option<RequestBody> {
+        match self {
+            BodySlot::Owned(b) => b.take(),
+            BodySlot::Shared(s) => s.lock().unwrap_or_else(|e| e.into_inner()).body.take(),
+        }
+    }
+
+    /// Back after a read, unless the body was cut meanwhile.
+    fn put_back(&mut self, body: RequestBody) {
+        match self {
+            BodySlot::Owned(b) => *b = Some(body),
+            BodySlot::Shared(s) => {
+                let mut st = s.lock().unwrap_or_else(|e| e.into_inner());
+                if !st.cut {
+                    st.body = Some(body);
+                }
+            }
+        }
+    }
+
+    /// Drops a shared body now (if no read holds it) or when the read in progress ends.
     pub fn cut(&self) {
-        let body = {
-            let mut st = self.state();
-            st.cut = true;
-            st.body.take()
-        };
-        drop(body);
+        if let BodySlot::Shared(s) = self {
+            let body = {
+                let mut st = s.lock().unwrap_or_else(|e| e.into_inner());
+                st.cut = true;
+                st.body.take()
+            };
+            drop(body);
+        }
     }
 }
 

@@ -109,26 +109,22 @@ pub async fn handle(
     if declared.is_some_and(|n| n > app.max_body) {
         return error_page::plain(StatusCode::PAYLOAD_TOO_LARGE);
     }
-    let deadline = app.request_timeout.map(|limit| {
-        let line = format!("{} {} {:?}", parts.method, env.raw_uri, parts.version);
-        (limit, line, oneshot::channel())
-    });
+    let request_line = app
+        .request_timeout
+        .map(|_| format!("{} {} {:?}", parts.method, env.raw_uri, parts.version));
     // `env` holds copies of all the app needs from the head: release the head (and its
     // share of the connection's read buffer) now, not after the app has answered.
     drop(parts);
-    let body = BodySlot::new((!body.is_end_stream()).then_some(body));
-    let (tx, rx) = oneshot::channel();
-    let (started_tx, deadline) = match deadline {
-        Some((limit, line, (started_tx, started_rx))) => {
-            (Some(started_tx), Some((limit, line, started_rx)))
-        }
-        None => (None, None),
+    let body = (!body.is_end_stream()).then_some(body);
+    let (body, started) = match request_line {
+        None => (BodySlot::Owned(body), None),
+        Some(_) => (BodySlot::shared(body), Some(oneshot::channel())),
     };
-    // The network side keeps a hold on the body only when it may have to take it back.
-    let slot = if deadline.is_some() {
-        body.clone()
-    } else {
-        BodySlot::default()
+    let slot = body.handle();
+    let (tx, rx) = oneshot::channel();
+    let (started_tx, started_rx) = match started {
+        Some((tx, rx)) => (Some(tx), Some(rx)),
+        None => (None, None),
     };
     let job = Job {
         env,
@@ -144,46 +140,79 @@ pub async fn handle(
             return error_page::unavailable(app.retry_after);
         }
     }
-    let Some((limit, request_line, started_rx)) = deadline else {
-        return match rx.await {
+    match (app.request_timeout, request_line, started_rx, slot) {
+        (Some(limit), Some(request_line), Some(started), Some(slot)) => {
+            // Boxed: only requests with a deadline carry its state.
+            let watch = Watch {
+                limit,
+                request_line,
+                started,
+                slot,
+            };
+            Box::pin(watch.answer(rx, app, pool)).await
+        }
+        _ => match rx.await {
             Ok(reply) => reply,
             // The job was dropped unrun: the server is stopping.
             Err(_) => error_page::unavailable(app.retry_after),
+        },
+    }
+}
+
+/// A request with a deadline, waited for on the network side.
+struct Watch {
+    limit: Duration,
+    request_line: String,
+    started: oneshot::Receiver<Started>,
+    slot: BodySlot,
+}
+
+impl Watch {
+    async fn answer(
+        self,
+        mut rx: oneshot::Receiver<Reply>,
+        app: &Arc<WsgiApp>,
+        pool: &Pool,
+    ) -> Reply {
+        let Watch {
+            limit,
+            request_line,
+            started,
+            slot,
+        } = self;
+        // The deadline runs from the app's call, not from the wait for a thread.
+        let Ok(started) = started.await else {
+            return rx
+                .await
+                .unwrap_or_else(|_| error_page::unavailable(app.retry_after));
         };
-    };
-    // The deadline runs from the app's call, not from the wait for a thread.
-    let Ok(started) = started_rx.await else {
-        return rx
-            .await
-            .unwrap_or_else(|_| error_page::unavailable(app.retry_after));
-    };
-    let at = tokio::time::Instant::now() + limit;
-    let overdue = Overdue {
-        request_line,
-        after: limit,
-        started,
-        pool: pool.marker(),
-    };
-    let mut rx = rx;
-    match tokio::time::timeout_at(at, &mut rx).await {
-        Ok(Ok(reply)) => reply.map(|body| match body {
-            ResponseBody::Stream(stream) => ResponseBody::Stream(
-                stream.until(at, Box::new(move || overdue.report("its connection cut"))),
-            ),
-            whole => whole,
-        }),
-        Ok(Err(_)) => error_page::unavailable(app.retry_after),
-        Err(_) => {
-            overdue.report("answered 504");
-            // hyper waits for a body to be read before the next request: the stuck app
-            // never will, so the body goes, and the connection with it.
-            slot.cut();
-            let mut res = error_page::plain(StatusCode::GATEWAY_TIMEOUT);
-            res.headers_mut().insert(
-                http::header::CONNECTION,
-                http::HeaderValue::from_static("close"),
-            );
-            res
+        let at = tokio::time::Instant::now() + limit;
+        let overdue = Overdue {
+            request_line,
+            after: limit,
+            started,
+            pool: pool.marker(),
+        };
+        match tokio::time::timeout_at(at, &mut rx).await {
+            Ok(Ok(reply)) => reply.map(|body| match body {
+                ResponseBody::Stream(stream) => ResponseBody::Stream(
+                    stream.until(at, Box::new(move || overdue.report("its connection cut"))),
+                ),
+                whole => whole,
+            }),
+            Ok(Err(_)) => error_page::unavailable(app.retry_after),
+            Err(_) => {
+                overdue.report("answered 504");
+                // hyper waits for a body to be read before the next request: the stuck app
+                // never will, so the body goes, and the connection with it.
+                slot.cut();
+                let mut res = error_page::plain(StatusCode::GATEWAY_TIMEOUT);
+                res.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+                res
+            }
         }
     }
 }
