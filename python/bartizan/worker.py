@@ -21,6 +21,7 @@ from bartizan.app import (
     static_root_warning,
     warm_django,
 )
+from bartizan.metrics import rss_bytes
 
 METRICS_EVERY = 1.0
 # SIGUSR1: the supervisor retires this worker (a reload); the others stop it.
@@ -176,12 +177,8 @@ class Recycler:
 
 def resident_mib() -> int | None:
     """This process's resident memory in MiB, where /proc tells it."""
-    try:
-        with open("/proc/self/statm") as f:
-            pages = int(f.read().split()[1])
-    except (OSError, ValueError, IndexError):
-        return None
-    return pages * os.sysconf("SC_PAGE_SIZE") // (1 << 20)
+    size = rss_bytes(os.getpid())
+    return None if size is None else size >> 20
 
 
 def plural(n: int, word: str) -> str:

@@ -2,7 +2,7 @@
 //! and both addresses already spelled out.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use super::framing::{Framing, Seen};
@@ -62,6 +62,11 @@ pub enum Expiry {
     Head,
 }
 
+/// The connection's `Wire`, whoever else held it when it panicked.
+pub fn lock_wire(wire: &Mutex<Wire>) -> MutexGuard<'_, Wire> {
+    wire.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// One connection's reading of its own bytes, and whether a request is being answered: the
 /// socket's reader feeds it, each request takes its head from it, each answer's end is noted.
 #[derive(Debug)]
@@ -75,13 +80,14 @@ pub struct Wire {
     /// Written and not flushed yet: an answer's end may still sit in a buffer.
     unflushed: bool,
     upgraded: bool,
+    waits: Waits,
     /// The connection's task, while it waits for the client: woken by the sweep once the
     /// wait has run out.
     waker: Option<std::task::Waker>,
 }
 
 impl Wire {
-    pub fn new(max_head: usize, max_fields: usize) -> Wire {
+    pub fn new(max_head: usize, max_fields: usize, waits: Waits) -> Wire {
         let now = Instant::now();
         Wire {
             framing: Framing::new(max_head, max_fields),
@@ -91,6 +97,7 @@ impl Wire {
             head_since: now,
             unflushed: false,
             upgraded: false,
+            waits,
             waker: None,
         }
     }
@@ -148,8 +155,8 @@ impl Wire {
     }
 
     /// Wakes the connection's task if its wait has run out by `now`.
-    pub fn sweep(&mut self, waits: &Waits, now: Instant) {
-        if self.deadline(waits).is_some_and(|(at, _)| at <= now)
+    pub fn sweep(&mut self, now: Instant) {
+        if self.deadline().is_some_and(|(at, _)| at <= now)
             && let Some(waker) = self.waker.take()
         {
             waker.wake();
@@ -158,7 +165,8 @@ impl Wire {
 
     /// When the connection gives up waiting, if it is waiting for the client at all: never
     /// while an answer is being made or sent, nor once it is upgraded.
-    pub fn deadline(&self, waits: &Waits) -> Option<(Instant, Expiry)> {
+    pub fn deadline(&self) -> Option<(Instant, Expiry)> {
+        let waits = &self.waits;
         if self.upgraded || self.active > 0 || self.unflushed {
             return None;
         }

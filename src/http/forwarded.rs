@@ -163,6 +163,13 @@ pub(crate) fn is_forwarding(name: &HeaderName) -> bool {
     *name == FORWARDED || name.as_str().starts_with("x-forwarded-")
 }
 
+/// Whether a header says who the client is or how it came (`Forwarded`, every
+/// `X-Forwarded-*`, `X-Real-IP`): believed and passed on only from trusted peers, and never
+/// from a trailer section.
+pub(crate) fn says_who(name: &HeaderName) -> bool {
+    is_forwarding(name) || name.as_str() == "x-real-ip"
+}
+
 fn all_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {
     joined(headers, name, ",", as_text)
 }

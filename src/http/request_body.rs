@@ -51,7 +51,7 @@ pub fn forbidden_in_trailers(name: &HeaderName) -> bool {
         "if-unmodified-since",
         "if-range",
     ];
-    NAMES.contains(&name.as_str()) || forwarded::is_forwarding(name) || name == "x-real-ip"
+    NAMES.contains(&name.as_str()) || forwarded::says_who(name)
 }
 
 fn forbidden_field(trailers: &HeaderMap) -> Option<&HeaderName> {

@@ -184,12 +184,6 @@ pub struct Proxy {
     config: ProxyConfig,
 }
 
-/// Whether a header says who the client is or how it came (`Forwarded`, every
-/// `X-Forwarded-*`, `X-Real-IP`): passed on only from trusted peers.
-fn says_who(name: &HeaderName) -> bool {
-    forwarded::is_forwarding(name) || name.as_str() == "x-real-ip"
-}
-
 fn says_close(headers: &HeaderMap) -> bool {
     connection_tokens(headers).any(|t| t.eq_ignore_ascii_case("close"))
 }
@@ -344,7 +338,7 @@ impl Proxy {
             let named: Vec<HeaderName> = parts
                 .headers
                 .keys()
-                .filter(|n| says_who(n))
+                .filter(|n| forwarded::says_who(n))
                 .cloned()
                 .collect();
             for name in named {

@@ -156,7 +156,7 @@ impl Server {
             if let Handler::Proxy(proxy) = &shared.handler {
                 proxy.start_health_checks();
             }
-            runtime.spawn(Arc::clone(&shared.sweep).run(waits(&shared.config)));
+            runtime.spawn(Arc::clone(&shared.sweep).run());
         }
         let (shutdown, _) = watch::channel(false);
         let mut bound = Vec::new();
@@ -309,7 +309,11 @@ async fn accept_loop(
                 }
             },
         };
-        let wire = Wire::new(shared.config.max_head.max(8192), shared.config.max_fields);
+        let wire = Wire::new(
+            shared.config.max_head.max(8192),
+            shared.config.max_fields,
+            waits(&shared.config),
+        );
         let scheme = if tls.is_some() { "https" } else { "http" };
         let conn_info = ConnInfo::new(peer, local, scheme, wire);
         shared.sweep.add(&conn_info.wire);
@@ -368,7 +372,7 @@ async fn serve<I>(
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn_info.peer;
-    let io = WatchedIo::new(io, Arc::clone(&conn_info.wire), waits(&shared.config));
+    let io = WatchedIo::new(io, Arc::clone(&conn_info.wire));
     let svc = {
         let shared = Arc::clone(&shared);
         service_fn(move |req| pipeline::route(req, Arc::clone(&shared), conn_info.clone()))

@@ -18,8 +18,8 @@ use super::{Handler, Shared};
 use crate::access_log::{LoggedBody, RequestFacts};
 use crate::http::body::Reply;
 use crate::http::body::ResponseBody;
-use crate::http::checks;
-use crate::http::conn::ConnInfo;
+use crate::http::checks::{self, Refusal};
+use crate::http::conn::{ConnInfo, lock_wire};
 use crate::http::error_page;
 use crate::http::forwarded;
 use crate::http::request_body;
@@ -44,7 +44,7 @@ pub async fn route(
     shared: Arc<Shared>,
     conn: ConnInfo,
 ) -> Result<Response<Answering<ResponseBody>>, Infallible> {
-    conn.wire.lock().unwrap_or_else(|e| e.into_inner()).begin();
+    lock_wire(&conn.wire).begin();
     let started = Instant::now();
     let _in_flight = shared.metrics.start();
     let facts = shared
@@ -69,10 +69,7 @@ pub async fn route(
         });
     }
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-        conn.wire
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .upgraded();
+        lock_wire(&conn.wire).upgraded();
     }
     let wire = Arc::clone(&conn.wire);
     Ok(res.map(|body| Answering::new(body, wire)))
@@ -88,10 +85,12 @@ fn health(shared: &Shared) -> Reply {
     error_page::plain(StatusCode::OK)
 }
 
-/// An answer to a request the server will not pass on: the connection closes after it, since
-/// what follows on it may be framed differently than a proxy in front believes.
-fn refused(status: StatusCode) -> Reply {
-    let mut res = error_page::plain(status);
+/// An answer to a request the server will not pass on, said in the debug log: the connection
+/// closes after it, since what follows on it may be framed differently than a proxy in front
+/// believes.
+fn refused(refusal: Refusal, conn: &ConnInfo) -> Reply {
+    tracing::debug!("refused a request from {}: {}", conn.peer, refusal.reason);
+    let mut res = error_page::plain(refusal.status);
     res.headers_mut()
         .insert(CONNECTION, HeaderValue::from_static("close"));
     res
@@ -117,22 +116,20 @@ fn log_facts(req: &mut Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> R
 
 async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo) -> Reply {
     // Taken for every request, refused or not, so each next one meets its own head.
-    let seen = conn
-        .wire
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take_head();
+    let seen = lock_wire(&conn.wire).take_head();
     if let Err(refusal) = checks::check_seen(&req, &seen) {
-        tracing::debug!("refused a request from {}: {}", conn.peer, refusal.reason);
-        return refused(refusal.status);
+        return refused(refusal, conn);
     }
     // hyper bounds its read buffer, not the parsed head; the configured limit is enforced here.
     if head_size(&req) > shared.config.max_head {
-        return refused(StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE);
+        let too_large = Refusal {
+            status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            reason: "request head too large",
+        };
+        return refused(too_large, conn);
     }
     if let Err(refusal) = checks::check(&req, &shared.config.head_limits) {
-        tracing::debug!("refused a request from {}: {}", conn.peer, refusal.reason);
-        return refused(refusal.status);
+        return refused(refusal, conn);
     }
     if shared
         .config
@@ -144,10 +141,7 @@ async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo)
     }
     let req = match request_body::read_ahead(req, shared.config.body_timeout).await {
         Ok(req) => req,
-        Err(refusal) => {
-            tracing::debug!("refused a request from {}: {}", conn.peer, refusal.reason);
-            return refused(refusal.status);
-        }
+        Err(refusal) => return refused(refusal, conn),
     };
     let req = if shared.statics.is_empty() {
         req

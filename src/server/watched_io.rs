@@ -17,32 +17,31 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::http::conn::{Expiry, Waits, Wire};
+use crate::http::conn::{Expiry, Wire, lock_wire};
 
 pub struct WatchedIo<I> {
     io: I,
     wire: Arc<Mutex<Wire>>,
-    waits: Waits,
 }
 
 impl<I> WatchedIo<I> {
-    pub fn new(io: I, wire: Arc<Mutex<Wire>>, waits: Waits) -> Self {
-        WatchedIo { io, wire, waits }
+    pub fn new(io: I, wire: Arc<Mutex<Wire>>) -> Self {
+        WatchedIo { io, wire }
     }
 
     fn note_written(&self, written: &Poll<io::Result<usize>>) {
         if let Poll::Ready(Ok(n)) = written
             && *n > 0
         {
-            lock(&self.wire).wrote();
+            lock_wire(&self.wire).wrote();
         }
     }
 
     /// Called when a read found nothing: ends the read if the client kept the server
     /// waiting too long, else leaves the task for the sweep to wake when the wait runs out.
     fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut wire = lock(&self.wire);
-        let Some((at, expiry)) = wire.deadline(&self.waits) else {
+        let mut wire = lock_wire(&self.wire);
+        let Some((at, expiry)) = wire.deadline() else {
             return Poll::Pending;
         };
         if Instant::now() < at {
@@ -60,10 +59,6 @@ impl<I> WatchedIo<I> {
     }
 }
 
-fn lock(wire: &Mutex<Wire>) -> std::sync::MutexGuard<'_, Wire> {
-    wire.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl<I: AsyncRead + Unpin> AsyncRead for WatchedIo<I> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -76,7 +71,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for WatchedIo<I> {
             Poll::Ready(Ok(())) => {
                 let read = &buf.filled()[before..];
                 if !read.is_empty() {
-                    lock(&this.wire).feed(read);
+                    lock_wire(&this.wire).feed(read);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -117,7 +112,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
         let this = self.get_mut();
         let flushed = Pin::new(&mut this.io).poll_flush(cx);
         if let Poll::Ready(Ok(())) = flushed {
-            lock(&this.wire).flushed(Instant::now());
+            lock_wire(&this.wire).flushed(Instant::now());
             // hyper may not read again before it sleeps: the wait must wake it on its own.
             if this.poll_wait(cx).is_ready() {
                 cx.waker().wake_by_ref();
@@ -149,7 +144,7 @@ impl Sweep {
     }
 
     /// Wakes the connections whose wait has run out, and forgets those that have ended.
-    pub async fn run(self: Arc<Self>, waits: Waits) {
+    pub async fn run(self: Arc<Self>) {
         let mut tick = tokio::time::interval(SWEEP_EVERY);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -158,7 +153,7 @@ impl Sweep {
             let mut wires = self.wires.lock().unwrap_or_else(|e| e.into_inner());
             wires.retain(|w| match w.upgrade() {
                 Some(wire) => {
-                    lock(&wire).sweep(&waits, now);
+                    lock_wire(&wire).sweep(now);
                     true
                 }
                 None => false,
@@ -182,7 +177,7 @@ impl<B> Answering<B> {
 
 impl<B> Drop for Answering<B> {
     fn drop(&mut self) {
-        lock(&self.wire).end(Instant::now());
+        lock_wire(&self.wire).end(Instant::now());
     }
 }
 

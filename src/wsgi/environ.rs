@@ -306,7 +306,14 @@ mod tests {
             "10.0.0.7:5555".parse().unwrap(),
             "127.0.0.1:8000".parse().unwrap(),
             "http",
-            crate::http::conn::Wire::new(65536, 100),
+            crate::http::conn::Wire::new(
+                65536,
+                100,
+                crate::http::conn::Waits {
+                    keep_alive: std::time::Duration::from_secs(75),
+                    head: std::time::Duration::from_secs(60),
+                },
+            ),
         );
         RequestEnv::from_parts(&parts, root, &conn, &TrustList::default())
     }
