@@ -1,18 +1,18 @@
-//! The lockable worker pool that runs the WSGI app.
+//! The lockable pool of threads that runs the WSGI app.
 //!
 //! Python threads share one GIL, so running many requests of Python at once does not make
 //! them faster: it only spreads every request over the whole burst and ruins tail latency
-//! (20 threads fighting over the GIL gave a p99 of 1 s where one thread gave 158 ms). The pool
-//! therefore lets one job run Python at a time, and starts another beside it only while the
-//! GIL is free: every running job is off the GIL, blocked in the kernel (a database, a socket,
-//! a sleep) or inside C code that let go of it (PBKDF2, zlib). How that is seen is in
-//! [`admission`]. More threads then never cost latency; they add concurrency exactly where the
-//! app leaves the GIL unused.
+//! (20 threads fighting over the GIL gave a p99 of 1 s where one thread gave 158 ms). So the
+//! pool runs as many jobs at once as the GIL and the cores have room for, by what each kind
+//! of job was measured to do ([`limit`]): one page of Python at a time, any number of waits
+//! beside it, C code without the GIL on every core. A thread that finishes a job starts the
+//! next queued one at once when it fits; nothing on the way waits for a watcher.
 //!
 //! The queue is bounded: a job that does not fit is refused at once so the caller can answer
 //! 503 instead of letting the client hang.
 
-mod admission;
+mod limit;
+mod probe;
 
 use std::collections::VecDeque;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -20,7 +20,9 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use admission::{OffGil, ThreadProbe};
+pub use limit::JobClass;
+use limit::{Learner, Measured, Start};
+use probe::{OwnClock, Prober, ThreadProbe};
 
 pub type Job = Box<dyn FnOnce() + Send + 'static>;
 
@@ -67,16 +69,16 @@ pub type ThreadWrap = Arc<dyn Fn(&mut (dyn FnMut() + Send)) + Send + Sync>;
 /// What the pool's threads run inside. For the WSGI pool: `thread` keeps one Python thread
 /// state for the thread's whole life, so thread-locals such as Django's database connections
 /// survive from one request to the next; `busy` holds the GIL across jobs that follow each
-/// other without a pause; `gil` holds the GIL, for the admission watcher's probes.
+/// other without a pause; `gil` holds the GIL, for the probe ([`probe`]).
 #[derive(Clone, Default)]
 pub struct Contexts {
-    /// The whole life of each worker thread, and of the admission watcher.
+    /// The whole life of each pool thread, and of the probe thread.
     pub thread: Option<ThreadWrap>,
     /// Each run of jobs a worker takes back to back, from the first job until it finds the
     /// queue empty or may not start the next.
     pub busy: Option<ThreadWrap>,
     /// Runs a closure holding the lock the jobs share to run their code (the GIL). Without
-    /// one, that lock is taken to be always free: only the threads' states decide.
+    /// one, the jobs share nothing but the cores, and no probe runs.
     pub gil: Option<ThreadWrap>,
 }
 
@@ -104,13 +106,12 @@ pub struct Pool {
 
 struct Inner {
     limits: PoolLimits,
-    /// Jobs running C code off the GIL that may share the machine's cores; starting more
-    /// would only slice the same cores thinner.
-    cores: usize,
     contexts: Contexts,
+    /// What the learner's times count from.
+    epoch: Instant,
     state: Mutex<State>,
-    /// The watcher waits here for a backlog behind running jobs.
-    watch: Condvar,
+    /// The probe thread sleeps here until a held-back backlog wants a look.
+    probe_wanted: Condvar,
     /// `drain` waits here for the last job to finish.
     done: Condvar,
 }
@@ -123,11 +124,11 @@ struct Sleeper {
 
 struct Running {
     worker: usize,
+    class: JobClass,
     thread: Option<ThreadProbe>,
     started: Instant,
-    /// Set by the watcher when it saw this job off the GIL; a job without it is taken to be
-    /// running Python.
-    off: Option<OffGil>,
+    /// Runs with nothing beside it, to measure its kind uncontended.
+    alone: bool,
     /// Past its deadline: its thread cannot be stopped, so it no longer counts against the
     /// thread limit nor holds back another job's start.
     stuck: bool,
@@ -147,20 +148,9 @@ pub struct Stuck {
     pub total: u64,
 }
 
-/// What the queue's next job may do now.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Admission {
-    Start,
-    /// Some running job may be running Python: the watcher is to look. At the thread limit
-    /// too, so that the marks are ready for the next job to start when one ends.
-    Judge,
-    /// Nothing to start or to learn until a job ends.
-    Wait,
-}
-
-#[derive(Default)]
 struct State {
-    queue: VecDeque<Job>,
+    queue: VecDeque<(JobClass, Job)>,
+    learner: Learner,
     threads: usize,
     /// Threads spawned or woken that have not yet looked at the queue: each will take a
     /// job without further help.
@@ -173,38 +163,52 @@ struct State {
     stuck: Stuck,
     locked: bool,
     held: bool,
-    /// Callers blocked in `drain`, and whether the watcher sleeps: a condvar notify is a
-    /// syscall even with nobody waiting, so these are only notified when someone is.
+    /// Callers blocked in `drain`, and what the probe thread does: a condvar notify is a
+    /// syscall even with nobody waiting, so these are only notified when someone waits.
     draining: usize,
-    watcher_asleep: bool,
+    prober: Prober,
+    has_prober: bool,
     stopping: bool,
     next_worker: usize,
     handles: Vec<thread::JoinHandle<()>>,
 }
 
 impl State {
-    /// Whether the queue's next job may start now: when nothing runs, or when every running
-    /// job is still off the GIL as the watcher saw it, and those on a core leave one free.
-    /// Marks are taken as they will be at `now`.
-    fn admission(&self, max_threads: usize, cores: usize, now: Instant) -> Admission {
-        if self.held || self.queue.is_empty() {
-            return Admission::Wait;
+    fn new(learner: Learner) -> State {
+        State {
+            queue: VecDeque::new(),
+            learner,
+            threads: 0,
+            coming: 0,
+            idle: Vec::new(),
+            running: Vec::new(),
+            stuck: Stuck::default(),
+            locked: false,
+            held: false,
+            draining: 0,
+            prober: Prober::Busy,
+            has_prober: false,
+            stopping: false,
+            next_worker: 0,
+            handles: Vec::new(),
         }
-        if self.running.len() == self.stuck.now {
-            return Admission::Start;
+    }
+
+    /// Whether the queue's next job may start now: below the thread limit, as the
+    /// learner finds room for it beside the running jobs.
+    fn may_start(&self, max_threads: usize) -> Start {
+        if self.held {
+            return Start::NotYet;
         }
-        let mut on_cores = 0;
-        for r in self.running.iter().filter(|r| !r.stuck) {
-            match r.off {
-                Some(off) if off.holds(r.thread, now) => on_cores += usize::from(off.on_core),
-                _ => return Admission::Judge,
-            }
+        let Some((next, _)) = self.queue.front() else {
+            return Start::NotYet;
+        };
+        if self.running.len() - self.stuck.now >= max_threads.max(1) {
+            return Start::NotYet;
         }
-        if self.running.len() - self.stuck.now >= max_threads || on_cores >= cores {
-            Admission::Wait
-        } else {
-            Admission::Start
-        }
+        let running = self.running.iter().filter(|r| !r.stuck);
+        self.learner
+            .start(running.map(|r| (r.class, r.alone)), *next)
     }
 
     fn pending(&self) -> usize {
@@ -220,12 +224,13 @@ impl Pool {
 
     pub fn with_contexts(limits: PoolLimits, contexts: Contexts) -> Pool {
         let cores = thread::available_parallelism().map_or(1, |n| n.get());
+        let shared_lock = contexts.gil.is_some();
         let inner = Arc::new(Inner {
             limits,
-            cores,
             contexts,
-            state: Mutex::new(State::default()),
-            watch: Condvar::new(),
+            epoch: Instant::now(),
+            state: Mutex::new(State::new(Learner::new(cores, shared_lock))),
+            probe_wanted: Condvar::new(),
             done: Condvar::new(),
         });
         {
@@ -234,20 +239,30 @@ impl Pool {
                 Inner::spawn_worker(&inner, &mut st);
             }
         }
-        let watcher = Arc::clone(&inner);
-        let handle = thread::Builder::new()
-            .name("bartizan-admit".into())
-            .spawn(move || {
-                let wrap = watcher.contexts.thread.clone();
-                once_within(wrap.as_ref(), move || admission::watch_loop(watcher));
-            })
-            .expect("spawning the pool watcher thread");
-        inner.lock().handles.push(handle);
+        // Only a shared lock needs a look that job timings cannot give, and only a pool
+        // that can run two jobs at once has a start to learn about.
+        if shared_lock && limits.max_threads > 1 {
+            let prober = Arc::clone(&inner);
+            let spawned = thread::Builder::new()
+                .name("bartizan-probe".into())
+                .spawn(move || {
+                    let wrap = prober.contexts.thread.clone();
+                    once_within(wrap.as_ref(), move || probe::probe_loop(prober));
+                });
+            match spawned {
+                Ok(handle) => {
+                    let mut st = inner.lock();
+                    st.has_prober = true;
+                    st.handles.push(handle);
+                }
+                Err(e) => tracing::error!("could not start the pool's probe thread: {e}"),
+            }
+        }
         Pool { inner }
     }
 
     /// Queues a job, or says at once why it cannot be queued.
-    pub fn submit(&self, job: Job) -> Result<(), SubmitError> {
+    pub fn submit(&self, class: JobClass, job: Job) -> Result<(), SubmitError> {
         let inner = &self.inner;
         let mut st = inner.lock();
         if st.stopping {
@@ -259,15 +274,11 @@ impl Pool {
         if st.queue.len() >= inner.limits.queue {
             return Err(SubmitError::Full);
         }
-        st.queue.push_back(job);
+        st.queue.push_back((class, job));
         if inner.startable(&st) > 0 {
             Inner::wake_or_spawn(inner, &mut st);
-        } else if st.queue.len() == 1 && st.watcher_asleep {
-            // A backlog begins: the watcher looks, or naps with a timeout, since marks of
-            // jobs on a core run out without anyone saying so.
-            inner.watch.notify_one();
         } else {
-            inner.poke_watcher(&st);
+            inner.want_a_look(&st);
         }
         Ok(())
     }
@@ -315,7 +326,7 @@ impl Pool {
         if self.inner.startable(&st) > 0 {
             Inner::wake_or_spawn(&self.inner, &mut st);
         }
-        self.inner.watch.notify_one();
+        self.inner.want_a_look(&st);
     }
 
     /// Waits until nothing is pending or `timeout` passes; returns how many are still pending.
@@ -354,7 +365,7 @@ impl Pool {
             st.held = false;
             st.stopping = true;
             Inner::wake_all(&mut st);
-            self.inner.watch.notify_all();
+            self.inner.probe_wanted.notify_all();
         }
         let left = self.drain(timeout);
         let handles = {
@@ -362,7 +373,7 @@ impl Pool {
             // Jobs never started are dropped; their callers see the reply channel close.
             st.queue.clear();
             Inner::wake_all(&mut st);
-            self.inner.watch.notify_all();
+            self.inner.probe_wanted.notify_all();
             std::mem::take(&mut st.handles)
         };
         if left == 0 {
@@ -379,7 +390,7 @@ impl Drop for Pool {
         let mut st = self.inner.lock();
         st.stopping = true;
         Inner::wake_all(&mut st);
-        self.inner.watch.notify_all();
+        self.inner.probe_wanted.notify_all();
     }
 }
 
@@ -416,27 +427,30 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn admission(&self, st: &State) -> Admission {
-        st.admission(self.limits.max_threads, self.cores, Instant::now())
+    /// Now, as the learner counts time.
+    fn now(&self) -> Duration {
+        self.epoch.elapsed()
     }
 
     /// Queued jobs that may start now.
     fn startable(&self, st: &State) -> usize {
-        usize::from(self.admission(st) == Admission::Start)
+        usize::from(st.may_start(self.limits.max_threads) != Start::NotYet)
     }
 
-    /// A backlog waits behind running jobs that may be running Python: the watcher's cue to
-    /// look whether the GIL is free.
-    fn needs_judging(&self, st: &State) -> bool {
-        // Marks about to run out count as gone, so they are renewed before they are needed.
-        let soon = Instant::now() + admission::RENEW_AHEAD;
-        st.admission(self.limits.max_threads, self.cores, soon) == Admission::Judge
+    /// A backlog waits that the estimates hold back, below the thread limit: what a probe
+    /// could free.
+    fn held_back(&self, st: &State) -> bool {
+        !st.queue.is_empty()
+            && !st.held
+            && st.running.len() - st.stuck.now < self.limits.max_threads
+            && st.may_start(self.limits.max_threads) == Start::NotYet
     }
 
-    /// Wakes the watcher if there is a backlog for it to judge and it sleeps.
-    fn poke_watcher(&self, st: &State) {
-        if st.watcher_asleep && self.needs_judging(st) {
-            self.watch.notify_one();
+    /// Wakes the probe thread if it sleeps and a held-back backlog wants a look. A napping
+    /// one wakes on its own; only the sleeper costs a wake-up, once per backlog.
+    fn want_a_look(&self, st: &State) {
+        if st.has_prober && st.prober == Prober::Idle && self.held_back(st) {
+            self.probe_wanted.notify_one();
         }
     }
 
@@ -490,13 +504,14 @@ impl Inner {
 
     fn worker_loop(self: Arc<Self>, id: usize) {
         let probe = ThreadProbe::current();
+        let clock = OwnClock::open();
         let wake = Arc::new(Condvar::new());
         let mut st = self.lock();
         st.coming -= 1;
         loop {
             if let Some(job) = self.take_job(&mut st, id, probe) {
                 drop(st);
-                self.run_busy(id, probe, job);
+                self.run_busy(id, probe, &clock, job);
                 st = self.lock();
                 // Counted in `coming` by `run_busy` when its streak ended.
                 st.coming -= 1;
@@ -505,9 +520,6 @@ impl Inner {
             if st.stopping && st.queue.is_empty() {
                 break;
             }
-            // Woken for a job that may no longer start (a mark broke meanwhile): the
-            // watcher is to look again.
-            self.poke_watcher(&st);
             st.idle.push(Sleeper {
                 worker: id,
                 wake: Arc::clone(&wake),
@@ -543,28 +555,44 @@ impl Inner {
         st.threads -= 1;
     }
 
-    /// Takes the next job this worker may start, and counts it as running Python.
-    fn take_job(&self, st: &mut State, id: usize, thread: Option<ThreadProbe>) -> Option<Job> {
-        if self.startable(st) == 0 {
-            return None;
-        }
-        let job = st.queue.pop_front().expect("startable implies a job");
+    /// Takes the next job this thread may start, and says whether to measure it.
+    fn take_job(
+        self: &Arc<Self>,
+        st: &mut State,
+        id: usize,
+        thread: Option<ThreadProbe>,
+    ) -> Option<Taken> {
+        let alone = match st.may_start(self.limits.max_threads) {
+            Start::NotYet => return None,
+            Start::Now => false,
+            Start::Alone => true,
+        };
+        let (class, job) = st.queue.pop_front().expect("a job may start");
+        let started = Instant::now();
+        let since = started.saturating_duration_since(self.epoch);
+        let measure = st.learner.sample(class, since) || alone;
         st.running.push(Running {
             worker: id,
+            class,
             thread,
-            started: Instant::now(),
-            off: None,
+            started,
+            alone,
             stuck: false,
         });
         CURRENT_JOB.with(|c| {
-            let r = st.running.last().expect("just pushed");
             c.set(Some(JobKey {
-                worker: r.worker,
-                started: r.started,
-            }));
+                worker: id,
+                started,
+            }))
         });
-        self.poke_watcher(st);
-        Some(job)
+        // The next may fit beside this one: another thread is to take it.
+        Inner::wake_or_spawn(self, st);
+        Some(Taken {
+            class,
+            job,
+            measure,
+            alone,
+        })
     }
 
     /// Runs `first`, then every job that may start the moment the previous one ends, inside
@@ -572,13 +600,34 @@ impl Inner {
     /// the next instead of dropping it in between. Each drop would wake any thread waiting
     /// for the GIL, only for this thread to take it back first: such a waiter was woken once
     /// per request and, under load, could wait seconds to get in.
-    fn run_busy(&self, id: usize, probe: Option<ThreadProbe>, first: Job) {
+    fn run_busy(
+        self: &Arc<Self>,
+        id: usize,
+        probe: Option<ThreadProbe>,
+        clock: &OwnClock,
+        first: Taken,
+    ) {
         let mut next = Some(first);
         let mut streak = || {
-            while let Some(job) = next.take() {
+            while let Some(Taken {
+                class,
+                job,
+                measure,
+                alone,
+            }) = next.take()
+            {
+                let before = measure.then(|| (Instant::now(), clock.read()));
                 if catch_unwind(AssertUnwindSafe(job)).is_err() {
                     tracing::error!("a request handler panicked; the server goes on");
                 }
+                let run = before.map(|(at, was)| {
+                    let is = clock.read();
+                    Measured {
+                        cpu: is.cpu.saturating_sub(was.cpu),
+                        run_queue: is.run_queue.saturating_sub(was.run_queue),
+                        wall: at.elapsed(),
+                    }
+                });
                 CURRENT_JOB.with(|c| c.set(None));
                 let mut st = self.lock();
                 if let Some(at) = st.running.iter().position(|r| r.worker == id) {
@@ -586,18 +635,29 @@ impl Inner {
                         st.stuck.now -= 1;
                     }
                 }
+                if let Some(run) = run {
+                    st.learner.learn(class, run, alone, self.now());
+                }
                 self.job_done(&st);
                 next = self.take_job(&mut st, id, probe);
                 if next.is_none() {
                     // Until this thread is back in `worker_loop`, it is neither running nor
                     // idle: a job submitted meanwhile must wait for it, not start a thread.
                     st.coming += 1;
-                    self.poke_watcher(&st);
+                    self.want_a_look(&st);
                 }
             }
         };
         within(self.contexts.busy.as_ref(), &mut streak);
     }
+}
+
+/// A job taken off the queue, with its kind and whether its run is measured.
+struct Taken {
+    class: JobClass,
+    job: Job,
+    measure: bool,
+    alone: bool,
 }
 
 #[cfg(test)]

@@ -18,9 +18,12 @@ fn runs_jobs_and_drains() {
     let n = Arc::new(AtomicUsize::new(0));
     for _ in 0..50 {
         let n = Arc::clone(&n);
-        p.submit(Box::new(move || {
-            n.fetch_add(1, Ordering::SeqCst);
-        }))
+        p.submit(
+            JobClass::default(),
+            Box::new(move || {
+                n.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
         .unwrap();
     }
     assert_eq!(p.drain(Some(Duration::from_secs(10))), 0);
@@ -39,15 +42,18 @@ fn full_queue_is_refused_at_once() {
             let _ = rx.lock().unwrap().recv();
         }) as Job
     };
-    p.submit(block()).unwrap();
+    p.submit(JobClass::default(), block()).unwrap();
     // Wait for the first job to be taken so the queue holds exactly the next two.
     let t0 = Instant::now();
     while p.queued() > 0 && t0.elapsed() < Duration::from_secs(5) {
         thread::sleep(Duration::from_millis(1));
     }
-    p.submit(block()).unwrap();
-    p.submit(block()).unwrap();
-    assert_eq!(p.submit(block()), Err(SubmitError::Full));
+    p.submit(JobClass::default(), block()).unwrap();
+    p.submit(JobClass::default(), block()).unwrap();
+    assert_eq!(
+        p.submit(JobClass::default(), block()),
+        Err(SubmitError::Full)
+    );
     for _ in 0..3 {
         tx.send(()).unwrap();
     }
@@ -59,9 +65,12 @@ fn threads_used(p: &Pool, jobs: usize, one_at_a_time: bool) -> HashSet<thread::T
     let seen = Arc::new(Mutex::new(HashSet::new()));
     for _ in 0..jobs {
         let seen = Arc::clone(&seen);
-        p.submit(Box::new(move || {
-            seen.lock().unwrap().insert(thread::current().id());
-        }))
+        p.submit(
+            JobClass::default(),
+            Box::new(move || {
+                seen.lock().unwrap().insert(thread::current().id());
+            }),
+        )
         .unwrap();
         if one_at_a_time {
             assert_eq!(p.drain(Some(Duration::from_secs(10))), 0);
@@ -74,8 +83,9 @@ fn threads_used(p: &Pool, jobs: usize, one_at_a_time: bool) -> HashSet<thread::T
 
 #[test]
 fn work_arriving_before_the_first_thread_is_up_starts_no_other() {
-    // Submitted while the min thread is still starting: it takes them all.
-    let p = pool(4, 100);
+    // Submitted while the min thread is still starting: it takes them all (they are of a
+    // kind not yet measured, so they take turns on the GIL).
+    let (p, _gil) = with_fake_gil(4);
     assert_eq!(threads_used(&p, 20, false).len(), 1);
     assert_eq!(p.inner.lock().threads, 1);
 }
@@ -119,10 +129,13 @@ fn work_arriving_as_a_busy_streak_ends_waits_for_its_thread() {
     for _ in 0..10 {
         let (tx, rx) = mpsc::channel();
         let s = Arc::clone(&seen);
-        p.submit(Box::new(move || {
-            s.lock().unwrap().insert(thread::current().id());
-            tx.send(()).unwrap();
-        }))
+        p.submit(
+            JobClass::default(),
+            Box::new(move || {
+                s.lock().unwrap().insert(thread::current().id());
+                tx.send(()).unwrap();
+            }),
+        )
         .unwrap();
         // The job has run; its thread is now leaving the streak.
         rx.recv().unwrap();
@@ -141,12 +154,15 @@ fn blocked_jobs_let_others_run() {
     let now = Arc::new(AtomicUsize::new(0));
     for _ in 0..8 {
         let (max_seen, now) = (Arc::clone(&max_seen), Arc::clone(&now));
-        p.submit(Box::new(move || {
-            let c = now.fetch_add(1, Ordering::SeqCst) + 1;
-            max_seen.fetch_max(c, Ordering::SeqCst);
-            thread::sleep(Duration::from_millis(300));
-            now.fetch_sub(1, Ordering::SeqCst);
-        }))
+        p.submit(
+            JobClass::default(),
+            Box::new(move || {
+                let c = now.fetch_add(1, Ordering::SeqCst) + 1;
+                max_seen.fetch_max(c, Ordering::SeqCst);
+                thread::sleep(Duration::from_millis(300));
+                now.fetch_sub(1, Ordering::SeqCst);
+            }),
+        )
         .unwrap();
     }
     assert_eq!(p.drain(Some(Duration::from_secs(30))), 0);
@@ -161,14 +177,20 @@ fn blocked_jobs_let_others_run() {
 fn locked_pool_refuses_and_held_pool_waits() {
     let p = pool(2, 10);
     p.lock(false);
-    assert_eq!(p.submit(Box::new(|| {})), Err(SubmitError::Locked));
+    assert_eq!(
+        p.submit(JobClass::default(), Box::new(|| {})),
+        Err(SubmitError::Locked)
+    );
     p.unlock();
     p.lock(true);
     let ran = Arc::new(AtomicUsize::new(0));
     let r = Arc::clone(&ran);
-    p.submit(Box::new(move || {
-        r.fetch_add(1, Ordering::SeqCst);
-    }))
+    p.submit(
+        JobClass::default(),
+        Box::new(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        }),
+    )
     .unwrap();
     thread::sleep(Duration::from_millis(50));
     assert_eq!(ran.load(Ordering::SeqCst), 0);
@@ -181,13 +203,19 @@ fn locked_pool_refuses_and_held_pool_waits() {
 #[test]
 fn stop_gives_up_on_a_stuck_job() {
     let p = pool(1, 10);
-    p.submit(Box::new(|| thread::sleep(Duration::from_secs(3))))
-        .unwrap();
+    p.submit(
+        JobClass::default(),
+        Box::new(|| thread::sleep(Duration::from_secs(3))),
+    )
+    .unwrap();
     thread::sleep(Duration::from_millis(20));
     let t0 = Instant::now();
     assert_eq!(p.stop(Some(Duration::from_millis(100))), 1);
     assert!(t0.elapsed() < Duration::from_secs(2));
-    assert_eq!(p.submit(Box::new(|| {})), Err(SubmitError::Stopped));
+    assert_eq!(
+        p.submit(JobClass::default(), Box::new(|| {})),
+        Err(SubmitError::Stopped)
+    );
 }
 
 /// Stands in for the GIL, as the WSGI pool uses it: a streak of jobs holds it, a job lets
@@ -272,7 +300,8 @@ fn run_all(p: &Pool, n: usize, job: impl Fn() + Send + Sync + 'static) {
     let job = Arc::new(job);
     for _ in 0..n {
         let job = Arc::clone(&job);
-        p.submit(Box::new(move || job())).unwrap();
+        p.submit(JobClass::default(), Box::new(move || job()))
+            .unwrap();
     }
     assert_eq!(p.drain(Some(Duration::from_secs(30))), 0);
 }
@@ -348,22 +377,28 @@ fn a_job_that_leaves_the_gil_mid_way_lets_the_next_start() {
             Arc::clone(&second_started),
             Arc::clone(&seen_while_waiting),
         );
-        p.submit(Box::new(move || {
-            spin(Duration::from_millis(20));
-            gil.without(|| {
-                let t = Instant::now();
-                while t.elapsed() < Duration::from_secs(5) && !started.load(Ordering::SeqCst) {
-                    thread::sleep(Duration::from_millis(5));
-                }
-            });
-            seen.store(started.load(Ordering::SeqCst), Ordering::SeqCst);
-        }))
+        p.submit(
+            JobClass::default(),
+            Box::new(move || {
+                spin(Duration::from_millis(20));
+                gil.without(|| {
+                    let t = Instant::now();
+                    while t.elapsed() < Duration::from_secs(5) && !started.load(Ordering::SeqCst) {
+                        thread::sleep(Duration::from_millis(5));
+                    }
+                });
+                seen.store(started.load(Ordering::SeqCst), Ordering::SeqCst);
+            }),
+        )
         .unwrap();
     }
     {
         let started = Arc::clone(&second_started);
-        p.submit(Box::new(move || started.store(true, Ordering::SeqCst)))
-            .unwrap();
+        p.submit(
+            JobClass::default(),
+            Box::new(move || started.store(true, Ordering::SeqCst)),
+        )
+        .unwrap();
     }
     assert_eq!(p.drain(Some(Duration::from_secs(10))), 0);
     assert!(seen_while_waiting.load(Ordering::SeqCst));
@@ -399,20 +434,26 @@ fn a_job_marked_stuck_gives_up_its_place() {
     {
         let release = Arc::clone(&release);
         let gil = Arc::clone(&gil);
-        p.submit(Box::new(move || {
-            key_tx.send(current_job()).unwrap();
-            gil.without(|| {
-                while !release.load(Ordering::SeqCst) {
-                    thread::sleep(Duration::from_millis(1));
-                }
-            });
-        }))
+        p.submit(
+            JobClass::default(),
+            Box::new(move || {
+                key_tx.send(current_job()).unwrap();
+                gil.without(|| {
+                    while !release.load(Ordering::SeqCst) {
+                        thread::sleep(Duration::from_millis(1));
+                    }
+                });
+            }),
+        )
         .unwrap();
     }
     let key = key_rx.recv().unwrap().expect("a pool thread knows its job");
     let (done_tx, done_rx) = mpsc::channel();
-    p.submit(Box::new(move || done_tx.send(()).unwrap()))
-        .unwrap();
+    p.submit(
+        JobClass::default(),
+        Box::new(move || done_tx.send(()).unwrap()),
+    )
+    .unwrap();
     assert!(done_rx.recv_timeout(Duration::from_millis(300)).is_err());
     assert!(p.marker().mark_stuck(key));
     assert!(!p.marker().mark_stuck(key), "marked once");

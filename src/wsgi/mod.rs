@@ -26,7 +26,7 @@ use tokio::sync::oneshot;
 use crate::config::Config;
 use crate::http::error_page;
 use crate::http::forwarded::TrustList;
-use crate::pool::{Pool, SubmitError};
+use crate::pool::{JobClass, Pool, SubmitError};
 use environ::{EnvError, RequestEnv};
 use file_wrapper::FileWrapper;
 use input::{BodySlot, WsgiInput};
@@ -112,6 +112,7 @@ pub async fn handle(
     let request_line = app
         .request_timeout
         .map(|_| format!("{} {} {:?}", parts.method, env.raw_uri, parts.version));
+    let class = JobClass::of(parts.method.as_str(), parts.uri.path());
     // `env` holds copies of all the app needs from the head: release the head (and its
     // share of the connection's read buffer) now, not after the app has answered.
     drop(parts);
@@ -134,7 +135,7 @@ pub async fn handle(
         started: started_tx,
     };
     let runner = Arc::clone(app);
-    match pool.submit(Box::new(move || run(&runner, job))) {
+    match pool.submit(class, Box::new(move || run(&runner, job))) {
         Ok(()) => {}
         Err(SubmitError::Full | SubmitError::Locked | SubmitError::Stopped) => {
             return error_page::unavailable(app.retry_after);
