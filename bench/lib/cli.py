@@ -2,6 +2,7 @@
 stopped however the run ends, and the report."""
 
 import signal
+import subprocess
 import sys
 
 from lib import log
@@ -11,6 +12,15 @@ from lib.results import Context, report
 from lib.sections import SECTIONS
 from lib.servers import ROW_KEYS, SERVERS
 from lib.setup import ensure_requirements, ensure_venv, ensure_wrk
+
+
+def busy_neighbours(count):
+    """`count` processes that keep a core busy for the whole run, as other work on a
+    shared machine would."""
+    return [
+        subprocess.Popen(["yes"], stdout=subprocess.DEVNULL, start_new_session=True)
+        for _ in range(count)
+    ]
 
 
 def usage(doc):
@@ -51,6 +61,11 @@ def main(argv, doc):
         if unknown:
             log(f"BENCH_SERVERS: unknown {sorted(unknown)}; known: {', '.join(known)}")
     interrupted = False
+    neighbours = busy_neighbours(ctx.cfg.busy)
+    if neighbours:
+        ctx.notes.append(
+            f"{len(neighbours)} busy neighbour(s) ran beside every server: yes > /dev/null"
+        )
     try:
         try:
             for name in selected:
@@ -62,6 +77,9 @@ def main(argv, doc):
             # A second Ctrl-C must not leave servers behind mid-cleanup.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             stop_all()
+            for proc in neighbours:
+                proc.kill()
+                proc.wait()
         report(ctx, selected, interrupted)
     finally:
         remove_scratch()

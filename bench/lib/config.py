@@ -25,6 +25,7 @@ class Config:
     runs: int = max(1, int(os.environ.get("BENCH_RUNS", "1")))
     servers: set | None = None
     inproc_calls: int = int(os.environ.get("BENCH_INPROC_CALLS", "10000"))
+    busy: int = int(os.environ.get("BENCH_BUSY", "0"))
     start_timeout: float = 60.0
 
     def __post_init__(self):

@@ -26,6 +26,8 @@ from lib.results import Row, median_row
 from lib.servers import SERVERS, Launch, py
 from lib.wrk import run_wrk
 
+from tests.support.procfs import thread_cpu_seconds
+
 
 @dataclass
 class Running:
@@ -64,15 +66,41 @@ def launch_server(ctx, key, section, target, path, check, static_dir=None, upstr
     return Running(spec.label, proc, port, log_path)
 
 
+# Bartizan's pool thread that does its own bookkeeping (the GIL probe): its CPU is
+# reported under load and idle, as a share of one core.
+BOOKKEEPER = "bartizan-probe"
+IDLE_LOOK = 1.0
+
+
+def bookkeeping_share(pid, during):
+    """The bookkeeping thread's CPU over `during()`, as a share of one core."""
+    import time
+
+    before, start = thread_cpu_seconds(pid, BOOKKEEPER), time.monotonic()
+    during()
+    used = thread_cpu_seconds(pid, BOOKKEEPER) - before
+    return used / max(time.monotonic() - start, 1e-9)
+
+
 def measure_running(ctx, server, path):
     """Warm up and measure a server that is already answering."""
+    import time
+
     # Sampling starts once serving: peak RSS is about load, not imports.
     sampler = RssSampler(server.proc.pid)
     sampler.start()
+    result = {}
     try:
         if seconds(ctx.cfg.warmup) > 0:
             run_wrk(ctx.cfg, server.port, path, ctx.cfg.warmup, ctx.load)
-        result = run_wrk(ctx.cfg, server.port, path, ctx.cfg.duration, ctx.load)
+
+        def load():
+            result.update(run_wrk(ctx.cfg, server.port, path, ctx.cfg.duration, ctx.load))
+
+        result["bookkeeping_load"] = bookkeeping_share(server.proc.pid, load)
+        result["bookkeeping_idle"] = bookkeeping_share(
+            server.proc.pid, lambda: time.sleep(IDLE_LOOK)
+        )
     finally:
         sampler.stop()
     if server.proc.poll() is not None:
@@ -156,6 +184,12 @@ def bench_http(
                 f"{section}: {label}: {result['rps']:.0f} rps, "
                 f"p99 {result['p99_ms']:.2f} ms, errors {result['errors']}"
             )
+            if result.get("bookkeeping_load"):
+                log(
+                    f"{section}: {label}: {BOOKKEEPER} thread "
+                    f"{100 * result['bookkeeping_load']:.2f}% of a core under load, "
+                    f"{100 * result['bookkeeping_idle']:.2f}% idle"
+                )
 
     for key in active:
         label = attached[key].label if key in attached else SERVERS[key].label

@@ -27,6 +27,9 @@ class Row:
     p99_ms: float | None = None
     rss_kib: int | None = None
     errors: int | None = None
+    # CPU of the server's bookkeeping thread, as a share of one core (Bartizan only).
+    bookkeeping_load: float | None = None
+    bookkeeping_idle: float | None = None
     note: str = ""
     # False when latency means something else (per call, not per request
     # under load), so a latency ratio against it would mislead.
@@ -60,6 +63,8 @@ def median_row(section, key, label, samples):
         p99_ms=statistics.median(s["p99_ms"] for s in samples),
         rss_kib=max(s["rss_kib"] for s in samples),
         errors=sum(s["errors"] for s in samples),
+        bookkeeping_load=max((s.get("bookkeeping_load") or 0.0) for s in samples),
+        bookkeeping_idle=max((s.get("bookkeeping_idle") or 0.0) for s in samples),
     )
 
 

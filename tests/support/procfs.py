@@ -38,3 +38,24 @@ def rss_kib(pid: int) -> int | None:
     except OSError:
         pass
     return None
+
+
+def thread_cpu_seconds(pid: int, name: str) -> float:
+    """CPU time (user + system) of the threads called `name` in `pid` and its descendants."""
+    ticks = 0
+    for p in tree_pids(pid):
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{p}/task/{tid}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            comm = stat[stat.index("(") + 1 : stat.rindex(")")]
+            if comm == name:
+                fields = stat.rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
