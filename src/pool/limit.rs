@@ -52,13 +52,18 @@ const RISE: f32 = 0.5;
 const FALL: f32 = 1.0 / 16.0;
 /// How far `gil_free` moves toward each probe's reading.
 const PROBE_WEIGHT: f32 = 0.25;
+/// A run shorter than this shows little but the clocks' own cost, and running such jobs
+/// side by side could gain nothing: it is not learned from.
+const SHORT: Duration = Duration::from_micros(50);
 /// Runs of a kind measured before its runs are sampled, and then the gap between samples.
 const FIRST_RUNS: u32 = 8;
 const SAMPLE_GAP: Duration = Duration::from_millis(2);
 
 /// How long runs of a kind that runs several at once may grow against its best recent
-/// run before one runs alone; how fast that best run is forgotten; and how often at most.
+/// runs before one runs alone; how fast the best follows a faster run (not at once: one odd
+/// run is not the kind) and fades toward slower ones; and how often at most.
 const SLOWER: f32 = 2.0;
+const BEST_FOLLOWS: f32 = 1.0 / 4.0;
 const BEST_FADES: f32 = 1.0 / 64.0;
 const AVERAGE_WEIGHT: f32 = 1.0 / 8.0;
 const ALONE_EVERY: Duration = Duration::from_secs(1);
@@ -177,6 +182,8 @@ pub enum Start {
 struct Kind {
     share: f32,
     runs: u32,
+    /// Runs chosen to be measured, learned from or not.
+    measured: u32,
     gil_free: f32,
     probes: u32,
     /// When its last sampled run started.
@@ -192,6 +199,7 @@ struct Kind {
 const UNKNOWN: Kind = Kind {
     share: 1.0,
     runs: 0,
+    measured: 0,
     gil_free: 0.0,
     probes: 0,
     sampled: None,
@@ -271,23 +279,25 @@ impl Learner {
     /// then one every [`SAMPLE_GAP`], so fast pages pay for almost no readings.
     pub fn sample(&mut self, class: JobClass, now: Duration) -> bool {
         let k = self.kind_mut(class);
-        let due = k.runs < FIRST_RUNS || k.sampled.is_none_or(|at| now >= at + SAMPLE_GAP);
+        let due = k.measured < FIRST_RUNS || k.sampled.is_none_or(|at| now >= at + SAMPLE_GAP);
         if due {
             k.sampled = Some(now);
+            k.measured = k.measured.saturating_add(1);
         }
         due
     }
 
     /// Learns from one measured run of `class`, which ran alone or not, ending at `now`.
     pub fn learn(&mut self, class: JobClass, run: Measured, alone: bool, now: Duration) {
-        if run.wall.is_zero() {
+        if run.wall < SHORT {
             return;
         }
         let wall = run.wall.as_secs_f32();
         let busy = ((run.cpu + run.run_queue).as_secs_f32() / wall).clamp(0.0, 1.0);
         let k = self.kind_mut(class);
         if alone {
-            k.share = busy;
+            // Only a share too low can feed itself; a lower one is learned as any other.
+            k.share = k.share.max(busy);
             k.runs = k.runs.saturating_add(1);
             k.best = wall;
             k.average = wall;
@@ -299,11 +309,12 @@ impl Learner {
             k.best = wall;
             k.average = wall;
         } else {
-            k.best = if wall < k.best {
-                wall
+            let toward = if wall < k.best {
+                BEST_FOLLOWS
             } else {
-                k.best + BEST_FADES * (wall - k.best)
+                BEST_FADES
             };
+            k.best += toward * (wall - k.best);
             k.average += AVERAGE_WEIGHT * (wall - k.average);
         }
         self.learn_share(class, busy);

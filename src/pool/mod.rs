@@ -42,6 +42,16 @@ pub fn current_job() -> Option<JobKey> {
     CURRENT_JOB.with(|c| c.get())
 }
 
+thread_local! {
+    static NOTHING_DONE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Says that the calling pool thread's job found nothing to do (its client had left): its
+/// run shows nothing of its kind and is not learned from.
+pub fn nothing_done() {
+    NOTHING_DONE.with(|c| c.set(true));
+}
+
 /// Why a job was not queued.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum SubmitError {
@@ -565,7 +575,10 @@ impl Inner {
         let alone = match st.may_start(self.limits.max_threads) {
             Start::NotYet => return None,
             Start::Now => false,
-            Start::Alone => true,
+            Start::Alone => {
+                tracing::debug!("a kind of request whose runs grew slower runs alone once");
+                true
+            }
         };
         let (class, job) = st.queue.pop_front().expect("a job may start");
         let started = Instant::now();
@@ -585,8 +598,13 @@ impl Inner {
                 started,
             }))
         });
-        // The next may fit beside this one: another thread is to take it.
-        Inner::wake_or_spawn(self, st);
+        // The next may fit beside this one: another thread is to take it; or it is held
+        // back, which the probe may want to look at.
+        if self.startable(st) > 0 {
+            Inner::wake_or_spawn(self, st);
+        } else {
+            self.want_a_look(st);
+        }
         Some(Taken {
             class,
             job,
@@ -620,7 +638,8 @@ impl Inner {
                 if catch_unwind(AssertUnwindSafe(job)).is_err() {
                     tracing::error!("a request handler panicked; the server goes on");
                 }
-                let run = before.map(|(at, was)| {
+                let skip = NOTHING_DONE.with(|c| c.replace(false));
+                let run = before.filter(|_| !skip).map(|(at, was)| {
                     let is = clock.read();
                     Measured {
                         cpu: is.cpu.saturating_sub(was.cpu),

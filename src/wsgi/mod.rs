@@ -222,6 +222,7 @@ impl Watch {
 fn run(app: &WsgiApp, job: Job) {
     if job.reply.is_closed() {
         // The client left while the request waited in the queue.
+        crate::pool::nothing_done();
         return;
     }
     let Job {
