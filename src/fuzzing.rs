@@ -34,6 +34,8 @@ pub fn request_stream(data: &[u8]) {
     }
     assert_eq!(whole.is_lost(), split.is_lost());
     assert_eq!(whole.at_boundary(), split.at_boundary());
+    // A body refused whole is refused in pieces, and the other way round.
+    assert_eq!(whole.fault(), split.fault());
     loop {
         let next = whole.take();
         assert_eq!(next, split.take());

@@ -20,8 +20,8 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http::header::{
-    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE, ETAG, IF_RANGE, LAST_MODIFIED,
-    RANGE,
+    ACCEPT_ENCODING, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_LOCATION, CONTENT_TYPE, ETAG, EXPIRES,
+    IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE, VARY,
 };
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
@@ -218,6 +218,19 @@ impl Statics {
         {
             parts.headers.remove(RANGE);
         }
+        // RFC 9110 15.4.5: a 304 carries the fields its 200 would among Cache-Control,
+        // Content-Location, Date, ETag, Expires and Vary; `ServeDir` leaves out `Vary`. So a
+        // conditional request keeps what asks for that 200's head, needed only on a 304.
+        let conditional = parts.headers.contains_key(IF_NONE_MATCH)
+            || parts.headers.contains_key(IF_MODIFIED_SINCE);
+        let unconditional = conditional.then(|| {
+            let mut head = parts.clone();
+            head.method = Method::HEAD;
+            for name in [IF_NONE_MATCH, IF_MODIFIED_SINCE, IF_RANGE, RANGE] {
+                head.headers.remove(name);
+            }
+            head
+        });
         let res = match self.call_with_if_range(dir, parts).await {
             Ok(res) if res.status() != StatusCode::NOT_FOUND => res,
             Ok(_) => return Ok(missing(&mount.root, &relative)),
@@ -236,6 +249,18 @@ impl Statics {
         };
         let status = res.status();
         let (mut parts, body) = res.into_parts();
+        if status == StatusCode::NOT_MODIFIED
+            && let Some(head) = unconditional
+            && let Ok(full) = self.call(dir, head).await
+        {
+            for name in [CONTENT_LOCATION, ETAG, EXPIRES, VARY] {
+                if let Some(v) = full.headers().get(&name)
+                    && !parts.headers.contains_key(&name)
+                {
+                    parts.headers.insert(name, v.clone());
+                }
+            }
+        }
         if status.is_success() || status == StatusCode::NOT_MODIFIED {
             self.describe(&mut parts.headers, &relative);
         }

@@ -28,6 +28,8 @@ def app(environ, start_response):
 
 LONG_LINE = b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: h\r\n\r\n"
 LONG_FIELD = b"GET /x HTTP/1.1\r\nHost: h\r\nX-Big: " + b"v" * 8200 + b"\r\n\r\n"
+# "X-Big: " and the value: 8,191 bytes, one past the default limit of 8,190.
+FIELD_LINE_8191 = b"GET /x HTTP/1.1\r\nHost: h\r\nX-Big: " + b"v" * 8184 + b"\r\n\r\n"
 MANY_FIELDS = (
     b"GET /x HTTP/1.1\r\nHost: h\r\n" + b"".join(b"X-F%d: v\r\n" % i for i in range(150)) + b"\r\n"
 )
@@ -86,6 +88,33 @@ HOSTILE = [
         "RFC 9112 6.3: differing Content-Length values are unrecoverable",
     ),
     (
+        "same-content-length-twice",
+        b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
+        400,
+        "RFC 9110 8.6: repeated Content-Length may be refused; llhttp refuses it",
+    ),
+    (
+        "a-transfer-coding-other-than-chunked",
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: gzip, chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\n\r\n",
+        501,
+        "RFC 9112 6.1: a transfer coding the server does not decode gets 501",
+    ),
+    (
+        "chunked-twice",
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\n\r\n",
+        400,
+        "RFC 9112 7: chunked is applied to a message once",
+    ),
+    (
+        "bare-lf-in-the-trailer-section",
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
+        b"2\r\nok\r\n0\r\nX-T: v\n\r\n",
+        400,
+        "RFC 9112 2.2: lines of the trailer section end with CRLF",
+    ),
+    (
         "content-length-in-trailers",
         b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"3\r\nabc\r\n0\r\nContent-Length: 40\r\n\r\n",
@@ -119,6 +148,38 @@ HOSTILE = [
         b"3\r\nabc\r\n0\r\nHost: evil\r\n\r\n",
         400,
         "RFC 9110 6.5.1: only 100-continue waits for the app; other bodies are read ahead",
+    ),
+    (
+        "bare-lf-inside-the-head",
+        b"GET /x HTTP/1.1\r\nHost: h\r\nDummy: x\nContent-Length: 35\r\n\r\n"
+        b"GET /smuggled HTTP/1.1\r\nHost: h\r\n\r\n",
+        400,
+        "RFC 9112 2.2: a bare LF read as a line end lets a front that keeps it in a value "
+        "read another request",
+    ),
+    (
+        "bare-lf-ending-the-request-line",
+        b"GET /x HTTP/1.1\nHost: h\r\n\r\n",
+        400,
+        "RFC 9112 2.2: the request line ends with CRLF",
+    ),
+    (
+        "chunk-extension-without-a-name",
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2;\r\nok\r\n0\r\n\r\n",
+        400,
+        "RFC 9112 7.1: a chunk extension has a name (a token)",
+    ),
+    (
+        "chunk-size-with-trailing-whitespace",
+        b"POST /x HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n2 \r\nok\r\n0\r\n\r\n",
+        400,
+        "RFC 9112 7.1: whitespace after a chunk size only before an extension",
+    ),
+    (
+        "field-line-one-byte-past-the-limit",
+        FIELD_LINE_8191,
+        431,
+        "nginx and Gunicorn count a field's whole line (name, colon, space, value)",
     ),
     ("long-request-line", LONG_LINE, 414, "RFC 9112 3: a request line past the limit gets 414"),
     ("long-field", LONG_FIELD, 431, "RFC 6585 5: a header field past the limit gets 431"),
@@ -182,10 +243,6 @@ VALID = [
         "chunk-size-with-leading-zeros",
         b"POST /z HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n"
         b"000000000000000000003\r\nabc\r\n0\r\n\r\n",
-    ),
-    (
-        "same-content-length-twice",
-        b"POST /s HTTP/1.1\r\nHost: h\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
     ),
 ]
 

@@ -401,6 +401,30 @@ def test_precompressed_sibling(srv, tree, accept, expected, encoding):
     assert "accept-encoding" in header_tokens(",".join(r.header_all("Vary"))), r.headers
 
 
+VALIDATORS = [
+    ("If-None-Match", lambda r: r.header("ETag")),
+    ("If-Modified-Since", lambda r: r.header("Last-Modified")),
+]
+
+
+@pytest.mark.parametrize("accept", ["br", "gzip", None], ids=["br", "gzip", "none"])
+@pytest.mark.parametrize("validator", VALIDATORS, ids=[v[0] for v in VALIDATORS])
+def test_not_modified_sends_what_its_200_would(srv, accept, validator):
+    """RFC 9110 15.4.5: a 304 sends the fields its 200 would have sent among Cache-Control,
+    Content-Location, Date, ETag, Expires and Vary: a file with precompressed siblings keeps
+    its `Vary: Accept-Encoding`, so a cache stores the 304 under the right variant."""
+    headers = [("Accept-Encoding", accept)] if accept else []
+    full = fetch_until_close(srv.port, "/static/x.css", headers=headers)
+    assert full.status == 200, full
+    name, value_of = validator
+    r = fetch_until_close(srv.port, "/static/x.css", headers=[*headers, (name, value_of(full))])
+    assert r.status == 304 and r.body == b"", r
+    for field in ("Cache-Control", "Content-Location", "ETag", "Expires", "Vary"):
+        assert r.header_all(field) == full.header_all(field), (field, r.headers)
+    assert "accept-encoding" in header_tokens(",".join(r.header_all("Vary"))), r.headers
+    assert r.header("Date"), r.headers
+
+
 # --- nothing outside the root ----------------------------------------------------
 
 HOSTILE = [

@@ -13,7 +13,7 @@ use super::framing::Seen;
 pub struct HeadLimits {
     /// Bytes of the request line (method, target, version); past it, 414.
     pub request_line: usize,
-    /// Bytes of one header field (name, colon, value); past it, 431.
+    /// Bytes of one header field line as it is written, `name: value`; past it, 431.
     pub field_size: usize,
 }
 
@@ -63,7 +63,7 @@ pub fn check<B>(req: &Request<B>, limits: &HeadLimits) -> Result<(), Refusal> {
     let headers = req.headers();
     if headers
         .iter()
-        .any(|(n, v)| n.as_str().len() + 1 + v.len() > limits.field_size)
+        .any(|(n, v)| n.as_str().len() + ": ".len() + v.len() > limits.field_size)
     {
         return refuse(
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -87,8 +87,32 @@ pub fn check<B>(req: &Request<B>, limits: &HeadLimits) -> Result<(), Refusal> {
             "Content-Length with Transfer-Encoding",
         );
     }
-    if differs(headers, &CONTENT_LENGTH) || differs(headers, &CONTENT_TYPE) {
+    // RFC 9110 8.6 lets a recipient take one of repeated equal lengths or refuse them;
+    // llhttp refuses, and so does this server: a second reader may have taken the other.
+    if headers.get_all(CONTENT_LENGTH).iter().nth(1).is_some() || differs(headers, &CONTENT_TYPE) {
         return refuse(StatusCode::BAD_REQUEST, "a singleton field repeated");
+    }
+    // RFC 9112 6.1: chunked is the only transfer coding this server decodes (hyper reads
+    // any list that ends in it, and would hand the app a body still coded otherwise), and
+    // it is applied once.
+    let mut chunked = 0;
+    for coding in headers
+        .get_all(TRANSFER_ENCODING)
+        .iter()
+        .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|c| !c.is_empty())
+    {
+        if !coding.eq_ignore_ascii_case(b"chunked") {
+            return refuse(
+                StatusCode::NOT_IMPLEMENTED,
+                "a transfer coding other than chunked",
+            );
+        }
+        chunked += 1;
+    }
+    if chunked > 1 {
+        return refuse(StatusCode::BAD_REQUEST, "chunked applied twice");
     }
     check_target(req)
 }
@@ -171,15 +195,33 @@ mod tests {
             req(
                 "POST",
                 "/",
-                &[
-                    ("host", "x"),
-                    ("content-length", "3"),
-                    ("content-length", "3"),
-                ],
+                &[("host", "x"), ("transfer-encoding", "Chunked")],
             ),
         ] {
             assert_eq!(status(&r), None, "{r:?}");
         }
+    }
+
+    #[test]
+    fn transfer_codings_other_than_one_chunked_are_refused() {
+        for (te, want) in [
+            ("gzip, chunked", 501),
+            ("identity", 501),
+            ("chunked, chunked", 400),
+        ] {
+            let r = req("POST", "/", &[("host", "x"), ("transfer-encoding", te)]);
+            assert_eq!(status(&r), Some(want), "{te}");
+        }
+        let twice = req(
+            "POST",
+            "/",
+            &[
+                ("host", "x"),
+                ("content-length", "3"),
+                ("content-length", "3"),
+            ],
+        );
+        assert_eq!(status(&twice), Some(400));
     }
 
     #[test]

@@ -116,6 +116,11 @@ impl Wire {
         self.framing.take()
     }
 
+    /// Why a body read on this connection must be refused, once one must.
+    pub fn fault(&self) -> Option<&'static str> {
+        self.framing.fault()
+    }
+
     /// The connection now carries something else (a WebSocket after 101): it has no more
     /// requests, and no waits of its own.
     pub fn upgraded(&mut self) {

@@ -8,6 +8,14 @@
 //! position) is refused too: two parsers disagreeing on a boundary is what smuggling exploits.
 //! The rules follow hyper's (httparse for the head, the same chunked grammar); where hyper
 //! would fail the connection this reading stops (`Lost`) and judges nothing more.
+//!
+//! Where hyper is lenient and the strictest origins (llhttp, h11, Gunicorn, Waitress) are
+//! not, this reading is what refuses: a bare LF as a line end inside a head (RFC 9112 2.2
+//! allows a recipient to read it as one, and a front that keeps it inside a field value
+//! reads another request), a chunk-size line outside RFC 9112 7.1's grammar (an extension
+//! without a name, any whitespace), and a bare LF in a trailer section. The first refuses
+//! that request by its head; the others are the connection's `fault`, which the pipeline
+//! checks once the start of the body is read, and which fails any later read.
 
 use std::collections::VecDeque;
 use std::mem::MaybeUninit;
@@ -63,6 +71,8 @@ const STACK_FIELDS: usize = 128;
 #[derive(Debug)]
 pub struct Framing {
     state: State,
+    /// A body broke the grammar where hyper would go on: what is wrong with it.
+    fault: Option<&'static str>,
     pending: Vec<u8>,
     seen: VecDeque<SeenHead>,
     heads: u64,
@@ -76,6 +86,7 @@ impl Framing {
     pub fn new(max_head: usize, max_fields: usize) -> Framing {
         Framing {
             state: State::Head,
+            fault: None,
             pending: Vec::new(),
             seen: VecDeque::new(),
             heads: 0,
@@ -102,6 +113,12 @@ impl Framing {
 
     pub fn is_lost(&self) -> bool {
         self.state == State::Lost
+    }
+
+    /// Why the body being read must be refused, once one had to be: nothing after it on
+    /// this connection is read.
+    pub fn fault(&self) -> Option<&'static str> {
+        self.fault
     }
 
     /// The next head seen, in the order requests arrive.
@@ -228,6 +245,10 @@ impl Framing {
             return rest;
         }
         let size = chunk_size(&self.pending);
+        if size.is_some() && !strict_chunk_line(&self.pending) {
+            self.fault = Some("a chunk-size line outside RFC 9112 7.1");
+            return self.lose();
+        }
         self.pending.clear();
         self.state = match size {
             None => return self.lose(),
@@ -247,6 +268,7 @@ impl Framing {
         }
         if whole {
             if !self.pending.ends_with(b"\r\n") {
+                self.fault = Some("a bare LF in the trailer section");
                 return self.lose();
             }
             let blank = self.pending.len() == 2;
@@ -297,6 +319,10 @@ fn read_head<'a>(buf: &'a [u8], fields: &mut [MaybeUninit<httparse::Header<'a>>]
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
         return Read::Invalid;
     };
+    let bare_lf = buf[..len]
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'));
     let mut lengths = Vec::new();
     let mut chunked = None;
     for h in req.headers.iter() {
@@ -308,16 +334,26 @@ fn read_head<'a>(buf: &'a [u8], fields: &mut [MaybeUninit<httparse::Header<'a>>]
             chunked = Some(last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
         }
     }
-    let mut refusal = None;
+    let mut refusal = bare_lf.then_some("a bare LF in the head");
     let next = match chunked {
         // hyper refuses Transfer-Encoding in HTTP/1.0, and any not ending in chunked.
         Some(_) if minor == 0 => State::Lost,
         Some(false) => State::Lost,
         Some(true) => {
             if !lengths.is_empty() {
-                refusal = Some("Content-Length with Transfer-Encoding");
+                refusal = refusal.or(Some("Content-Length with Transfer-Encoding"));
             }
             State::ChunkSize
+        }
+        // RFC 9110 8.6 lets a recipient take one of repeated equal lengths or refuse them;
+        // hyper keeps one silently, llhttp refuses, and so does this reading.
+        None if lengths.len() > 1 => {
+            refusal = refusal.or(Some("Content-Length repeated"));
+            match content_length(&lengths) {
+                Some(0) => State::Head,
+                Some(n) => State::Body(n),
+                None => State::Lost,
+            }
         }
         None => match content_length(&lengths) {
             Some(0) => State::Head,
@@ -381,6 +417,77 @@ fn chunk_size(line: &[u8]) -> Option<u64> {
         16,
     )
     .ok()
+}
+
+/// Whether a chunk-size line (hyper accepts it) is also in RFC 9112 7.1's grammar, without
+/// the optional whitespace (BWS) it allows around `;` and `=`, which llhttp refuses and no
+/// client sends:
+///
+/// ```text
+/// chunk-size [ chunk-ext ] CRLF
+/// chunk-ext = *( ";" chunk-ext-name [ "=" chunk-ext-val ] )
+/// chunk-ext-val = token / quoted-string
+/// ```
+///
+/// Written out by hand: httparse's chunk reader is as lenient as hyper's.
+fn strict_chunk_line(line: &[u8]) -> bool {
+    let Some(line) = line.strip_suffix(b"\r\n") else {
+        return false;
+    };
+    let mut at = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    let token = |at: &mut usize| {
+        let start = *at;
+        while line.get(*at).copied().is_some_and(is_tchar) {
+            *at += 1;
+        }
+        *at > start
+    };
+    while at < line.len() {
+        if line.get(at) != Some(&b';') {
+            return false;
+        }
+        at += 1;
+        if !token(&mut at) {
+            return false;
+        }
+        if line.get(at) == Some(&b'=') {
+            at += 1;
+            if line.get(at) == Some(&b'"') {
+                let Some(len) = quoted_string(&line[at..]) else {
+                    return false;
+                };
+                at += len;
+            } else if !token(&mut at) {
+                return false;
+            }
+        }
+    }
+    true
+}
+
+/// RFC 9110 5.6.2: a token's characters.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+/// The length of the quoted-string (RFC 9110 5.6.4) that `bytes` begins with.
+fn quoted_string(bytes: &[u8]) -> Option<usize> {
+    let mut i = 1;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => return Some(i + 1),
+            b'\\' => {
+                let next = *bytes.get(i + 1)?;
+                if !(next == b'\t' || (b' '..=b'~').contains(&next) || next >= 0x80) {
+                    return None;
+                }
+                i += 2;
+            }
+            b'\t' | b' ' | b'!' | b'#'..=b'[' | b']'..=b'~' | 0x80..=0xff => i += 1,
+            _ => return None,
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -476,6 +583,70 @@ mod tests {
         // A list in one field is refused by hyper's server: this reading stops there too.
         let (_, f) = heads(b"POST / HTTP/1.1\r\nContent-Length: 2, 2\r\n\r\nok", 4);
         assert!(f.is_lost());
+    }
+
+    #[test]
+    fn a_bare_lf_in_a_head_refuses_the_request() {
+        for stream in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\nDummy: x\nContent-Length: 0\r\n\r\n"[..],
+            b"GET / HTTP/1.1\nHost: x\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\n\n",
+            b"\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            for piece in [1, 3, stream.len()] {
+                assert_eq!(
+                    methods(stream, piece),
+                    [("GET".to_string(), Some("a bare LF in the head"))],
+                    "{:?}",
+                    String::from_utf8_lossy(stream)
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn chunk_lines_outside_the_grammar_are_a_fault() {
+        let head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
+        for line in [
+            &b"2;"[..],
+            b"2 ",
+            b"2\t",
+            b"2;=v",
+            b"2;a=",
+            b"2;a=\"v",
+            b"2 ;a b",
+            b"2 ; a = b",
+        ] {
+            let mut stream = head.to_vec();
+            stream.extend_from_slice(line);
+            stream.extend_from_slice(b"\r\nok\r\n0\r\n\r\n");
+            for piece in [1, 4, stream.len()] {
+                let (_, f) = heads(&stream, piece);
+                assert!(
+                    f.fault().is_some() && f.is_lost(),
+                    "{:?}",
+                    String::from_utf8_lossy(line)
+                );
+            }
+        }
+        for line in [
+            &b"2"[..],
+            b"2;a",
+            b"2;a=b",
+            b"2;a=\"q \\\" s\";b;c=d",
+            b"02;name=value",
+        ] {
+            let mut stream = head.to_vec();
+            stream.extend_from_slice(line);
+            stream.extend_from_slice(b"\r\nok\r\n0\r\n\r\n");
+            let (seen, f) = heads(&stream, 3);
+            assert_eq!(seen.len(), 1);
+            assert!(
+                f.fault().is_none() && f.at_boundary(),
+                "{:?}",
+                String::from_utf8_lossy(line)
+            );
+        }
     }
 
     #[test]

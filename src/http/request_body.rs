@@ -3,9 +3,12 @@
 //! request. A trailer field that would change how the message is framed, routed or
 //! authenticated (RFC 9110 6.5.1) makes a small body's request a 400 that reaches no one, and
 //! a larger body's read fail where the trailers arrive; such a field is never passed on.
+//! A chunk line the connection's framing reading refuses (`framing`'s fault) fails the read
+//! the same way.
 
 use std::collections::VecDeque;
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -17,6 +20,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::checks::Refusal;
+use super::conn::{Wire, lock_wire};
 use super::forwarded;
 
 /// Bytes of a chunked body read before the request is routed.
@@ -64,11 +68,15 @@ pub enum RequestBodyError {
     Read(#[from] hyper::Error),
     #[error("the trailer field {0} is not allowed")]
     Trailer(HeaderName),
+    #[error("{0}")]
+    Framing(&'static str),
 }
 
 pub struct RequestBody {
     early: VecDeque<Frame<Bytes>>,
     rest: Option<Incoming>,
+    /// The connection's reading of its bytes, for a chunked body still to come.
+    wire: Option<Arc<Mutex<Wire>>>,
 }
 
 impl RequestBody {
@@ -76,6 +84,7 @@ impl RequestBody {
         RequestBody {
             early: VecDeque::new(),
             rest: Some(body),
+            wire: None,
         }
     }
 }
@@ -86,6 +95,7 @@ impl RequestBody {
 pub async fn read_ahead(
     req: Request<Incoming>,
     wait: Duration,
+    wire: &Arc<Mutex<Wire>>,
 ) -> Result<Request<RequestBody>, Refusal> {
     let (parts, body) = req.into_parts();
     let chunked = parts.headers.contains_key(TRANSFER_ENCODING);
@@ -93,8 +103,15 @@ pub async fn read_ahead(
         .headers
         .get(EXPECT)
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
-    if !chunked || continues {
+    if !chunked {
         return Ok(Request::from_parts(parts, RequestBody::new(body)));
+    }
+    if continues {
+        let body = RequestBody {
+            wire: Some(Arc::clone(wire)),
+            ..RequestBody::new(body)
+        };
+        return Ok(Request::from_parts(parts, body));
     }
     let mut early = VecDeque::new();
     let mut read = 0;
@@ -121,7 +138,11 @@ pub async fn read_ahead(
         read += frame.data_ref().map_or(0, Bytes::len);
         early.push_back(frame);
     }
-    Ok(Request::from_parts(parts, RequestBody { early, rest }))
+    let wire = rest.is_some().then(|| Arc::clone(wire));
+    Ok(Request::from_parts(
+        parts,
+        RequestBody { early, rest, wire },
+    ))
 }
 
 fn refusal(status: StatusCode, reason: &'static str) -> Refusal {
@@ -144,6 +165,11 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         let polled = std::task::ready!(Pin::new(rest).poll_frame(cx));
+        let fault = this.wire.as_ref().and_then(|w| lock_wire(w).fault());
+        if let (Some(fault), Some(Ok(_))) = (fault, &polled) {
+            this.rest = None;
+            return Poll::Ready(Some(Err(RequestBodyError::Framing(fault))));
+        }
         Poll::Ready(match polled {
             None => {
                 this.rest = None;

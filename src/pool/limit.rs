@@ -64,9 +64,13 @@ const SAMPLE_GAP: Duration = Duration::from_millis(2);
 /// run is not the kind) and fades toward slower ones; and how often at most.
 const SLOWER: f32 = 2.0;
 const BEST_FOLLOWS: f32 = 1.0 / 4.0;
-const BEST_FADES: f32 = 1.0 / 64.0;
+const BEST_FADES: f32 = 1.0 / 256.0;
 const AVERAGE_WEIGHT: f32 = 1.0 / 8.0;
 const ALONE_EVERY: Duration = Duration::from_secs(1);
+/// A run alone waits at most this long for the pool to empty, and holds others back at
+/// most this long; a kind whose best run is longer never runs alone: a stall of the whole
+/// pool is not worth what it would show.
+pub const ALONE_HOLD: Duration = Duration::from_millis(100);
 /// A kind estimated above this runs one at a time anyway: nothing to check alone.
 const SEVERAL: f32 = 0.5;
 
@@ -191,8 +195,9 @@ struct Kind {
     /// Its best recent wall time (fading up toward later ones), and its average.
     best: f32,
     average: f32,
-    /// One run is to go alone; when one last did.
+    /// One run is to go alone, until when at the latest; when one last did.
     alone_wanted: bool,
+    alone_until: Duration,
     alone_at: Option<Duration>,
 }
 
@@ -206,6 +211,7 @@ const UNKNOWN: Kind = Kind {
     best: 0.0,
     average: 0.0,
     alone_wanted: false,
+    alone_until: Duration::ZERO,
     alone_at: None,
 };
 
@@ -248,10 +254,17 @@ impl Learner {
         }
     }
 
-    /// Whether a job of kind `next` may start beside `running` (the live jobs, and whether
-    /// each runs alone; the thread limit is the caller's).
-    pub fn start(&self, running: impl Iterator<Item = (JobClass, bool)>, next: JobClass) -> Start {
-        let alone = self.kind(next).alone_wanted;
+    /// Whether a job of kind `next` may start at `now` beside `running` (the live jobs, and
+    /// whether each runs alone and has done so for less than [`ALONE_HOLD`]; the thread
+    /// limit is the caller's).
+    pub fn start(
+        &self,
+        running: impl Iterator<Item = (JobClass, bool)>,
+        next: JobClass,
+        now: Duration,
+    ) -> Start {
+        let k = self.kind(next);
+        let alone = k.alone_wanted && now < k.alone_until;
         let (mut gil, mut core, mut any) = (0.0, 0.0, false);
         for (class, runs_alone) in running {
             if runs_alone || alone {
@@ -319,9 +332,17 @@ impl Learner {
         }
         self.learn_share(class, busy);
         let k = self.kind_mut(class);
+        if k.alone_wanted && now >= k.alone_until {
+            // The pool never emptied for it in time: try again later.
+            k.alone_wanted = false;
+            k.alone_at = Some(now);
+        }
         let recently = k.alone_at.is_some_and(|at| now < at + ALONE_EVERY);
-        if k.share < SEVERAL && k.average > SLOWER * k.best && !recently {
+        let short = Duration::from_secs_f32(k.best) <= ALONE_HOLD;
+        if !k.alone_wanted && k.share < SEVERAL && k.average > SLOWER * k.best && short && !recently
+        {
             k.alone_wanted = true;
+            k.alone_until = now + ALONE_HOLD;
         }
     }
 
@@ -379,7 +400,9 @@ impl Learner {
     #[cfg(test)]
     pub fn limit_for(&self, class: JobClass, threads: usize) -> usize {
         let mut n = 1;
-        while n < threads && self.start(std::iter::repeat_n((class, false), n), class) == Start::Now
+        let now = Duration::ZERO;
+        while n < threads
+            && self.start(std::iter::repeat_n((class, false), n), class, now) == Start::Now
         {
             n += 1;
         }

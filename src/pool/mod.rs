@@ -161,6 +161,8 @@ pub struct Stuck {
 struct State {
     queue: VecDeque<(JobClass, Job)>,
     learner: Learner,
+    /// What the learner's times count from.
+    epoch: Instant,
     threads: usize,
     /// Threads spawned or woken that have not yet looked at the queue: each will take a
     /// job without further help.
@@ -184,10 +186,11 @@ struct State {
 }
 
 impl State {
-    fn new(learner: Learner) -> State {
+    fn new(learner: Learner, epoch: Instant) -> State {
         State {
             queue: VecDeque::new(),
             learner,
+            epoch,
             threads: 0,
             coming: 0,
             idle: Vec::new(),
@@ -216,9 +219,13 @@ impl State {
         if self.running.len() - self.stuck.now >= max_threads.max(1) {
             return Start::NotYet;
         }
-        let running = self.running.iter().filter(|r| !r.stuck);
-        self.learner
-            .start(running.map(|r| (r.class, r.alone)), *next)
+        let now = Instant::now();
+        let running = self.running.iter().filter(|r| !r.stuck).map(|r| {
+            let holding = r.alone && now.saturating_duration_since(r.started) < limit::ALONE_HOLD;
+            (r.class, holding)
+        });
+        let since = now.saturating_duration_since(self.epoch);
+        self.learner.start(running, *next, since)
     }
 
     fn pending(&self) -> usize {
@@ -235,11 +242,12 @@ impl Pool {
     pub fn with_contexts(limits: PoolLimits, contexts: Contexts) -> Pool {
         let cores = thread::available_parallelism().map_or(1, |n| n.get());
         let shared_lock = contexts.gil.is_some();
+        let epoch = Instant::now();
         let inner = Arc::new(Inner {
             limits,
             contexts,
-            epoch: Instant::now(),
-            state: Mutex::new(State::new(Learner::new(cores, shared_lock))),
+            epoch,
+            state: Mutex::new(State::new(Learner::new(cores, shared_lock), epoch)),
             probe_wanted: Condvar::new(),
             done: Condvar::new(),
         });

@@ -116,7 +116,19 @@ fn log_facts(req: &mut Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> R
 
 async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo) -> Reply {
     // Taken for every request, refused or not, so each next one meets its own head.
-    let seen = lock_wire(&conn.wire).take_head();
+    let (seen, fault) = {
+        let mut wire = lock_wire(&conn.wire);
+        (wire.take_head(), wire.fault())
+    };
+    // A body before this one broke the grammar: nothing after it on the connection is read
+    // as a request.
+    if let Some(reason) = fault {
+        let refusal = Refusal {
+            status: StatusCode::BAD_REQUEST,
+            reason,
+        };
+        return refused(refusal, conn);
+    }
     if let Err(refusal) = checks::check_seen(&req, &seen) {
         return refused(refusal, conn);
     }
@@ -139,10 +151,18 @@ async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo)
     {
         return health(shared);
     }
-    let req = match request_body::read_ahead(req, shared.config.body_timeout).await {
+    let req = match request_body::read_ahead(req, shared.config.body_timeout, &conn.wire).await {
         Ok(req) => req,
         Err(refusal) => return refused(refusal, conn),
     };
+    // The start of the body has been read: the framing reading has judged its chunk lines.
+    if let Some(reason) = lock_wire(&conn.wire).fault() {
+        let refusal = Refusal {
+            status: StatusCode::BAD_REQUEST,
+            reason,
+        };
+        return refused(refusal, conn);
+    }
     let req = if shared.statics.is_empty() {
         req
     } else {

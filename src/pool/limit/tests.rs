@@ -100,8 +100,11 @@ impl Sim {
         if self.running.len() >= self.threads {
             return Start::NotYet;
         }
-        let running = self.running.iter().map(|j| (j.class, j.alone));
-        self.learner.start(running, next.class)
+        let running = self
+            .running
+            .iter()
+            .map(|j| (j.class, j.alone && self.now - j.started < ALONE_HOLD));
+        self.learner.start(running, next.class, self.now)
     }
 
     fn admit(&mut self) {
@@ -418,4 +421,62 @@ fn without_a_shared_lock_only_the_cores_limit() {
         Duration::ZERO,
     );
     assert_eq!(l.limit_for(class, 8), 2);
+}
+
+fn run(cpu: f64, wall: f64) -> Measured {
+    Measured {
+        cpu: ms(cpu),
+        run_queue: Duration::ZERO,
+        wall: ms(wall),
+    }
+}
+
+#[test]
+fn a_run_alone_holds_the_pool_back_only_briefly() {
+    let mut l = Learner::new(2, true);
+    let (waits, other) = (JobClass::numbered(1), JobClass::numbered(2));
+    let mut now = Duration::from_secs(5);
+    for _ in 0..20 {
+        l.learn(waits, run(0.2, 20.0), false, now);
+    }
+    // Its runs grow to three times as long: one is to run alone.
+    for _ in 0..20 {
+        l.learn(waits, run(0.2, 60.0), false, now);
+        now += ms(1.0);
+    }
+    assert_eq!(
+        l.start(std::iter::once((other, false)), waits, now),
+        Start::NotYet
+    );
+    // Until the pool empties, or for at most ALONE_HOLD, after which it starts as any other.
+    assert_eq!(l.start(std::iter::empty(), waits, now), Start::Alone);
+    let later = now + ALONE_HOLD;
+    assert_eq!(
+        l.start(std::iter::once((other, false)), waits, later),
+        Start::Now
+    );
+    // A run alone holds others back only while the caller says it does.
+    assert_eq!(
+        l.start(std::iter::once((waits, true)), other, now),
+        Start::NotYet
+    );
+    assert_eq!(
+        l.start(std::iter::once((waits, false)), waits, later),
+        Start::Now
+    );
+}
+
+#[test]
+fn a_kind_of_long_runs_never_runs_alone() {
+    let mut l = Learner::new(2, true);
+    let polls = JobClass::numbered(3);
+    let mut now = Duration::from_secs(5);
+    for wall in [500.0, 2000.0, 5000.0, 9000.0, 30000.0].repeat(4) {
+        l.learn(polls, run(1.0, wall), false, now);
+        now += ms(10.0);
+        assert_eq!(
+            l.start(std::iter::once((polls, false)), polls, now),
+            Start::Now
+        );
+    }
 }
