@@ -7,9 +7,9 @@
 //! runs showed:
 //!
 //! - `share`: the part of a run's wall time its thread was on a core or waiting for one (CPU
-//!   time plus run-queue time). Python throughout gives 1; a 20 ms wait around 0.2 ms of
-//!   work gives 0.01. Counting the run-queue time keeps a busy machine from making Python
-//!   look like it waits.
+//!   time, and run-queue time as much as the job runs rather than sleeps). Python
+//!   throughout gives 1; a 20 ms wait around 0.2 ms of work gives 0.01. Counting the
+//!   run-queue time keeps a busy machine from making Python look like it waits.
 //! - `gil_free`: the part of its time on a core spent without the GIL, as the occasional
 //!   probe saw it ([`super::probe`]): 0 for Python, 1 for PBKDF2.
 //!
@@ -306,7 +306,14 @@ impl Learner {
             return;
         }
         let wall = run.wall.as_secs_f32();
-        let busy = ((run.cpu + run.run_queue).as_secs_f32() / wall).clamp(0.0, 1.0);
+        let (cpu, queued) = (run.cpu.as_secs_f32(), run.run_queue.as_secs_f32());
+        // Time waiting for a core counts as much as the job runs rather than sleeps: all of
+        // it for Python preempted on a busy machine (it holds the GIL meanwhile), a share of
+        // it for a job woken from a wait to find the cores taken (by the database it waited
+        // for, say).
+        let awake = (wall - queued).max(cpu);
+        let runs = if awake > 0.0 { cpu / awake } else { 1.0 };
+        let busy = ((cpu + queued * runs) / wall).clamp(0.0, 1.0);
         let k = self.kind_mut(class);
         if alone {
             // Only a share too low can feed itself; a lower one is learned as any other.
