@@ -234,16 +234,21 @@ def page_ok(marker):
     return check
 
 
+def dbsite_section(ctx, section, path, marker, servers, database):
+    """One page of bench/apps/dbsite, wrk -c16, on `database` (for the notes)."""
+    ctx.load = Load(connections=16)
+    ctx.notes.append(f"{section}: wrk -c16, path {path} of bench/apps/dbsite on {database}")
+    try:
+        target = "bench.apps.dbsite.wsgi:application"
+        bench_http(ctx, section, target, path, page_ok(marker), servers)
+    finally:
+        ctx.load = None
+
+
 def section_db(ctx):
     """A Django page with one ORM query on SQLite: Python between short C calls."""
     use_sqlite()
-    ctx.load = Load(connections=16)
-    ctx.notes.append("db: wrk -c16, path / of bench/apps/dbsite on SQLite")
-    try:
-        target = "bench.apps.dbsite.wsgi:application"
-        bench_http(ctx, "db", target, "/", page_ok(b"Newest books"), DB_SERVERS)
-    finally:
-        ctx.load = None
+    dbsite_section(ctx, "db", "/", b"Newest books", DB_SERVERS, "SQLite")
     goal_ratio(ctx, "db", "granian", 1.0, "db: bartizan/granian --blocking-threads 1 rps")
     goal_ratio(ctx, "db", "bartizan-1", 1.0, "db: bartizan/bartizan --threads 1 rps")
     goal_p99_not_worse(ctx, "db", "granian", "db: bartizan p99 vs granian --blocking-threads 1")
@@ -259,13 +264,9 @@ def section_pg(ctx):
         ctx.notes.append(f"pg: skipped: {reason}")
         return
     pg.start()
-    ctx.load = Load(connections=16)
-    ctx.notes.append("pg: wrk -c16, path /report of bench/apps/dbsite on PostgreSQL")
     try:
-        target = "bench.apps.dbsite.wsgi:application"
-        bench_http(ctx, "pg", target, "/report", page_ok(b"most pages"), POOL_SERVERS)
+        dbsite_section(ctx, "pg", "/report", b"most pages", POOL_SERVERS, "PostgreSQL")
     finally:
-        ctx.load = None
         pg.stop()
     goal_beats_best_peer(ctx, "pg", 1.0)
     goal_bookkeeping(ctx, "pg")

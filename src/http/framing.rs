@@ -604,9 +604,16 @@ mod tests {
         }
     }
 
+    /// A chunked request whose first chunk-size line is `line`.
+    fn chunked_with(line: &[u8]) -> Vec<u8> {
+        let mut stream = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        stream.extend_from_slice(line);
+        stream.extend_from_slice(b"\r\nok\r\n0\r\n\r\n");
+        stream
+    }
+
     #[test]
     fn chunk_lines_outside_the_grammar_are_a_fault() {
-        let head = b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n";
         for line in [
             &b"2;"[..],
             b"2 ",
@@ -617,9 +624,7 @@ mod tests {
             b"2 ;a b",
             b"2 ; a = b",
         ] {
-            let mut stream = head.to_vec();
-            stream.extend_from_slice(line);
-            stream.extend_from_slice(b"\r\nok\r\n0\r\n\r\n");
+            let stream = chunked_with(line);
             for piece in [1, 4, stream.len()] {
                 let (_, f) = heads(&stream, piece);
                 assert!(
@@ -636,10 +641,7 @@ mod tests {
             b"2;a=\"q \\\" s\";b;c=d",
             b"02;name=value",
         ] {
-            let mut stream = head.to_vec();
-            stream.extend_from_slice(line);
-            stream.extend_from_slice(b"\r\nok\r\n0\r\n\r\n");
-            let (seen, f) = heads(&stream, 3);
+            let (seen, f) = heads(&chunked_with(line), 3);
             assert_eq!(seen.len(), 1);
             assert!(
                 f.fault().is_none() && f.at_boundary(),
