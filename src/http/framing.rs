@@ -335,6 +335,11 @@ fn read_head<'a>(buf: &'a [u8], fields: &mut [MaybeUninit<httparse::Header<'a>>]
         }
     }
     let mut refusal = bare_lf.then_some("a bare LF in the head");
+    // RFC 9110 8.6 lets a recipient take one of repeated equal lengths or refuse them;
+    // hyper keeps one silently, llhttp refuses, and so does this reading.
+    if chunked.is_none() && lengths.len() > 1 {
+        refusal = refusal.or(Some("Content-Length repeated"));
+    }
     let next = match chunked {
         // hyper refuses Transfer-Encoding in HTTP/1.0, and any not ending in chunked.
         Some(_) if minor == 0 => State::Lost,
@@ -344,16 +349,6 @@ fn read_head<'a>(buf: &'a [u8], fields: &mut [MaybeUninit<httparse::Header<'a>>]
                 refusal = refusal.or(Some("Content-Length with Transfer-Encoding"));
             }
             State::ChunkSize
-        }
-        // RFC 9110 8.6 lets a recipient take one of repeated equal lengths or refuse them;
-        // hyper keeps one silently, llhttp refuses, and so does this reading.
-        None if lengths.len() > 1 => {
-            refusal = refusal.or(Some("Content-Length repeated"));
-            match content_length(&lengths) {
-                Some(0) => State::Head,
-                Some(n) => State::Body(n),
-                None => State::Lost,
-            }
         }
         None => match content_length(&lengths) {
             Some(0) => State::Head,

@@ -138,6 +138,10 @@ pub async fn read_ahead(
         read += frame.data_ref().map_or(0, Bytes::len);
         early.push_back(frame);
     }
+    // The framing reading has seen every chunk line of what was read ahead.
+    if let Some(reason) = lock_wire(wire).fault() {
+        return Err(refusal(StatusCode::BAD_REQUEST, reason));
+    }
     let wire = rest.is_some().then(|| Arc::clone(wire));
     Ok(Request::from_parts(
         parts,

@@ -117,8 +117,6 @@ pub struct Pool {
 struct Inner {
     limits: PoolLimits,
     contexts: Contexts,
-    /// What the learner's times count from.
-    epoch: Instant,
     state: Mutex<State>,
     /// The probe thread sleeps here until a held-back backlog wants a look.
     probe_wanted: Condvar,
@@ -224,8 +222,12 @@ impl State {
             let holding = r.alone && now.saturating_duration_since(r.started) < limit::ALONE_HOLD;
             (r.class, holding)
         });
-        let since = now.saturating_duration_since(self.epoch);
-        self.learner.start(running, *next, since)
+        self.learner.start(running, *next, self.since(now))
+    }
+
+    /// `at`, as the learner counts time: since the pool began.
+    fn since(&self, at: Instant) -> Duration {
+        at.saturating_duration_since(self.epoch)
     }
 
     fn pending(&self) -> usize {
@@ -242,12 +244,10 @@ impl Pool {
     pub fn with_contexts(limits: PoolLimits, contexts: Contexts) -> Pool {
         let cores = thread::available_parallelism().map_or(1, |n| n.get());
         let shared_lock = contexts.gil.is_some();
-        let epoch = Instant::now();
         let inner = Arc::new(Inner {
             limits,
             contexts,
-            epoch,
-            state: Mutex::new(State::new(Learner::new(cores, shared_lock), epoch)),
+            state: Mutex::new(State::new(Learner::new(cores, shared_lock), Instant::now())),
             probe_wanted: Condvar::new(),
             done: Condvar::new(),
         });
@@ -445,11 +445,6 @@ impl Inner {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Now, as the learner counts time.
-    fn now(&self) -> Duration {
-        self.epoch.elapsed()
-    }
-
     /// Queued jobs that may start now.
     fn startable(&self, st: &State) -> usize {
         usize::from(st.may_start(self.limits.max_threads) != Start::NotYet)
@@ -590,8 +585,7 @@ impl Inner {
         };
         let (class, job) = st.queue.pop_front().expect("a job may start");
         let started = Instant::now();
-        let since = started.saturating_duration_since(self.epoch);
-        let measure = st.learner.sample(class, since) || alone;
+        let measure = st.learner.sample(class, st.since(started)) || alone;
         st.running.push(Running {
             worker: id,
             class,
@@ -663,7 +657,8 @@ impl Inner {
                     }
                 }
                 if let Some(run) = run {
-                    st.learner.learn(class, run, alone, self.now());
+                    let now = st.since(Instant::now());
+                    st.learner.learn(class, run, alone, now);
                 }
                 self.job_done(&st);
                 next = self.take_job(&mut st, id, probe);

@@ -47,7 +47,7 @@ pub(super) fn probe_loop(inner: Arc<Inner>) {
             st.prober = Prober::Busy;
             continue;
         }
-        let now = inner.now();
+        let now = st.since(Instant::now());
         let wait = st.learner.probe_in(st.running.iter().map(|r| r.class), now);
         if !wait.is_zero() {
             // Napping: the pool does not wake it for every job, it looks again on its own.
@@ -73,7 +73,7 @@ pub(super) fn probe_loop(inner: Arc<Inner>) {
         drop(st);
         let (waited, seen) = look(&inner, &jobs);
         st = inner.lock();
-        let now = inner.now();
+        let now = st.since(Instant::now());
         st.learner.learn_probe(waited, &seen, now);
         Inner::wake_or_spawn(&inner, &mut st);
     }

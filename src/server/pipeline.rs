@@ -155,14 +155,6 @@ async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo)
         Ok(req) => req,
         Err(refusal) => return refused(refusal, conn),
     };
-    // The start of the body has been read: the framing reading has judged its chunk lines.
-    if let Some(reason) = lock_wire(&conn.wire).fault() {
-        let refusal = Refusal {
-            status: StatusCode::BAD_REQUEST,
-            reason,
-        };
-        return refused(refusal, conn);
-    }
     let req = if shared.statics.is_empty() {
         req
     } else {
