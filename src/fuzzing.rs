@@ -8,7 +8,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use http::{HeaderMap, HeaderName, HeaderValue, Request};
 
 use crate::http::checks::{self, HeadLimits};
-use crate::http::conn::{ConnInfo, Waits, Wire};
+use crate::http::conn::ConnInfo;
 use crate::http::forwarded::{self, TrustList};
 use crate::http::framing::{Framing, Seen};
 use crate::wsgi::environ::RequestEnv;
@@ -101,16 +101,9 @@ pub fn environ(data: &[u8]) {
         "10.0.0.1:5000".parse().unwrap(),
         "127.0.0.1:8000".parse().unwrap(),
         "http",
-        Wire::new(
-            8192,
-            100,
-            Waits {
-                keep_alive: std::time::Duration::from_secs(75),
-                head: std::time::Duration::from_secs(60),
-            },
-        ),
     );
-    let _ = RequestEnv::from_parts(&parts, &root, &conn, &TrustList::default());
+    let origin = forwarded::Origin::of(&parts.headers, conn.peer.ip(), &TrustList::default());
+    let _ = RequestEnv::from_parts(&parts, &root, &conn, &origin.told);
 }
 
 /// A static file path below a mount: what is served is always a plain relative path with no

@@ -21,6 +21,7 @@ use http::header::{
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 
 use crate::http::body::ResponseBody;
+use crate::sync::Recover;
 
 /// An entry is rebuilt through `ServeDir` at least this often.
 const REFRESH: Duration = Duration::from_secs(1);
@@ -121,7 +122,7 @@ impl ResponseCache {
         stat: impl Fn(&Path) -> Option<FileStamp>,
     ) -> Option<Response<ResponseBody>> {
         let (status, headers, body, served, stamp) = {
-            let map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let map = self.entries.lock().recover();
             let e = map.0.get(key)?;
             if e.filled.elapsed() >= REFRESH {
                 return None;
@@ -135,7 +136,7 @@ impl ResponseCache {
             )
         };
         if stat(&served) != Some(stamp) {
-            let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+            let mut map = self.entries.lock().recover();
             if let Some(old) = map.0.remove(key) {
                 map.1 -= old.body.len();
             }
@@ -165,7 +166,7 @@ impl ResponseCache {
         if !made_from_it || body.len() > MAX_BODY {
             return;
         }
-        let mut map = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut map = self.entries.lock().recover();
         if map.1 + body.len() > MAX_BYTES {
             *map = (HashMap::new(), 0);
         }

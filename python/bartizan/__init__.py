@@ -78,19 +78,13 @@ class Server:
             binds = [format_address(values["host"], values["port"])]
         self.static = values["static"]
         self.app = app
-        core = {k: v for k, v in values.items() if k not in ("host", "port", "bind", "static")}
-        core["media"] = [(prefix, os.fspath(d)) for prefix, d in core["media"]]
+        # Everything but host and port, which `bind` now stands for, goes to the core as is.
+        core = {k: v for k, v in values.items() if k not in ("host", "port")}
+        core["bind"] = binds
         for path in ("certfile", "keyfile", "access_log"):
             if core[path] is not None:
                 core[path] = os.fspath(core[path])
-        self._core = _CoreServer(
-            app,
-            binds,
-            statics=self.static,
-            listen_fds=listen_fds,
-            multiprocess=multiprocess,
-            **core,
-        )
+        self._core = _CoreServer(app, core, listen_fds, multiprocess)
         self.scheme = "https" if values["certfile"] else "http"
         self.threads = values["threads"]
 

@@ -2,8 +2,7 @@
 declares them only to PyO3. `bartizan.Server` wraps `Server`; apps get `FileWrapper` as
 ``environ["wsgi.file_wrapper"]``."""
 
-from collections.abc import Callable, Sequence
-from os import PathLike
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, final
 
 def listen(bind: str) -> list[int]:
@@ -19,43 +18,15 @@ class Server:
     def __init__(
         self,
         app: Callable[..., Any] | None,
-        binds: Sequence[str],
-        *,
-        threads: int = 20,
-        min_threads: int = 1,
-        queue: int = 1024,
-        root_path: str = "",
-        max_body: int = 1073741824,
-        body_timeout: float = 60.0,
-        header_timeout: float = 60.0,
-        keep_alive: float = 75.0,
-        request_timeout: float = 0.0,
-        io_threads: int = 2,
-        max_head: int = 65536,
-        limit_request_line: int = 8190,
-        limit_request_field_size: int = 8190,
-        limit_request_fields: int = 100,
-        max_connections: int = 1000,
-        health_path: str | None = None,
-        retry_after: int = 1,
-        statics: Sequence[tuple[str, str | PathLike[str]]] = ...,
-        media: Sequence[tuple[str, str | PathLike[str]]] = ...,
-        static_max_age: int = 3600,
-        trusted_proxies: Sequence[str] = ...,
-        upstreams: Sequence[str] = ...,
-        routes: Sequence[tuple[str, str]] = ...,
-        upstream_wait: float = 30.0,
-        connect_timeout: float = 5.0,
-        response_timeout: float = 60.0,
-        upstream_health: str | None = None,
-        upstream_health_interval: float = 2.0,
-        certfile: str | PathLike[str] | None = None,
-        keyfile: str | PathLike[str] | None = None,
+        options: Mapping[str, Any],
         listen_fds: Sequence[int] = ...,
-        access_log: str | None = None,
-        access_log_format: str = "combined",
         multiprocess: bool = False,
-    ) -> None: ...
+    ) -> None:
+        """``options``: every option of ``bartizan.options`` a server takes (``bind`` the
+        final list of places to listen, not ``host`` and ``port``), as
+        ``options.embed_options`` checked them; a missing one is a ``KeyError``."""
+    def options(self) -> dict[str, Any]:
+        """The options as the server holds them (paths resolved, networks as CIDRs)."""
     def start(self) -> None:
         """Binds and starts serving; returns at once. RuntimeError if already running."""
     def stop(self, timeout: float | None = None, retire: bool = False) -> int:

@@ -148,7 +148,8 @@ def _root_path(value: Any) -> str | None:
 def _health_path(value: Any) -> str | None:
     if value is None:
         return None
-    if not value or _root_path(value) is not None:
+    plain = isinstance(value, str) and all(0x21 <= ord(c) < 0x7F for c in value)
+    if not value or not plain or _root_path(value) is not None:
         return "must be a plain path, e.g. /healthz"
     return None
 
@@ -380,6 +381,16 @@ OPTIONS: tuple[Option, ...] = (
         "counts as stuck instead of taking a place among --threads; 0 for no limit",
         group="requests",
         positive=False,
+    ),
+    count_option(
+        "max_head",
+        65536,
+        "largest request head (request line and header fields) in bytes; larger gets 431",
+        where=BOTH,
+        group="requests",
+        metavar="BYTES",
+        low=1024,
+        high=1 << 24,
     ),
     head_limit_option(
         "limit_request_line",

@@ -1,11 +1,8 @@
 //! What every request of one connection shares: who is at the other end, over which scheme,
-//! and both addresses already spelled out.
+//! both addresses already spelled out, and whether its framing has gone wrong.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
-
-use super::framing::{Framing, Seen};
+use std::sync::{Arc, OnceLock};
 
 /// Where a connection is: what the environ says about both ends.
 #[derive(Clone, Debug)]
@@ -15,8 +12,8 @@ pub struct ConnInfo {
     /// Both ends as the environ spells them, formatted once per connection rather than
     /// once per request (formatting an address costs more than the rest of the environ).
     pub text: Arc<ConnText>,
-    /// What the connection's bytes say, read as they arrive (see `framing`).
-    pub wire: Arc<Mutex<Wire>>,
+    /// Set once the connection's bytes broke the grammar (see `framing`).
+    pub fault: FramingFault,
 }
 
 #[derive(Debug)]
@@ -28,7 +25,7 @@ pub struct ConnText {
 }
 
 impl ConnInfo {
-    pub fn new(peer: SocketAddr, local: SocketAddr, scheme: &'static str, wire: Wire) -> ConnInfo {
+    pub fn new(peer: SocketAddr, local: SocketAddr, scheme: &'static str) -> ConnInfo {
         let text = ConnText {
             peer_ip: peer.ip().to_canonical().to_string(),
             peer_port: peer.port().to_string(),
@@ -39,158 +36,23 @@ impl ConnInfo {
             peer,
             scheme,
             text: Arc::new(text),
-            wire: Arc::new(Mutex::new(wire)),
+            fault: FramingFault::default(),
         }
     }
 }
 
-/// How long a connection may sit without a request, and how long a head may take.
-#[derive(Debug, Clone, Copy)]
-pub struct Waits {
-    /// Between two requests (after an answer).
-    pub keep_alive: Duration,
-    /// From a head's first byte to its end, and before a connection's first request.
-    pub head: Duration,
-}
+/// Why nothing more on a connection may be read as a request or a body, once its bytes broke
+/// the grammar: set by the server's reading of the bytes, read by every body on the
+/// connection without a lock.
+#[derive(Clone, Debug, Default)]
+pub struct FramingFault(Arc<OnceLock<&'static str>>);
 
-/// Which wait ran out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Expiry {
-    /// Nothing came between requests: the connection closes quietly.
-    Idle,
-    /// A head began and did not end in time.
-    Head,
-}
-
-/// The connection's `Wire`, whoever else held it when it panicked.
-pub fn lock_wire(wire: &Mutex<Wire>) -> MutexGuard<'_, Wire> {
-    wire.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// One connection's reading of its own bytes, and whether a request is being answered: the
-/// socket's reader feeds it, each request takes its head from it, each answer's end is noted.
-#[derive(Debug)]
-pub struct Wire {
-    framing: Framing,
-    /// Requests whose answer has not been sent whole.
-    active: usize,
-    answered: u64,
-    idle_since: Instant,
-    head_since: Instant,
-    /// Written and not flushed yet: an answer's end may still sit in a buffer.
-    unflushed: bool,
-    upgraded: bool,
-    waits: Waits,
-    /// The connection's task, while it waits for the client: woken by the sweep once the
-    /// wait has run out.
-    waker: Option<std::task::Waker>,
-}
-
-impl Wire {
-    pub fn new(max_head: usize, max_fields: usize, waits: Waits) -> Wire {
-        let now = Instant::now();
-        Wire {
-            framing: Framing::new(max_head, max_fields),
-            active: 0,
-            answered: 0,
-            idle_since: now,
-            head_since: now,
-            unflushed: false,
-            upgraded: false,
-            waits,
-            waker: None,
-        }
+impl FramingFault {
+    pub fn set(&self, reason: &'static str) {
+        let _ = self.0.set(reason);
     }
 
-    pub fn feed(&mut self, bytes: &[u8]) {
-        let before = self.framing.heads_seen();
-        let was_in_head = self.framing.in_head();
-        self.framing.feed(bytes);
-        if self.framing.in_head() && (!was_in_head || self.framing.heads_seen() != before) {
-            self.head_since = Instant::now();
-        }
-    }
-
-    /// What this reading saw where the next request hyper parsed begins.
-    pub fn take_head(&mut self) -> Seen {
-        self.framing.take()
-    }
-
-    /// Why a body read on this connection must be refused, once one must.
-    pub fn fault(&self) -> Option<&'static str> {
-        self.framing.fault()
-    }
-
-    /// The connection now carries something else (a WebSocket after 101): it has no more
-    /// requests, and no waits of its own.
-    pub fn upgraded(&mut self) {
-        self.upgraded = true;
-        self.framing.stop();
-    }
-
-    /// What was written has been flushed to the socket: with no answer pending, the
-    /// keep-alive wait runs from now.
-    pub fn flushed(&mut self, now: Instant) {
-        if self.active == 0 {
-            self.unflushed = false;
-            self.idle_since = now;
-        }
-    }
-
-    /// Bytes were written that are not yet flushed: the answer is still going out.
-    pub fn wrote(&mut self) {
-        self.unflushed = true;
-    }
-
-    pub fn begin(&mut self) {
-        self.active += 1;
-    }
-
-    pub fn end(&mut self, now: Instant) {
-        self.active = self.active.saturating_sub(1);
-        self.answered += 1;
-        self.idle_since = now;
-    }
-
-    /// Notes the task to wake when the wait runs out.
-    pub fn wake_me(&mut self, waker: &std::task::Waker) {
-        if !self.waker.as_ref().is_some_and(|w| w.will_wake(waker)) {
-            self.waker = Some(waker.clone());
-        }
-    }
-
-    /// Wakes the connection's task if its wait has run out by `now`.
-    pub fn sweep(&mut self, now: Instant) {
-        if self.deadline().is_some_and(|(at, _)| at <= now)
-            && let Some(waker) = self.waker.take()
-        {
-            waker.wake();
-        }
-    }
-
-    /// When the connection gives up waiting, if it is waiting for the client at all: never
-    /// while an answer is being made or sent, nor once it is upgraded.
-    pub fn deadline(&self) -> Option<(Instant, Expiry)> {
-        let waits = &self.waits;
-        if self.upgraded || self.active > 0 || self.unflushed {
-            return None;
-        }
-        // With keep-alive off hyper closes after the answer itself.
-        if self.answered > 0 && waits.keep_alive.is_zero() {
-            return None;
-        }
-        if self.framing.in_head() {
-            return Some((self.head_since + waits.head, Expiry::Head));
-        }
-        // A lost reading cannot tell a head from idleness: only the keep-alive wait holds.
-        if self.framing.at_boundary() || self.framing.is_lost() {
-            let wait = if self.answered == 0 {
-                waits.head
-            } else {
-                waits.keep_alive
-            };
-            return Some((self.idle_since + wait, Expiry::Idle));
-        }
-        None
+    pub fn get(&self) -> Option<&'static str> {
+        self.0.get().copied()
     }
 }

@@ -55,6 +55,11 @@ impl TrustList {
         Ok(TrustList(nets))
     }
 
+    /// The trusted networks, each as `address/prefix`.
+    pub fn networks(&self) -> Vec<String> {
+        self.0.iter().map(IpNet::to_string).collect()
+    }
+
     pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = ip.to_canonical();
         self.0.iter().any(|n| n.contains(&ip))
@@ -288,6 +293,27 @@ fn parse_forwarded(value: &str) -> Option<Vec<Element>> {
         elements.push(e);
     }
     Some(elements)
+}
+
+/// Who a request comes from, worked out once per request by the pipeline and handed to
+/// whoever answers it: the access log and the environ read `told`, the proxy front `trusted`.
+#[derive(Debug, Default, Clone)]
+pub struct Origin {
+    /// The peer is a trusted proxy: its forwarding headers are believed and passed on.
+    pub trusted: bool,
+    /// What those headers told (empty when the peer is not trusted or said nothing).
+    pub told: Forwarded,
+}
+
+impl Origin {
+    pub fn of(headers: &HeaderMap, peer: IpAddr, trust: &TrustList) -> Origin {
+        let trusted = trust.trusts(peer);
+        let told = match trusted {
+            true => resolve(headers, peer, trust).unwrap_or_default(),
+            false => Forwarded::default(),
+        };
+        Origin { trusted, told }
+    }
 }
 
 /// Reads the forwarding headers if, and only if, `peer` is trusted.

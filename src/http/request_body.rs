@@ -8,7 +8,6 @@
 
 use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,7 +19,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::checks::Refusal;
-use super::conn::{Wire, lock_wire};
+use super::conn::FramingFault;
 use super::forwarded;
 
 /// Bytes of a chunked body read before the request is routed.
@@ -75,8 +74,8 @@ pub enum RequestBodyError {
 pub struct RequestBody {
     early: VecDeque<Frame<Bytes>>,
     rest: Option<Incoming>,
-    /// The connection's reading of its bytes, for a chunked body still to come.
-    wire: Option<Arc<Mutex<Wire>>>,
+    /// The connection's framing fault, for a chunked body still to come.
+    fault: Option<FramingFault>,
 }
 
 impl RequestBody {
@@ -84,7 +83,7 @@ impl RequestBody {
         RequestBody {
             early: VecDeque::new(),
             rest: Some(body),
-            wire: None,
+            fault: None,
         }
     }
 }
@@ -95,7 +94,7 @@ impl RequestBody {
 pub async fn read_ahead(
     req: Request<Incoming>,
     wait: Duration,
-    wire: &Arc<Mutex<Wire>>,
+    fault: &FramingFault,
 ) -> Result<Request<RequestBody>, Refusal> {
     let (parts, body) = req.into_parts();
     let chunked = parts.headers.contains_key(TRANSFER_ENCODING);
@@ -108,7 +107,7 @@ pub async fn read_ahead(
     }
     if continues {
         let body = RequestBody {
-            wire: Some(Arc::clone(wire)),
+            fault: Some(fault.clone()),
             ..RequestBody::new(body)
         };
         return Ok(Request::from_parts(parts, body));
@@ -139,13 +138,13 @@ pub async fn read_ahead(
         early.push_back(frame);
     }
     // The framing reading has seen every chunk line of what was read ahead.
-    if let Some(reason) = lock_wire(wire).fault() {
+    if let Some(reason) = fault.get() {
         return Err(refusal(StatusCode::BAD_REQUEST, reason));
     }
-    let wire = rest.is_some().then(|| Arc::clone(wire));
+    let fault = rest.is_some().then(|| fault.clone());
     Ok(Request::from_parts(
         parts,
-        RequestBody { early, rest, wire },
+        RequestBody { early, rest, fault },
     ))
 }
 
@@ -169,7 +168,7 @@ impl Body for RequestBody {
             return Poll::Ready(None);
         };
         let polled = std::task::ready!(Pin::new(rest).poll_frame(cx));
-        let fault = this.wire.as_ref().and_then(|w| lock_wire(w).fault());
+        let fault = this.fault.as_ref().and_then(FramingFault::get);
         if let (Some(fault), Some(Ok(_))) = (fault, &polled) {
             this.rest = None;
             return Poll::Ready(Some(Err(RequestBodyError::Framing(fault))));

@@ -20,6 +20,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::sync::Recover;
 pub use limit::JobClass;
 use limit::{Learner, Measured, Start};
 use probe::{OwnClock, Prober, ThreadProbe};
@@ -29,7 +30,7 @@ pub type Job = Box<dyn FnOnce() + Send + 'static>;
 /// Names one run of one job, so that it can be marked stuck from elsewhere.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct JobKey {
-    worker: usize,
+    thread: usize,
     started: Instant,
 }
 
@@ -84,7 +85,7 @@ pub type ThreadWrap = Arc<dyn Fn(&mut (dyn FnMut() + Send)) + Send + Sync>;
 pub struct Contexts {
     /// The whole life of each pool thread, and of the probe thread.
     pub thread: Option<ThreadWrap>,
-    /// Each run of jobs a worker takes back to back, from the first job until it finds the
+    /// Each run of jobs a thread takes back to back, from the first job until it finds the
     /// queue empty or may not start the next.
     pub busy: Option<ThreadWrap>,
     /// Runs a closure holding the lock the jobs share to run their code (the GIL). Without
@@ -124,16 +125,17 @@ struct Inner {
     done: Condvar,
 }
 
-/// An idle worker and the condvar (used with the state lock) it sleeps on.
+/// An idle thread and the condvar (used with the state lock) it sleeps on.
 struct Sleeper {
-    worker: usize,
+    thread: usize,
     wake: Arc<Condvar>,
 }
 
 struct Running {
-    worker: usize,
+    thread: usize,
     class: JobClass,
-    thread: Option<ThreadProbe>,
+    /// The thread's clocks, for the probe to read while the job runs.
+    probe: Option<ThreadProbe>,
     started: Instant,
     /// Runs with nothing beside it, to measure its kind uncontended.
     alone: bool,
@@ -145,7 +147,7 @@ struct Running {
 impl Running {
     /// Tells this job apart from an earlier one on the same thread.
     fn key(&self) -> (usize, Instant) {
-        (self.worker, self.started)
+        (self.thread, self.started)
     }
 }
 
@@ -165,7 +167,7 @@ struct State {
     /// Threads spawned or woken that have not yet looked at the queue: each will take a
     /// job without further help.
     coming: usize,
-    /// Workers asleep waiting for a job, the most recently idle last. Only they need a
+    /// Threads asleep waiting for a job, the most recently idle last. Only they need a
     /// wake-up (a futex call each), and the last one is woken first: its caches are warm,
     /// and the threads at the bottom stay asleep long enough to exit.
     idle: Vec<Sleeper>,
@@ -179,7 +181,7 @@ struct State {
     prober: Prober,
     has_prober: bool,
     stopping: bool,
-    next_worker: usize,
+    next_thread: usize,
     handles: Vec<thread::JoinHandle<()>>,
 }
 
@@ -200,7 +202,7 @@ impl State {
             prober: Prober::Busy,
             has_prober: false,
             stopping: false,
-            next_worker: 0,
+            next_thread: 0,
             handles: Vec::new(),
         }
     }
@@ -254,7 +256,7 @@ impl Pool {
         {
             let mut st = inner.lock();
             for _ in 0..limits.min_threads {
-                Inner::spawn_worker(&inner, &mut st);
+                Inner::spawn_thread(&inner, &mut st);
             }
         }
         // Only a shared lock needs a look that job timings cannot give, and only a pool
@@ -354,18 +356,13 @@ impl Pool {
         st.draining += 1;
         while st.pending() > 0 {
             match deadline {
-                None => st = self.inner.done.wait(st).unwrap_or_else(|e| e.into_inner()),
+                None => st = self.inner.done.wait(st).recover(),
                 Some(d) => {
                     let now = Instant::now();
                     if now >= d {
                         break;
                     }
-                    st = self
-                        .inner
-                        .done
-                        .wait_timeout(st, d - now)
-                        .unwrap_or_else(|e| e.into_inner())
-                        .0;
+                    st = self.inner.done.wait_timeout(st, d - now).recover().0;
                 }
             }
         }
@@ -429,7 +426,7 @@ impl Inner {
         let Some(r) = st
             .running
             .iter_mut()
-            .find(|r| r.key() == (job.worker, job.started) && !r.stuck)
+            .find(|r| r.key() == (job.thread, job.started) && !r.stuck)
         else {
             return false;
         };
@@ -442,7 +439,7 @@ impl Inner {
 
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic inside a job is caught before it can poison the lock; be safe anyway.
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        self.state.lock().recover()
     }
 
     /// Queued jobs that may start now.
@@ -474,7 +471,7 @@ impl Inner {
     }
 
     /// Gets an admissible job started unless a thread is already on its way to it: wakes
-    /// the most recently idle worker, or starts a thread when none sleeps.
+    /// the most recently idle thread, or starts a thread when none sleeps.
     fn wake_or_spawn(inner: &Arc<Inner>, st: &mut State) {
         if st.coming >= inner.startable(st) {
             return;
@@ -483,7 +480,7 @@ impl Inner {
             st.coming += 1;
             sleeper.wake.notify_one();
         } else if st.threads < inner.limits.max_threads + st.stuck.now {
-            Inner::spawn_worker(inner, st);
+            Inner::spawn_thread(inner, st);
         }
     }
 
@@ -494,9 +491,9 @@ impl Inner {
         }
     }
 
-    fn spawn_worker(inner: &Arc<Inner>, st: &mut State) {
-        let id = st.next_worker;
-        st.next_worker += 1;
+    fn spawn_thread(inner: &Arc<Inner>, st: &mut State) {
+        let id = st.next_thread;
+        st.next_thread += 1;
         st.threads += 1;
         st.coming += 1;
         let me = Arc::clone(inner);
@@ -504,7 +501,7 @@ impl Inner {
             .name(format!("bartizan-wsgi-{id}"))
             .spawn(move || {
                 let wrap = me.contexts.thread.clone();
-                once_within(wrap.as_ref(), move || me.worker_loop(id));
+                once_within(wrap.as_ref(), move || me.thread_loop(id));
             }) {
             Ok(h) => st.handles.push(h),
             Err(e) => {
@@ -515,7 +512,7 @@ impl Inner {
         }
     }
 
-    fn worker_loop(self: Arc<Self>, id: usize) {
+    fn thread_loop(self: Arc<Self>, id: usize) {
         let probe = ThreadProbe::current();
         let clock = OwnClock::open();
         let wake = Arc::new(Condvar::new());
@@ -534,15 +531,15 @@ impl Inner {
                 break;
             }
             st.idle.push(Sleeper {
-                worker: id,
+                thread: id,
                 wake: Arc::clone(&wake),
             });
-            // Whoever wakes this worker takes it off `idle` first; still on it means a
+            // Whoever wakes this thread takes it off `idle` first; still on it means a
             // spurious wake-up, or the idle time is up.
             let idle_until = Instant::now() + IDLE_EXIT;
             let mut timed_out = false;
             loop {
-                let Some(at) = st.idle.iter().position(|s| s.worker == id) else {
+                let Some(at) = st.idle.iter().position(|s| s.thread == id) else {
                     st.coming -= 1;
                     break;
                 };
@@ -552,10 +549,7 @@ impl Inner {
                     timed_out = true;
                     break;
                 }
-                st = wake
-                    .wait_timeout(st, idle_until - now)
-                    .unwrap_or_else(|e| e.into_inner())
-                    .0;
+                st = wake.wait_timeout(st, idle_until - now).recover().0;
             }
             if timed_out
                 && st.queue.is_empty()
@@ -587,16 +581,16 @@ impl Inner {
         let started = Instant::now();
         let measure = st.learner.sample(class, st.since(started)) || alone;
         st.running.push(Running {
-            worker: id,
+            thread: id,
             class,
-            thread,
+            probe: thread,
             started,
             alone,
             stuck: false,
         });
         CURRENT_JOB.with(|c| {
             c.set(Some(JobKey {
-                worker: id,
+                thread: id,
                 started,
             }))
         });
@@ -651,7 +645,7 @@ impl Inner {
                 });
                 CURRENT_JOB.with(|c| c.set(None));
                 let mut st = self.lock();
-                if let Some(at) = st.running.iter().position(|r| r.worker == id) {
+                if let Some(at) = st.running.iter().position(|r| r.thread == id) {
                     if st.running.remove(at).stuck {
                         st.stuck.now -= 1;
                     }
@@ -663,7 +657,7 @@ impl Inner {
                 self.job_done(&st);
                 next = self.take_job(&mut st, id, probe);
                 if next.is_none() {
-                    // Until this thread is back in `worker_loop`, it is neither running nor
+                    // Until this thread is back in `thread_loop`, it is neither running nor
                     // idle: a job submitted meanwhile must wait for it, not start a thread.
                     st.coming += 1;
                     self.want_a_look(&st);

@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 
 use super::limit::{JobClass, Seen};
 use super::{Inner, within};
+use crate::sync::Recover;
 
 /// How long the probe holds the GIL to see which running threads go on without it.
 const HOLD: Duration = Duration::from_micros(200);
@@ -40,10 +41,7 @@ pub(super) fn probe_loop(inner: Arc<Inner>) {
         }
         if !inner.held_back(&st) {
             st.prober = Prober::Idle;
-            st = inner
-                .probe_wanted
-                .wait(st)
-                .unwrap_or_else(|e| e.into_inner());
+            st = inner.probe_wanted.wait(st).recover();
             st.prober = Prober::Busy;
             continue;
         }
@@ -52,11 +50,7 @@ pub(super) fn probe_loop(inner: Arc<Inner>) {
         if !wait.is_zero() {
             // Napping: the pool does not wake it for every job, it looks again on its own.
             st.prober = Prober::Napping;
-            st = inner
-                .probe_wanted
-                .wait_timeout(st, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            st = inner.probe_wanted.wait_timeout(st, wait).recover().0;
             st.prober = Prober::Busy;
             continue;
         }
@@ -67,7 +61,7 @@ pub(super) fn probe_loop(inner: Arc<Inner>) {
             .map(|r| Looked {
                 class: r.class,
                 started: r.started,
-                thread: r.thread,
+                thread: r.probe,
             })
             .collect();
         drop(st);

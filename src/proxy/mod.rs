@@ -37,6 +37,7 @@ use crate::http::error_page;
 use crate::http::forwarded;
 use crate::http::headers::{CONNECTION_SCOPED, as_text, connection_tokens, joined};
 use crate::http::request_body::{RequestBody, RequestBodyError};
+use crate::sync::Recover;
 
 pub mod health;
 pub mod routes;
@@ -90,6 +91,14 @@ impl http_body::Body for UpstreamBody {
 pub struct ProxyConfig {
     /// `host:port` of each app server.
     pub upstreams: Vec<String>,
+    pub timing: Timing,
+    /// The upstreams' health path, asked every interval; off when `None`.
+    pub health: Option<health::HealthCheck>,
+}
+
+/// How every forward of one server waits and gives up, whichever upstreams it goes to.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Timing {
     /// How long a request waits for an upstream to accept a connection.
     pub wait: Duration,
     pub connect_timeout: Duration,
@@ -97,8 +106,6 @@ pub struct ProxyConfig {
     pub response_timeout: Duration,
     /// Seconds in the `Retry-After` of the 503 a request gets when no upstream came back.
     pub retry_after: u32,
-    /// The upstreams' health path, asked every interval; off when `None`.
-    pub health: Option<health::HealthCheck>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -133,23 +140,23 @@ struct Upstream {
 
 impl Upstream {
     fn is_down(&self) -> bool {
-        let d = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        let d = self.down_until.lock().recover();
         d.is_some_and(|t| Instant::now() < t)
     }
 
     fn mark(&self, down: bool) {
-        let mut d = self.down_until.lock().unwrap_or_else(|e| e.into_inner());
+        let mut d = self.down_until.lock().recover();
         *d = down.then(|| Instant::now() + SKIP_DOWN);
     }
 
     fn forget_idle(&self) {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner()).clear();
+        self.idle.lock().recover().clear();
     }
 
     /// A pooled connection ready for a request. Busy ones (a response still streaming) stay
     /// for later; closed ones are dropped.
     fn take_idle(&self) -> Option<SendRequest<UpstreamBody>> {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle.lock().recover();
         idle.retain(|s| !s.is_closed());
         let i = idle.iter().rposition(|s| s.is_ready())?;
         Some(idle.swap_remove(i))
@@ -158,7 +165,7 @@ impl Upstream {
     /// Puts a connection back at once: it becomes ready again when its response has been
     /// read through, and `take_idle` only hands out ready ones.
     fn recycle(&self, sender: SendRequest<UpstreamBody>) {
-        let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
+        let mut idle = self.idle.lock().recover();
         if idle.len() < MAX_IDLE {
             idle.push(sender);
         }
@@ -256,6 +263,7 @@ impl Proxy {
         };
         let limit = self
             .config
+            .timing
             .response_timeout
             .min(check.interval.max(Duration::from_secs(1)));
         for up in &self.upstreams {
@@ -294,7 +302,11 @@ impl Proxy {
                     return Ok((Arc::clone(up), s));
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
-                let limit = self.config.connect_timeout.min(left.max(BACKOFF_START));
+                let limit = self
+                    .config
+                    .timing
+                    .connect_timeout
+                    .min(left.max(BACKOFF_START));
                 match tokio::time::timeout(limit, up.connect()).await {
                     Ok(Ok(s)) => {
                         up.mark(false);
@@ -363,7 +375,7 @@ impl Proxy {
             Ok(res) => res,
             Err(e) => {
                 tracing::warn!("proxy: {e}");
-                return e.reply(self.config.retry_after);
+                return e.reply(self.config.timing.retry_after);
             }
         };
         if res.status() == StatusCode::SWITCHING_PROTOCOLS {
@@ -387,13 +399,15 @@ impl Proxy {
         mut req: Request<UpstreamBody>,
         replayable: Option<(Method, Uri, HeaderMap)>,
     ) -> Result<Response<Incoming>, ProxyError> {
-        let deadline = Instant::now() + self.config.wait;
+        let deadline = Instant::now() + self.config.timing.wait;
         let mut replays = 0;
         loop {
             let (up, mut sender) = self.checkout(deadline).await?;
-            let sent =
-                tokio::time::timeout(self.config.response_timeout, sender.try_send_request(req))
-                    .await;
+            let sent = tokio::time::timeout(
+                self.config.timing.response_timeout,
+                sender.try_send_request(req),
+            )
+            .await;
             let mut e = match sent {
                 Err(_) => return Err(ProxyError::Timeout),
                 Ok(Ok(res)) => {

@@ -53,6 +53,7 @@ pub fn normalise_prefix(prefix: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::proxy::Timing;
     use std::time::Duration;
 
     fn route(prefix: &str, upstream: &str) -> RouteConfig {
@@ -60,10 +61,12 @@ mod tests {
             prefix: prefix.into(),
             proxy: ProxyConfig {
                 upstreams: vec![upstream.into()],
-                wait: Duration::ZERO,
-                connect_timeout: Duration::from_secs(1),
-                response_timeout: Duration::from_secs(1),
-                retry_after: 1,
+                timing: Timing {
+                    wait: Duration::ZERO,
+                    connect_timeout: Duration::from_secs(1),
+                    response_timeout: Duration::from_secs(1),
+                    retry_after: 1,
+                },
                 health: None,
             },
         }

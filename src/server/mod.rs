@@ -4,6 +4,7 @@
 pub mod listeners;
 mod pipeline;
 mod watched_io;
+mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -25,13 +26,14 @@ use crate::pool::{Contexts, Pool, PoolLimits, ThreadWrap};
 use crate::proxy::Proxy;
 use crate::proxy::routes::Routes;
 
-use crate::http::conn::{ConnInfo, Waits, Wire};
+use crate::http::conn::ConnInfo;
 use crate::statics::Statics;
 use crate::tls::{self, TlsAcceptor};
 use crate::wsgi::WsgiApp;
 use listeners::{Bound, Listener, Stream};
 use pyo3::Python;
 use watched_io::{Sweep, WatchedIo};
+use wire::{Waits, Wire};
 
 /// Who answers requests that no static mount takes.
 pub enum Handler {
@@ -309,14 +311,15 @@ async fn accept_loop(
                 }
             },
         };
-        let wire = Wire::new(
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let conn_info = ConnInfo::new(peer, local, scheme);
+        let wire = Arc::new(std::sync::Mutex::new(Wire::new(
             shared.config.max_head.max(8192),
             shared.config.max_fields,
             waits(&shared.config),
-        );
-        let scheme = if tls.is_some() { "https" } else { "http" };
-        let conn_info = ConnInfo::new(peer, local, scheme, wire);
-        shared.sweep.add(&conn_info.wire);
+            conn_info.fault.clone(),
+        )));
+        shared.sweep.add(&wire);
         let shared = Arc::clone(&shared);
         let builder = builder.clone();
         let watcher = ConnWatch {
@@ -326,7 +329,7 @@ async fn accept_loop(
         let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let conn = (shared, conn_info, builder, watcher);
+            let conn = (shared, conn_info, wire, builder, watcher);
             match stream {
                 Stream::Tcp(s) => serve_over(s, tls, conn).await,
                 Stream::Unix(s) => serve_over(s, tls, conn).await,
@@ -335,20 +338,29 @@ async fn accept_loop(
     }
 }
 
+/// An accepted connection and what serving it needs.
+type Accepted = (
+    Arc<Shared>,
+    ConnInfo,
+    Arc<std::sync::Mutex<Wire>>,
+    http1::Builder,
+    ConnWatch,
+);
+
 /// One connection, over TLS when the server has a certificate.
 async fn serve_over<I>(
     io: I,
     tls: Option<TlsAcceptor>,
-    (shared, conn_info, builder, watcher): (Arc<Shared>, ConnInfo, http1::Builder, ConnWatch),
+    (shared, conn_info, wire, builder, watcher): Accepted,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let Some(acceptor) = tls else {
-        return serve(io, shared, conn_info, builder, watcher).await;
+        return serve(io, (shared, conn_info, wire, builder, watcher)).await;
     };
     let peer = conn_info.peer;
     match tokio::time::timeout(shared.config.header_timeout, acceptor.accept(io)).await {
-        Ok(Ok(io)) => serve(io, shared, conn_info, builder, watcher).await,
+        Ok(Ok(io)) => serve(io, (shared, conn_info, wire, builder, watcher)).await,
         Ok(Err(e)) => tracing::debug!("TLS handshake with {peer}: {e}"),
         Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
     }
@@ -362,20 +374,22 @@ struct ConnWatch {
 }
 
 /// One HTTP/1 connection over plain TCP or TLS, watched for graceful shutdown.
-async fn serve<I>(
-    io: I,
-    shared: Arc<Shared>,
-    conn_info: ConnInfo,
-    builder: http1::Builder,
-    mut watcher: ConnWatch,
-) where
+async fn serve<I>(io: I, (shared, conn_info, wire, builder, mut watcher): Accepted)
+where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let peer = conn_info.peer;
-    let io = WatchedIo::new(io, Arc::clone(&conn_info.wire));
+    let io = WatchedIo::new(io, Arc::clone(&wire));
     let svc = {
         let shared = Arc::clone(&shared);
-        service_fn(move |req| pipeline::route(req, Arc::clone(&shared), conn_info.clone()))
+        service_fn(move |req| {
+            pipeline::route(
+                req,
+                Arc::clone(&shared),
+                conn_info.clone(),
+                Arc::clone(&wire),
+            )
+        })
     };
     // Upgrades let WebSocket handshakes through the proxy front.
     let conn = builder

@@ -3,7 +3,7 @@
 //! prefix; everything else goes to the WSGI app, or upstream in proxy mode.
 
 use std::convert::Infallible;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
@@ -14,15 +14,17 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
 use super::watched_io::Answering;
+use super::wire::Wire;
 use super::{Handler, Shared};
 use crate::access_log::{LoggedBody, RequestFacts};
 use crate::http::body::Reply;
 use crate::http::body::ResponseBody;
 use crate::http::checks::{self, Refusal};
-use crate::http::conn::{ConnInfo, lock_wire};
+use crate::http::conn::ConnInfo;
 use crate::http::error_page;
-use crate::http::forwarded;
+use crate::http::forwarded::Origin;
 use crate::http::request_body;
+use crate::sync::Recover;
 use crate::wsgi;
 
 /// Bytes of request line and headers, as counted against `max_head`.
@@ -40,18 +42,20 @@ fn head_size<B>(req: &Request<B>) -> usize {
 
 /// Answers one request; the answer's body tells the connection's `Wire` when it is sent.
 pub async fn route(
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     shared: Arc<Shared>,
     conn: ConnInfo,
+    wire: Arc<Mutex<Wire>>,
 ) -> Result<Response<Answering<ResponseBody>>, Infallible> {
-    lock_wire(&conn.wire).begin();
+    wire.lock().recover().begin();
     let started = Instant::now();
     let _in_flight = shared.metrics.start();
+    let origin = Origin::of(req.headers(), conn.peer.ip(), &shared.config.trusted);
     let facts = shared
         .access_log
         .as_ref()
-        .map(|_| log_facts(&mut req, &shared, &conn));
-    let mut res = dispatch(req, &shared, &conn).await;
+        .map(|_| log_facts(&req, &conn, &origin));
+    let mut res = dispatch(req, &shared, &conn, &wire, &origin).await;
     shared
         .metrics
         .record(res.status().as_u16(), started.elapsed());
@@ -69,9 +73,8 @@ pub async fn route(
         });
     }
     if res.status() == StatusCode::SWITCHING_PROTOCOLS {
-        lock_wire(&conn.wire).upgraded();
+        wire.lock().recover().upgraded();
     }
-    let wire = Arc::clone(&conn.wire);
     Ok(res.map(|body| Answering::new(body, wire)))
 }
 
@@ -96,17 +99,11 @@ fn refused(refusal: Refusal, conn: &ConnInfo) -> Reply {
     res
 }
 
-fn log_facts(req: &mut Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> RequestFacts {
-    let fwd = forwarded::resolve(req.headers(), conn.peer.ip(), &shared.config.trusted);
-    let remote = fwd
-        .as_ref()
-        .and_then(|f| f.client.as_ref())
-        .map(|c| c.0.clone())
-        .unwrap_or_else(|| conn.text.peer_ip.clone());
-    // Resolved once: the environ reads it from here instead of parsing the headers again.
-    if let Some(fwd) = fwd {
-        req.extensions_mut().insert(fwd);
-    }
+fn log_facts(req: &Request<Incoming>, conn: &ConnInfo, origin: &Origin) -> RequestFacts {
+    let remote = match &origin.told.client {
+        Some((client, _)) => client.clone(),
+        None => conn.text.peer_ip.clone(),
+    };
     let target = match req.uri().path_and_query() {
         Some(pq) if req.uri().authority().is_none() => pq.as_str().to_string(),
         _ => req.uri().to_string(),
@@ -114,12 +111,16 @@ fn log_facts(req: &mut Request<Incoming>, shared: &Shared, conn: &ConnInfo) -> R
     RequestFacts::new(remote, req.method(), target, req.version(), req.headers())
 }
 
-async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo) -> Reply {
+async fn dispatch(
+    req: Request<Incoming>,
+    shared: &Arc<Shared>,
+    conn: &ConnInfo,
+    wire: &Mutex<Wire>,
+    origin: &Origin,
+) -> Reply {
     // Taken for every request, refused or not, so each next one meets its own head.
-    let (seen, fault) = {
-        let mut wire = lock_wire(&conn.wire);
-        (wire.take_head(), wire.fault())
-    };
+    let seen = wire.lock().recover().take_head();
+    let fault = conn.fault.get();
     // A body before this one broke the grammar: nothing after it on the connection is read
     // as a request.
     if let Some(reason) = fault {
@@ -151,7 +152,7 @@ async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo)
     {
         return health(shared);
     }
-    let req = match request_body::read_ahead(req, shared.config.body_timeout, &conn.wire).await {
+    let req = match request_body::read_ahead(req, shared.config.body_timeout, &conn.fault).await {
         Ok(req) => req,
         Err(refusal) => return refused(refusal, conn),
     };
@@ -165,14 +166,13 @@ async fn dispatch(req: Request<Incoming>, shared: &Arc<Shared>, conn: &ConnInfo)
             Err(req) => req,
         }
     };
-    let trusted = || shared.config.trusted.trusts(conn.peer.ip());
     if !shared.routes.is_empty()
         && let Some(proxy) = shared.routes.find(req.uri().path())
     {
-        return Box::pin(proxy.handle(req, conn, trusted())).await;
+        return Box::pin(proxy.handle(req, conn, origin.trusted)).await;
     }
     match &shared.handler {
-        Handler::Wsgi(app) => wsgi::handle(req, app, &shared.pool, conn).await,
-        Handler::Proxy(proxy) => Box::pin(proxy.handle(req, conn, trusted())).await,
+        Handler::Wsgi(app) => wsgi::handle(req, app, &shared.pool, conn, &origin.told).await,
+        Handler::Proxy(proxy) => Box::pin(proxy.handle(req, conn, origin.trusted)).await,
     }
 }

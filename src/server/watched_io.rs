@@ -17,7 +17,8 @@ use std::time::Instant;
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-use crate::http::conn::{Expiry, Wire, lock_wire};
+use super::wire::{Expiry, Wire};
+use crate::sync::Recover;
 
 pub struct WatchedIo<I> {
     io: I,
@@ -33,14 +34,14 @@ impl<I> WatchedIo<I> {
         if let Poll::Ready(Ok(n)) = written
             && *n > 0
         {
-            lock_wire(&self.wire).wrote();
+            self.wire.lock().recover().wrote();
         }
     }
 
     /// Called when a read found nothing: ends the read if the client kept the server
     /// waiting too long, else leaves the task for the sweep to wake when the wait runs out.
     fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut wire = lock_wire(&self.wire);
+        let mut wire = self.wire.lock().recover();
         let Some((at, expiry)) = wire.deadline() else {
             return Poll::Pending;
         };
@@ -71,7 +72,7 @@ impl<I: AsyncRead + Unpin> AsyncRead for WatchedIo<I> {
             Poll::Ready(Ok(())) => {
                 let read = &buf.filled()[before..];
                 if !read.is_empty() {
-                    lock_wire(&this.wire).feed(read);
+                    this.wire.lock().recover().feed(read);
                 }
                 Poll::Ready(Ok(()))
             }
@@ -112,7 +113,7 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
         let this = self.get_mut();
         let flushed = Pin::new(&mut this.io).poll_flush(cx);
         if let Poll::Ready(Ok(())) = flushed {
-            lock_wire(&this.wire).flushed(Instant::now());
+            this.wire.lock().recover().flushed(Instant::now());
             // hyper may not read again before it sleeps: the wait must wake it on its own.
             if this.poll_wait(cx).is_ready() {
                 cx.waker().wake_by_ref();
@@ -137,10 +138,7 @@ pub struct Sweep {
 
 impl Sweep {
     pub fn add(&self, wire: &Arc<Mutex<Wire>>) {
-        self.wires
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(wire));
+        self.wires.lock().recover().push(Arc::downgrade(wire));
     }
 
     /// Wakes the connections whose wait has run out, and forgets those that have ended.
@@ -150,10 +148,10 @@ impl Sweep {
         loop {
             tick.tick().await;
             let now = Instant::now();
-            let mut wires = self.wires.lock().unwrap_or_else(|e| e.into_inner());
+            let mut wires = self.wires.lock().recover();
             wires.retain(|w| match w.upgrade() {
                 Some(wire) => {
-                    lock_wire(&wire).sweep(now);
+                    wire.lock().recover().sweep(now);
                     true
                 }
                 None => false,
@@ -177,7 +175,7 @@ impl<B> Answering<B> {
 
 impl<B> Drop for Answering<B> {
     fn drop(&mut self) {
-        lock_wire(&self.wire).end(Instant::now());
+        self.wire.lock().recover().end(Instant::now());
     }
 }
 

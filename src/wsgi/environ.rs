@@ -10,7 +10,7 @@ use http::request::Parts;
 use http::{HeaderMap, Method, Version};
 
 use crate::http::conn::ConnInfo;
-use crate::http::forwarded::{self, Forwarded, TrustList};
+use crate::http::forwarded::Forwarded;
 use crate::http::headers::joined;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyString, PyTuple};
@@ -101,7 +101,7 @@ impl RequestEnv {
         parts: &Parts,
         root_path: &str,
         conn: &ConnInfo,
-        trust: &TrustList,
+        fwd: &Forwarded,
     ) -> Result<RequestEnv, EnvError> {
         let (peer, text) = (conn.peer, &conn.text);
         let uri = &parts.uri;
@@ -142,10 +142,6 @@ impl RequestEnv {
         let content_length = headers.get(CONTENT_LENGTH).map(|v| latin1(v.as_bytes()));
 
         // A trusted proxy may tell the real client, scheme and host.
-        let fwd = match parts.extensions.get::<Forwarded>() {
-            Some(resolved) => resolved.clone(),
-            None => forwarded::resolve(headers, peer.ip(), trust).unwrap_or_default(),
-        };
         let url_scheme = fwd.proto.unwrap_or(conn.scheme);
         if let Some(h) = &fwd.host {
             match env_headers.iter_mut().find(|(k, _)| k == "HTTP_HOST") {
@@ -176,8 +172,8 @@ impl RequestEnv {
         if let Some(p) = fwd.port {
             server_port = p.to_string();
         }
-        let (remote_addr, remote_port) = match fwd.client {
-            Some((addr, port)) => (addr, port.unwrap_or(peer.port()).to_string()),
+        let (remote_addr, remote_port) = match &fwd.client {
+            Some((addr, port)) => (addr.clone(), port.unwrap_or(peer.port()).to_string()),
             None => (text.peer_ip.clone(), text.peer_port.clone()),
         };
 
@@ -306,16 +302,10 @@ mod tests {
             "10.0.0.7:5555".parse().unwrap(),
             "127.0.0.1:8000".parse().unwrap(),
             "http",
-            crate::http::conn::Wire::new(
-                65536,
-                100,
-                crate::http::conn::Waits {
-                    keep_alive: std::time::Duration::from_secs(75),
-                    head: std::time::Duration::from_secs(60),
-                },
-            ),
         );
-        RequestEnv::from_parts(&parts, root, &conn, &TrustList::default())
+        let trust = crate::http::forwarded::TrustList::default();
+        let origin = crate::http::forwarded::Origin::of(&parts.headers, conn.peer.ip(), &trust);
+        RequestEnv::from_parts(&parts, root, &conn, &origin.told)
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::http::request_body::RequestBody;
+use crate::sync::Recover;
 use bytes::{Buf, BytesMut};
 use http_body_util::BodyExt;
 use pyo3::exceptions::{PyOSError, PyTimeoutError};
@@ -48,7 +49,7 @@ impl BodySlot {
     fn take(&mut self) -> Option<RequestBody> {
         match self {
             BodySlot::Owned(b) => b.take(),
-            BodySlot::Shared(s) => s.lock().unwrap_or_else(|e| e.into_inner()).body.take(),
+            BodySlot::Shared(s) => s.lock().recover().body.take(),
         }
     }
 
@@ -57,7 +58,7 @@ impl BodySlot {
         match self {
             BodySlot::Owned(b) => *b = Some(body),
             BodySlot::Shared(s) => {
-                let mut st = s.lock().unwrap_or_else(|e| e.into_inner());
+                let mut st = s.lock().recover();
                 if !st.cut {
                     st.body = Some(body);
                 }
@@ -69,7 +70,7 @@ impl BodySlot {
     pub fn cut(&self) {
         if let BodySlot::Shared(s) = self {
             let body = {
-                let mut st = s.lock().unwrap_or_else(|e| e.into_inner());
+                let mut st = s.lock().recover();
                 st.cut = true;
                 st.body.take()
             };

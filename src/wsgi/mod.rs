@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::http::request_body::RequestBody;
+use crate::sync::Recover;
 use bytes::{Bytes, BytesMut};
 use http::header::CONTENT_LENGTH;
 use http::{Request, StatusCode};
@@ -25,7 +26,7 @@ use tokio::sync::oneshot;
 
 use crate::config::Config;
 use crate::http::error_page;
-use crate::http::forwarded::TrustList;
+use crate::http::forwarded::Forwarded;
 use crate::pool::{JobClass, Pool, SubmitError};
 use environ::{EnvError, RequestEnv};
 use file_wrapper::FileWrapper;
@@ -46,7 +47,6 @@ pub struct WsgiApp {
     /// which costs a failed attribute lookup each time.
     sys: Py<PyAny>,
     root_path: String,
-    trust: TrustList,
     max_body: u64,
     body_timeout: Duration,
     request_timeout: Option<Duration>,
@@ -71,7 +71,6 @@ impl WsgiApp {
             base_environ: base_environ.unbind(),
             sys,
             root_path: config.root_path.clone(),
-            trust: config.trusted.clone(),
             max_body: config.max_body,
             body_timeout: config.body_timeout,
             request_timeout: config.request_timeout,
@@ -95,9 +94,10 @@ pub async fn handle(
     app: &Arc<WsgiApp>,
     pool: &Pool,
     conn: &ConnInfo,
+    told: &Forwarded,
 ) -> Reply {
     let (parts, body) = req.into_parts();
-    let env = match RequestEnv::from_parts(&parts, &app.root_path, conn, &app.trust) {
+    let env = match RequestEnv::from_parts(&parts, &app.root_path, conn, told) {
         Ok(env) => env,
         Err(EnvError::OutsideRoot) => return error_page::plain(StatusCode::NOT_FOUND),
     };
@@ -240,10 +240,7 @@ fn run(app: &WsgiApp, job: Job) {
         let result = call_app(py, app, &env, body, handle, &state);
         if let Err(e) = result {
             report(py, &env, &e);
-            state
-                .lock_py_attached(py)
-                .unwrap_or_else(|e| e.into_inner())
-                .fail();
+            state.lock_py_attached(py).recover().fail();
         }
     });
 }
@@ -280,10 +277,7 @@ fn call_app(
     };
     sent?;
     closed?;
-    state
-        .lock_py_attached(py)
-        .unwrap_or_else(|e| e.into_inner())
-        .finish()
+    state.lock_py_attached(py).recover().finish()
 }
 
 fn as_bytes(item: &Bound<'_, PyAny>) -> PyResult<Bytes> {
@@ -331,11 +325,7 @@ fn send_body(py: Python<'_>, result: &Bound<'_, PyAny>, state: &SharedState) -> 
         if response::send_chunk(py, state, data)? == Sent::ClientGone {
             break;
         }
-        if state
-            .lock_py_attached(py)
-            .unwrap_or_else(|e| e.into_inner())
-            .client_gone()
-        {
+        if state.lock_py_attached(py).recover().client_gone() {
             break;
         }
     }

@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::http::body::{BodyError, Chunk, Reply, ResponseBody, StreamBody};
 use crate::http::error_page;
 use crate::http::headers::is_hop_by_hop_for_wsgi;
+use crate::sync::Recover;
 
 /// Chunks a streaming response may have in flight between the app and the socket.
 const STREAM_DEPTH: usize = 4;
@@ -165,10 +166,7 @@ impl ResponseState {
 
 /// Hands one chunk on, waiting (without the GIL) while the client is slow.
 pub fn send_chunk(py: Python<'_>, state: &SharedState, data: Bytes) -> PyResult<Sent> {
-    let pushed = state
-        .lock_py_attached(py)
-        .unwrap_or_else(|e| e.into_inner())
-        .accept(data)?;
+    let pushed = state.lock_py_attached(py).recover().accept(data)?;
     match pushed {
         None => Ok(Sent::Ok),
         Some((tx, data)) => match py.detach(|| tx.blocking_send(Ok(data))) {
@@ -280,10 +278,7 @@ impl StartResponse {
     ) -> PyResult<WriteCallable> {
         let exc_info = exc_info.filter(|e| !e.is_none());
         {
-            let st = self
-                .state
-                .lock_py_attached(py)
-                .unwrap_or_else(|e| e.into_inner());
+            let st = self.state.lock_py_attached(py).recover();
             if st.head.is_some() {
                 match exc_info {
                     None => {
@@ -301,10 +296,7 @@ impl StartResponse {
         }
         let (status, reason) = parse_status(status)?;
         let (headers, declared_len) = parse_headers(headers)?;
-        let mut st = self
-            .state
-            .lock_py_attached(py)
-            .unwrap_or_else(|e| e.into_inner());
+        let mut st = self.state.lock_py_attached(py).recover();
         st.head = Some(Head {
             status,
             reason,
