@@ -13,10 +13,10 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use http::header::{REFERER, USER_AGENT};
 use http::{HeaderMap, Method, Version};
-use http_body::{Body, Frame, SizeHint};
+use http_body::{Body, SizeHint};
 
 use crate::error::StartError;
-use crate::http::body::{BodyError, ResponseBody};
+use crate::http::body::{BodyError, Polled, ResponseBody};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
@@ -261,10 +261,7 @@ impl Body for LoggedBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled<BodyError> {
         let me = self.get_mut();
         let r = Pin::new(&mut me.inner).poll_frame(cx);
         match &r {

@@ -22,12 +22,7 @@ ECHO = "tests.apps.echo:app"
 
 def run(server, *args, env=None, cwd=ROOT, timeout=30):
     """A command expected to exit: (exit code, stderr)."""
-    proc = server(*args, wait=False, env=env, cwd=cwd)
-    try:
-        code = proc.wait_exit(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"did not exit within {timeout} s; stderr:\n{proc.stderr_text()}")
-    return code, proc.stderr_text()
+    return server(*args, wait=False, env=env, cwd=cwd).outcome(timeout)
 
 
 def one_line(text: str) -> str:

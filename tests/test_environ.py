@@ -5,6 +5,9 @@ Requests are written as raw bytes so the exact request line and headers are
 under the test's control; the echo app answers with the environ as JSON.
 """
 
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
 import pytest
 
 from tests.apps.echo import FIXED_BODY
@@ -36,26 +39,16 @@ class OneOf:
         return f"OneOf{self.options!r}"
 
 
+@dataclass
 class Case:
-    def __init__(
-        self,
-        id,
-        method="GET",
-        target="/",
-        headers=(),
-        body=b"",
-        version="HTTP/1.1",
-        expect=None,
-        rule="",
-    ):
-        self.id = id
-        self.method = method
-        self.target = target
-        self.headers = headers
-        self.body = body
-        self.version = version
-        self.expect = expect or {}
-        self.rule = rule
+    id: str
+    method: str = "GET"
+    target: str = "/"
+    headers: Sequence = ()
+    body: bytes = b""
+    version: str = "HTTP/1.1"
+    expect: dict = field(default_factory=dict)
+    rule: str = ""
 
 
 # Each case: a request, the environ entries it must produce, and the rule.

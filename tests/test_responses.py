@@ -17,9 +17,9 @@ from tests.support import (
     RawConnection,
     RssSampler,
     build_request,
+    open_paths,
     raw_request,
     read_marker_file,
-    tree_pids,
     wait_for,
 )
 
@@ -207,21 +207,6 @@ def data_file(tmp_path):
     return p, data
 
 
-def _server_has_open(pid, path):
-    for p in tree_pids(pid):
-        try:
-            fds = os.listdir(f"/proc/{p}/fd")
-        except OSError:
-            continue
-        for fd in fds:
-            try:
-                if os.readlink(f"/proc/{p}/fd/{fd}") == str(path):
-                    return True
-            except OSError:
-                pass
-    return False
-
-
 @pytest.mark.parametrize("cl", ["1", "0"], ids=["content-length", "no-length"])
 def test_file_wrapper_serves_file_and_closes_it(srv, data_file, cl):
     """PEP 3333 'Optional Platform-Specific File Handling': the object from
@@ -231,7 +216,7 @@ def test_file_wrapper_serves_file_and_closes_it(srv, data_file, cl):
     resp = get(srv, f"/file?path={q(path)}&cl={cl}")
     assert resp.status == 200
     assert len(resp.body) == len(data) and resp.body == data
-    assert wait_for(lambda: not _server_has_open(srv.pid, path), 5), (
+    assert wait_for(lambda: str(path) not in open_paths(srv.pid), 5), (
         "served file still open in the server"
     )
 

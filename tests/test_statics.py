@@ -7,7 +7,6 @@ bounded memory for large files, and that Python never sees these requests."""
 import email.utils
 import os
 import socket
-import subprocess
 import time
 import uuid
 from pathlib import Path
@@ -77,12 +76,7 @@ def test_bad_static_spec_is_a_user_error(server, tree, make_spec):
     directory that doesn't exist) ends with one line on stderr naming the
     option and exit code 2, before serving anything."""
     spec = make_spec(tree)
-    proc = server(RECORDER, "--static", spec, wait=False)
-    try:
-        rc = proc.wait_exit(timeout=20)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"`--static {spec}` did not exit within 20 s; stderr:\n{proc.stderr_text()}")
-    err = proc.stderr_text()
+    rc, err = server(RECORDER, "--static", spec, wait=False).outcome()
     assert rc == 2, f"exit code {rc}; stderr:\n{err}"
     assert "Traceback" not in err, err
     lines = [line for line in err.splitlines() if line.strip()]
@@ -651,12 +645,7 @@ def test_no_django_static_leaves_paths_to_django(server, tmp_path):
 
 def test_django_flag_without_django_is_a_user_error(server):
     """`--django` with an app that did not configure Django: one line, exit 2."""
-    proc = server(RECORDER, "--django", wait=False)
-    try:
-        rc = proc.wait_exit(timeout=20)
-    except subprocess.TimeoutExpired:
-        pytest.fail(f"did not exit within 20 s; stderr:\n{proc.stderr_text()}")
-    err = proc.stderr_text()
+    rc, err = server(RECORDER, "--django", wait=False).outcome()
     assert rc == 2, f"exit code {rc}; stderr:\n{err}"
     assert "Traceback" not in err
     lines = [line for line in err.splitlines() if line.strip()]

@@ -262,13 +262,8 @@ def test_expect_100_continue_ignored_for_http10(srv):
     an HTTP/1.0 request MUST ignore that expectation' (no 1xx to a 1.0
     client)."""
     body = b"ten bytes!"
-    with RawConnection(srv.port) as c:
-        c.send(
-            build_request(
-                "POST", "/read-all", [("Expect", "100-continue")], body, version="HTTP/1.0"
-            )
-        )
-        resp = c.read_response()
+    expect = [("Expect", "100-continue")]
+    resp = raw_request(srv.port, "POST", "/read-all", expect, body, version="HTTP/1.0")
     assert resp.status == 200, f"expected the final response first, got {resp.status}"
     assert resp.json()["body"] == body.decode()
 

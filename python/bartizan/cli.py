@@ -14,6 +14,7 @@ from collections.abc import Mapping
 
 import bartizan
 from bartizan import logs, options, sources
+from bartizan.protocol import WorkerConfig
 from bartizan.supervisor import Supervisor
 
 DEMO_APP = "bartizan.demo.wsgi:application"
@@ -178,11 +179,10 @@ def django_mode(values: dict) -> str:
     return "off" if values["no_django_static"] else "auto"
 
 
-def worker_config(app: str, values: dict) -> dict:
-    """What each worker process is started with (see worker.py), less what the supervisor
-    adds: the sockets it listens on come from the supervisor, not host/port/bind."""
-    config = {k: v for k, v in _embedding(values).items() if k not in ("host", "port", "bind")}
-    config.update(
+def worker_config(app: str, values: dict) -> WorkerConfig:
+    """What each worker process is started with, less what the supervisor adds: the sockets
+    it listens on come from the supervisor, not host/port/bind."""
+    return WorkerConfig(
         app=app,
         factory=values["factory"],
         django=django_mode(values),
@@ -196,8 +196,8 @@ def worker_config(app: str, values: dict) -> dict:
             "max_rss": values["max_rss"],
             "stuck_limit": values["stuck_limit"],
         },
+        server={k: v for k, v in _embedding(values).items() if k not in ("host", "port", "bind")},
     )
-    return config
 
 
 def inherited_sockets(values: dict) -> list[int]:

@@ -29,6 +29,11 @@ def log(message: str, level: str = "INFO") -> None:
     write_line(f"{stamp(level)} bartizan: {message}\n".encode(errors="replace"))
 
 
+def plural(n: int, word: str) -> str:
+    """A count as a log line says it: ``1 request``, ``2 requests``."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def write_line(line: bytes) -> None:
     with _lock:
         try:

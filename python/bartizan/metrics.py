@@ -10,7 +10,9 @@ many workers run, how much memory each holds).
 from __future__ import annotations
 
 import os
+import shutil
 import socket
+import tempfile
 import threading
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -120,3 +122,30 @@ def serve(host: str, port: int, page: Callable[[], str]) -> ThreadingHTTPServer:
     httpd = _MetricsServer(host, port, page)
     threading.Thread(target=httpd.serve_forever, daemon=True, name="metrics").start()
     return httpd
+
+
+class Endpoint:
+    """``--metrics ADDR``: the directory the workers write their samples to, and the page
+    that merges those of the workers ``pids()`` names."""
+
+    def __init__(self, addr: str, pids: Callable[[], list[int]]) -> None:
+        host, port = split_bind(addr)
+        self.directory = tempfile.mkdtemp(prefix="bartizan-metrics-")
+        try:
+            httpd = serve(host, port, lambda: render(self.directory, pids()))
+        except BaseException:
+            self.remove_directory()
+            raise
+        self.url = f"http://{addr.rsplit(':', 1)[0]}:{httpd.server_address[1]}/metrics"
+
+    def remove_directory(self) -> None:
+        """Done on every way out of the supervisor: the directory must not outlive it."""
+        shutil.rmtree(self.directory, ignore_errors=True)
+
+
+def split_bind(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit():
+        raise ValueError(f"--bind {addr!r}: expected HOST:PORT")
+    return host, int(port)

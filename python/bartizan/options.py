@@ -261,17 +261,20 @@ def head_limit_option(name: str, help: str) -> Option:
     )
 
 
+def repeated_option(name: str, help: str, *, metavar: str, **more: Any) -> Option:
+    """A list, empty by default; each use on the command line adds one item."""
+    return Option(name, [], help, metavar=metavar, many=True, **more)
+
+
 def mount_option(name: str, help: str) -> Option:
     """A repeatable PREFIX=DIR mount, taken everywhere."""
-    return Option(
+    return repeated_option(
         name,
-        [],
         help,
         parse=_static_spec,
         check=_mount,
         where=frozenset({SERVE, PROXY, EMBED}),
         metavar="PREFIX=DIR",
-        many=True,
         group="files",
         coerce=lambda mount: (mount[0], os.fspath(mount[1])),
     )
@@ -294,21 +297,18 @@ OPTIONS: tuple[Option, ...] = (
         where=BOTH,
         group="listening",
     ),
-    Option(
+    repeated_option(
         "bind",
-        [],
         "listen here instead of --host/--port; repeatable, e.g. [::1]:8000, or "
         "unix:/run/app.sock for a unix socket (made with mode 0666, removed at stop)",
         check=_listen_address,
         where=BOTH,
         metavar="ADDR:PORT",
-        many=True,
         group="listening",
         short="-b",
     ),
-    Option(
+    repeated_option(
         "fds",
-        [],
         "serve on this listening socket, inherited as a file descriptor from whoever started "
         "the server, instead of binding; repeatable (under systemd socket activation, "
         "LISTEN_FDS is read without it)",
@@ -316,7 +316,6 @@ OPTIONS: tuple[Option, ...] = (
         check=_descriptor,
         where=CLI_BOTH,
         metavar="N",
-        many=True,
         group="listening",
         cli_name="fd",
     ),
@@ -467,14 +466,12 @@ OPTIONS: tuple[Option, ...] = (
         group="proxies",
         metavar="IPS",
     ),
-    Option(
+    repeated_option(
         "upstreams",
-        [],
         "an app server to forward to; repeatable (round-robin)",
         check=_bind,
         where=PROXY_ONLY,
         metavar="HOST:PORT",
-        many=True,
         cli_name="upstream",
         group="proxying",
     ),
@@ -505,16 +502,14 @@ OPTIONS: tuple[Option, ...] = (
         group="proxying",
         positive=False,
     ),
-    Option(
+    repeated_option(
         "routes",
-        [],
         "forward requests under URL PREFIX to HOST:PORT; repeatable, e.g. "
         "/webclientdata=127.0.0.1:4010",
         parse=_route_spec,
         check=_route,
         where=BOTH,
         metavar="PREFIX=HOST:PORT",
-        many=True,
         cli_name="route",
         group="proxying",
         coerce=_route_item,

@@ -1,66 +1,37 @@
 """The CLI's master process: owns the listening sockets and runs worker processes on them.
 
-The sockets are opened once, here, and handed to every worker, so a port is never closed
-while the server runs: workers come and go (a crash, a reload) without a refused
-connection. The master runs no app code and no server threads of its own.
+The master runs no app code and no server threads of its own; it decides when workers start
+and when they stop:
 
 - A worker that dies is restarted with backoff, and says so in a log line.
+- A worker that asks to be recycled gets its replacement first; only once that one serves
+  does the old one stop taking connections and drain.
 - SIGHUP (or a changed ``.py`` file with ``--reload``): a new set of workers imports the
   app afresh; once all of them are serving, the old ones retire (they answer what they have
   and close each connection after its next response). If the new app fails to start, the
   old workers keep serving and the reason is logged.
 - SIGTERM / SIGINT: every worker stops taking connections and finishes its in-flight
   requests within the graceful timeout; a second signal ends them at once.
+
+Its parts, one job each: the sockets (listeners.py), starting a worker (spawn.py), what a
+worker and the master say to each other (protocol.py), the wait after a failure
+(backoff.py), the ``--reload`` watcher (watcher.py), the metrics page (metrics.py).
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
-import select
-import shutil
 import signal
-import socket
-import subprocess
-import sys
-import tempfile
 import time
 
-from bartizan import _bartizan, logs, metrics
-
-READY_TIMEOUT = 120.0
-BACKOFF_START = 0.5
-BACKOFF_MAX = 30.0
-# A worker that lived this long was healthy: its next crash starts the backoff afresh.
-BACKOFF_RESET_AFTER = 60.0
-RELOAD_POLL = 1.0
-RELOAD_DEBOUNCE = 0.5
-
-
-def log(message: str, level: str = "INFO") -> None:
-    logs.log(message, level)
-
-
-def open_listeners(bind: str) -> list[socket.socket]:
-    """The sockets for one --bind, opened by the extension as a server opens its own."""
-    socks = [socket.socket(fileno=fd) for fd in _bartizan.listen(bind)]
-    for sock in socks:
-        sock.set_inheritable(True)
-    return socks
-
-
-def adopt_listener(fd: int) -> socket.socket:
-    """A listening socket this process was handed (--fd, systemd), kept for the workers."""
-    try:
-        sock = socket.socket(fileno=fd)
-    except OSError as e:
-        raise OSError(e.errno, f"--fd {fd}: {e.strerror}") from None
-    if sock.type != socket.SOCK_STREAM or not sock.getsockopt(
-        socket.SOL_SOCKET, socket.SO_ACCEPTCONN
-    ):
-        raise ValueError(f"--fd {fd}: not a listening stream socket")
-    sock.set_inheritable(True)
-    return sock
+from bartizan.backoff import Backoff
+from bartizan.listeners import Listeners
+from bartizan.logs import log, plural
+from bartizan.metrics import Endpoint as MetricsEndpoint
+from bartizan.protocol import APP_FAILED, ControlPipe, WorkerConfig
+from bartizan.spawn import Worker, kill, spawn, wait_ready
+from bartizan.watcher import SourceWatcher
 
 
 def ended(code: int) -> str:
@@ -73,32 +44,10 @@ def ended(code: int) -> str:
     return f"exited with code {code}"
 
 
-def split_bind(addr: str) -> tuple[str, int]:
-    host, _, port = addr.rpartition(":")
-    host = host.strip("[]")
-    if not host or not port.isdigit():
-        raise ValueError(f"--bind {addr!r}: expected HOST:PORT")
-    return host, int(port)
-
-
-class Worker:
-    def __init__(self, proc: subprocess.Popen, ready_r: int) -> None:
-        self.proc = proc
-        self.ready_r = ready_r
-        self.started = time.monotonic()
-        self.retiring = False
-        # Asked to be recycled (why), and when to try again if its replacement failed.
-        self.recycle_due: tuple[str, float] | None = None
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-
 class Supervisor:
     def __init__(
         self,
-        worker_config: dict,
+        worker_config: WorkerConfig,
         binds: list[str],
         workers: int,
         threads: int,
@@ -108,10 +57,7 @@ class Supervisor:
         demo: bool = False,
         fds: list[int] | None = None,
     ) -> None:
-        self.worker_config = worker_config
-        self.demo = demo
-        # What the first worker said it serves (mounts, warnings), told once at start.
-        self.served: dict | None = None
+        self.config = worker_config
         self.binds = binds
         self.fds = fds or []
         self.count = workers
@@ -119,122 +65,160 @@ class Supervisor:
         self.graceful_timeout = graceful_timeout
         self.reload_on_change = reload
         self.metrics_addr = metrics
-        self.sockets: list[socket.socket] = []
-        # The unix socket files it made, removed when it ends.
-        self.socket_files: list[str] = []
+        self.demo = demo
+        self.listeners = Listeners()
+        self.endpoint: MetricsEndpoint | None = None
+        self.control = ControlPipe()
         self.workers: list[Worker] = []
-        self.signals: list[int] = []
-        self.backoff = BACKOFF_START
+        self.backoff = Backoff()
         self.respawn_at = 0.0
-        # Where the workers write their samples; made when metrics are served.
-        self.metrics_dir: str | None = None
-        # Workers ask here to be recycled: one line each, "recycle PID REASON".
-        self.control_r, self.control_w = os.pipe()
-        os.set_blocking(self.control_r, False)
-        self.control_buf = b""
+        # What the first worker said it serves (mounts, warnings), told once at start.
+        self.served: dict | None = None
+        # What the signals asked for (see the handle_ methods), and how many came.
+        self.stop_asked = False
+        self.reload_asked = False
+        self.signals_seen = 0
 
-    # -- workers ----------------------------------------------------------------------------
-    def spawn(self, describe: bool = False) -> Worker:
-        """A worker process on the sockets. With `describe`, it says what it serves (its
-        mounts, counted, and warnings) when ready: asked of one worker at start, since
-        counting a large media tree is work no other start needs."""
-        ready_r, ready_w = os.pipe()
-        fds = [s.fileno() for s in self.sockets]
-        config = dict(
-            self.worker_config,
-            listen_fds=fds,
-            ready_fd=ready_w,
-            control_fd=self.control_w,
-            metrics_dir=self.metrics_dir,
+    # -- the main loop ----------------------------------------------------------------------
+    def run(self) -> int:
+        try:
+            return self.serve()
+        finally:
+            # On every way out, a failed start too: nothing made here outlives the server.
+            if self.endpoint:
+                self.endpoint.remove_directory()
+            self.listeners.remove_files()
+
+    def serve(self) -> int:
+        failed = self.open()
+        if failed is None:
+            for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+                signal.signal(signum, self.on_signal)
+            failed = self.start_first()
+        if failed is not None:
+            return failed
+        self.announce()
+        watcher = SourceWatcher() if self.reload_on_change else None
+        while not self.stop_asked:
+            if self.reload_asked:
+                self.reload_asked = False
+                self.reload("SIGHUP")
+            changed = watcher.poll() if watcher else None
+            if changed:
+                self.reload(f"{changed} changed")
+            self.reap()
+            self.replace_missing()
+            self.note_recycle_requests()
+            self.recycle_due_workers()
+            time.sleep(0.05)
+        return self.shutdown()
+
+    # -- signals ----------------------------------------------------------------------------
+    def on_signal(self, signum: int, frame: object) -> None:
+        """Hands the signal to its method, which only notes what it asks for: the loop acts.
+        Work in a handler (a lock taken) can deadlock the frame it interrupted."""
+        self.signals_seen += 1
+        handle = {
+            signal.SIGHUP: self.handle_hup,
+            signal.SIGTERM: self.handle_term,
+            signal.SIGINT: self.handle_int,
+        }[signum]
+        handle()
+
+    def handle_hup(self) -> None:
+        """Reload: new workers import the app afresh, then the old ones retire."""
+        self.reload_asked = True
+
+    def handle_term(self) -> None:
+        """Stop, letting requests finish; any signal while they do stops them at once."""
+        self.stop_asked = True
+
+    def handle_int(self) -> None:
+        """Ctrl-C: as SIGTERM."""
+        self.handle_term()
+
+    def start_abandoned(self) -> bool:
+        """Whether a start under way gives up: a stop was asked, and no reload is pending."""
+        return self.stop_asked and not self.reload_asked
+
+    # -- starting ---------------------------------------------------------------------------
+    def open(self) -> int | None:
+        """The sockets and the metrics page; an exit code when one cannot be had."""
+        try:
+            self.listeners.open(self.fds, self.binds)
+        except (OSError, ValueError) as e:
+            # An address in use or unknown is the user's to fix, like a bad value.
+            log(str(e))
+            return 2
+        if self.metrics_addr:
+            try:
+                self.endpoint = MetricsEndpoint(self.metrics_addr, self.pids)
+            except (OSError, ValueError) as e:
+                log(f"cannot serve metrics on {self.metrics_addr}: {e}")
+                return 1
+        self.config = dataclasses.replace(
+            self.config,
+            listen_fds=self.listeners.fds(),
+            control_fd=self.control.write_fd,
             master_pid=os.getpid(),
+            metrics_dir=self.endpoint.directory if self.endpoint else None,
             multiprocess=self.count > 1,
-            describe=describe,
         )
-        env = dict(os.environ, BARTIZAN_WORKER_CONFIG=json.dumps(config))
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "bartizan.worker"],
-            env=env,
-            pass_fds=[*fds, ready_w, self.control_w],
-            stdin=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        os.close(ready_w)
-        logs.relay(proc.stderr)
-        return Worker(proc, ready_r)
+        return None
 
-    def wait_ready(self, batch: list[Worker]) -> list[tuple[Worker, int]] | None:
-        """Waits until each worker in ``batch`` serves or has failed; returns the failed ones
-        with their exit codes. None when asked to stop meanwhile, or when one takes too long."""
-        pending = {w.ready_r: w for w in batch}
-        failed = []
-        deadline = time.monotonic() + READY_TIMEOUT
-        while pending:
-            if len(self.signals) and signal.SIGHUP not in self.signals:
-                return None
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return None
-            readable, _, _ = select.select(list(pending), [], [], min(left, 0.2))
-            for fd in readable:
-                data = _read_all(fd)
-                worker = pending.pop(fd)
-                os.close(fd)
-                if not data.startswith(b"ok"):
-                    failed.append((worker, worker.proc.wait()))
-                elif data[2:].strip():
-                    try:
-                        self.served = json.loads(data[2:])
-                    except ValueError:
-                        self.served = {}
-        return failed
-
-    @staticmethod
-    def stop_batch(batch: list[Worker]) -> None:
-        for w in batch:
-            if w.proc.poll() is None:
-                w.proc.kill()
-            w.proc.wait()
-
-    def start_generation(self, n: int) -> list[Worker] | int:
-        """``n`` new workers, all serving; or the exit code of one that failed."""
-        batch = [self.spawn() for _ in range(n)]
-        failed = self.wait_ready(batch)
-        if failed == []:
-            return batch
-        self.stop_batch(batch)
-        return failed[0][1] if failed else 1
+    def pids(self) -> list[int]:
+        return [w.pid for w in self.workers]
 
     def start_first(self) -> int | None:
         """The first workers. An app that cannot start ends the server (its worker has said
         why, in one line): exit code 2. A worker that dies otherwise while starting (killed
         by the OOM killer or an operator) is replaced like any that dies later."""
-        batch = [self.spawn(describe=i == 0) for i in range(self.count)]
-        failed = self.wait_ready(batch)
+        batch = [spawn(self.config, describe=i == 0) for i in range(self.count)]
+        failed = wait_ready(batch, self.start_abandoned)
         if failed is None:
-            self.stop_batch(batch)
+            kill(batch)
             return 1
-        if any(code == 2 for _, code in failed):
-            self.stop_batch(batch)
-            return 2
+        if any(code == APP_FAILED for _, code in failed):
+            kill(batch)
+            return APP_FAILED
         for w, code in failed:
             batch.remove(w)
-            self.respawn_at = time.monotonic() + self.backoff
-            log(
-                f"worker {w.pid} {ended(code)} while starting; starting another in "
-                f"{self.backoff:.1f} s"
-            )
-            self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+            delay = self.backoff.failed()
+            self.respawn_at = time.monotonic() + delay
+            log(f"worker {w.pid} {ended(code)} while starting; starting another in {delay:.1f} s")
         self.workers = batch
+        self.served = next((w.served for w in batch if w.served), None)
         return None
 
-    def retire(self, old: list[Worker]) -> None:
-        for w in old:
-            w.retiring = True
-            if w.proc.poll() is None:
-                w.proc.send_signal(signal.SIGUSR1)
+    def start_generation(self, n: int) -> list[Worker] | int:
+        """``n`` new workers, all serving; or the exit code of one that failed."""
+        batch = [spawn(self.config) for _ in range(n)]
+        failed = wait_ready(batch, self.start_abandoned)
+        if failed == []:
+            return batch
+        kill(batch)
+        return failed[0][1] if failed else 1
 
+    def announce(self) -> None:
+        """Where it listens; what runs: the app, each static mount, what --reload watches,
+        any warning; where the metrics are."""
+        extra = f", workers: {self.count}" if self.count > 1 else ""
+        log(f"listening on {self.listeners.urls()} (threads: {self.threads}{extra})")
+        app = self.config.app
+        log(f"serving the bundled demo site ({app})" if self.demo else f"serving {app}")
+        served = self.served or {}
+        for prefix, directory, files, kind in served.get("mounts", []):
+            log(f"{kind} {prefix}/ from {directory} ({plural(files, 'file')})")
+        if self.reload_on_change:
+            log(f"reloading when a .py file under {os.getcwd()} changes")
+        for warning in served.get("warnings", []):
+            log(f"warning: {warning}", "WARN")
+        if self.endpoint:
+            log(f"metrics on {self.endpoint.url}")
+
+    # -- replacing --------------------------------------------------------------------------
     def reap(self) -> None:
-        """Notes workers that died, and starts replacements when their backoff allows."""
+        """Notes the workers that died; one log line for each that was not retiring."""
         now = time.monotonic()
         for w in list(self.workers):
             code = w.proc.poll()
@@ -243,43 +227,30 @@ class Supervisor:
             self.workers.remove(w)
             if w.retiring:
                 continue
-            if now - w.started > BACKOFF_RESET_AFTER:
-                self.backoff = BACKOFF_START
-            self.respawn_at = now + self.backoff
-            log(f"worker {w.pid} {ended(code)}; starting another in {self.backoff:.1f} s")
-            self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+            delay = self.backoff.failed(lived=now - w.started)
+            self.respawn_at = now + delay
+            log(f"worker {w.pid} {ended(code)}; starting another in {delay:.1f} s")
+
+    def replace_missing(self) -> None:
+        """Starts a worker in place of one that died, once the backoff allows."""
         missing = self.count - sum(1 for w in self.workers if not w.retiring)
-        if missing <= 0 or now < self.respawn_at or self.stopping():
+        if missing <= 0 or time.monotonic() < self.respawn_at or self.stop_asked:
             return
         replacement = self.start_generation(1)
         if isinstance(replacement, list):
             self.workers.extend(replacement)
             log(f"worker {replacement[0].pid} started")
-        else:
-            # The app no longer starts (say, a broken deploy): keep trying, ever slower.
-            log(
-                f"a new worker did not start (exit code {replacement});"
-                f" trying again in {self.backoff:.1f} s"
-            )
-            self.respawn_at = time.monotonic() + self.backoff
-            self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+            return
+        # The app no longer starts (say, a broken deploy): keep trying, ever slower.
+        delay = self.backoff.failed()
+        log(f"a new worker did not start (exit code {replacement}); trying again in {delay:.1f} s")
+        self.respawn_at = time.monotonic() + delay
 
-    # -- recycling --------------------------------------------------------------------------
-    def read_recycle_requests(self) -> None:
+    def note_recycle_requests(self) -> None:
         """Notes the workers that asked to be recycled since the last look."""
-        try:
-            while chunk := os.read(self.control_r, 4096):
-                self.control_buf += chunk
-        except BlockingIOError:
-            pass
-        *lines, self.control_buf = self.control_buf.split(b"\n")
-        for line in lines:
-            word, _, rest = line.decode(errors="replace").partition(" ")
-            pid, _, reason = rest.partition(" ")
-            if word != "recycle" or not pid.isdigit():
-                continue
+        for pid, reason in self.control.recycle_requests():
             for w in self.workers:
-                if w.pid == int(pid) and not w.retiring and w.recycle_due is None:
+                if w.pid == pid and not w.retiring and w.recycle_due is None:
                     w.recycle_due = (reason, 0.0)
 
     def recycle_due_workers(self) -> None:
@@ -289,24 +260,23 @@ class Supervisor:
         for w in list(self.workers):
             if w.recycle_due is None or w.retiring or now < w.recycle_due[1]:
                 continue
-            if self.stopping():
+            if self.stop_asked:
                 return
             reason = w.recycle_due[0]
             batch = self.start_generation(1)
             if isinstance(batch, int):
+                delay = self.backoff.failed()
                 log(
                     f"worker {w.pid} is due for recycling ({reason}) but its replacement did"
                     f" not start (exit code {batch}); it keeps serving, trying again in"
-                    f" {self.backoff:.1f} s"
+                    f" {delay:.1f} s"
                 )
-                w.recycle_due = (reason, time.monotonic() + self.backoff)
-                self.backoff = min(self.backoff * 2, BACKOFF_MAX)
+                w.recycle_due = (reason, time.monotonic() + delay)
                 continue
             self.workers.extend(batch)
-            self.retire([w])
+            w.retire()
             log(f"worker {w.pid} recycled: {reason}; worker {batch[0].pid} serves in its place")
 
-    # -- reload -----------------------------------------------------------------------------
     def reload(self, reason: str) -> None:
         log(f"reloading ({reason})")
         batch = self.start_generation(self.count)
@@ -318,126 +288,12 @@ class Supervisor:
             return
         old = [w for w in self.workers if not w.retiring]
         self.workers.extend(batch)
-        self.retire(old)
+        for w in old:
+            w.retire()
         pids = ", ".join(str(w.pid) for w in batch)
         log(f"reloaded: workers {pids} serving; {plural(len(old), 'old worker')} draining")
 
-    def source_mtimes(self) -> dict[str, float]:
-        found = {}
-        for root, dirs, files in os.walk(os.getcwd()):
-            dirs[:] = [
-                d
-                for d in dirs
-                if not d.startswith(".") and d not in ("__pycache__", "node_modules", "target")
-            ]
-            for f in files:
-                if f.endswith(".py"):
-                    p = os.path.join(root, f)
-                    try:
-                        found[p] = os.stat(p).st_mtime
-                    except OSError:
-                        pass
-        return found
-
-    # -- signals ----------------------------------------------------------------------------
-    def on_signal(self, signum: int, frame: object) -> None:
-        # Only record: the main loop acts. Locks in a handler can deadlock the interrupted frame.
-        self.signals.append(signum)
-
-    def stopping(self) -> bool:
-        return any(s in (signal.SIGTERM, signal.SIGINT) for s in self.signals)
-
-    # -- metrics ----------------------------------------------------------------------------
-    def metrics_text(self) -> str:
-        return metrics.render(self.metrics_dir, [w.pid for w in self.workers])
-
-    def serve_metrics(self) -> None:
-        host, port = split_bind(self.metrics_addr)
-        self.metrics_dir = tempfile.mkdtemp(prefix="bartizan-metrics-")
-        self.metrics_port = metrics.serve(host, port, self.metrics_text).server_address[1]
-
-    # -- the main loop ----------------------------------------------------------------------
-    def run(self) -> int:
-        try:
-            return self.serve()
-        finally:
-            # On every way out, a failed start too: the directory must not outlive the server.
-            if self.metrics_dir:
-                shutil.rmtree(self.metrics_dir, ignore_errors=True)
-            for path in self.socket_files:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-
-    def serve(self) -> int:
-        try:
-            for fd in self.fds:
-                self.sockets.append(adopt_listener(fd))
-            for b in self.binds:
-                self.sockets.extend(open_listeners(b))
-                if b.startswith("unix:"):
-                    self.socket_files.append(b[len("unix:") :])
-        except (OSError, ValueError) as e:
-            # An address in use or unknown is the user's to fix, like a bad value.
-            log(str(e))
-            return 2
-        if self.metrics_addr:
-            try:
-                self.serve_metrics()
-            except (OSError, ValueError) as e:
-                log(f"cannot serve metrics on {self.metrics_addr}: {e}")
-                return 1
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            signal.signal(sig, self.on_signal)
-        failed = self.start_first()
-        if failed is not None:
-            return failed
-        urls = ", ".join(url_of(s) for s in self.sockets)
-        extra = f", workers: {self.count}" if self.count > 1 else ""
-        log(f"listening on {urls} (threads: {self.threads}{extra})")
-        self.announce()
-        if self.metrics_addr:
-            host = self.metrics_addr.rsplit(":", 1)[0]
-            log(f"metrics on http://{host}:{self.metrics_port}/metrics")
-        mtimes = self.source_mtimes() if self.reload_on_change else {}
-        next_scan = time.monotonic() + RELOAD_POLL
-        while not self.stopping():
-            if signal.SIGHUP in self.signals:
-                self.signals = [s for s in self.signals if s != signal.SIGHUP]
-                self.reload("SIGHUP")
-            if self.reload_on_change and time.monotonic() >= next_scan:
-                now = self.source_mtimes()
-                if now != mtimes:
-                    # Debounce: editors save in bursts.
-                    time.sleep(RELOAD_DEBOUNCE)
-                    now = self.source_mtimes()
-                    changed = sorted(
-                        p for p in now.keys() | mtimes.keys() if now.get(p) != mtimes.get(p)
-                    )
-                    mtimes = now
-                    shown = os.path.relpath(changed[0]) if changed else "a file"
-                    more = f" and {plural(len(changed) - 1, 'other')}" if len(changed) > 1 else ""
-                    self.reload(f"{shown}{more} changed")
-                next_scan = time.monotonic() + RELOAD_POLL
-            self.reap()
-            self.read_recycle_requests()
-            self.recycle_due_workers()
-            time.sleep(0.05)
-        return self.shutdown()
-
-    def announce(self) -> None:
-        """What runs: the app, each static mount, what --reload watches, and any warning."""
-        app = self.worker_config["app"]
-        log(f"serving the bundled demo site ({app})" if self.demo else f"serving {app}")
-        served = self.served or {}
-        for prefix, directory, files, kind in served.get("mounts", []):
-            log(f"{kind} {prefix}/ from {directory} ({plural(files, 'file')})")
-        if self.reload_on_change:
-            log(f"reloading when a .py file under {os.getcwd()} changes")
-        for warning in served.get("warnings", []):
-            log(f"warning: {warning}", "WARN")
-
+    # -- stopping ---------------------------------------------------------------------------
     def shutdown(self) -> int:
         # Said at once: draining can take up to the graceful timeout.
         log(
@@ -445,17 +301,24 @@ class Supervisor:
             " press Ctrl-C again (or send SIGTERM) to stop at once"
         )
         # Refuse new connections at once; the workers finish what they have.
-        for s in self.sockets:
-            s.close()
+        self.listeners.close()
         for w in self.workers:
             if w.proc.poll() is None:
                 w.proc.send_signal(signal.SIGTERM)
-        seen = len(self.signals)
+        if not self.drained():
+            log("stopped at once: requests still running were cut off")
+            return 1
+        log("stopped")
+        return 0
+
+    def drained(self) -> bool:
+        """Waits for the workers to end; False when they were killed first, asked twice or
+        past the graceful timeout (and some to spare)."""
+        seen = self.signals_seen
         deadline = time.monotonic() + self.graceful_timeout + 5
         forced = False
         while any(w.proc.poll() is None for w in self.workers):
-            if len(self.signals) > seen or time.monotonic() > deadline:
-                # Asked twice, or past the deadline: now.
+            if self.signals_seen > seen or time.monotonic() > deadline:
                 forced = True
                 for w in self.workers:
                     if w.proc.poll() is None:
@@ -464,31 +327,4 @@ class Supervisor:
             time.sleep(0.05)
         for w in self.workers:
             w.proc.wait()
-        if forced:
-            log("stopped at once: requests still running were cut off")
-            return 1
-        log("stopped")
-        return 0
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def _read_all(fd: int) -> bytes:
-    """What a worker wrote on its ready pipe, up to its close."""
-    chunks = []
-    while True:
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-
-
-def url_of(sock: socket.socket) -> str:
-    if sock.family == socket.AF_UNIX:
-        return f"unix:{sock.getsockname()}"
-    host, port = sock.getsockname()[:2]
-    if ":" in host:
-        host = f"[{host}]"
-    return f"http://{host}:{port}"
+        return not forced

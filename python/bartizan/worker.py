@@ -3,15 +3,15 @@ listening sockets the supervisor hands over. Not meant to be started by hand."""
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
 import sys
 import time
+from collections.abc import Callable
 
 import bartizan
-from bartizan import logs
+from bartizan import logs, protocol
 from bartizan.app import (
     UserError,
     count_files,
@@ -21,7 +21,9 @@ from bartizan.app import (
     static_root_warning,
     warm_django,
 )
+from bartizan.logs import plural
 from bartizan.metrics import rss_bytes
+from bartizan.protocol import APP_FAILED, WorkerConfig
 
 METRICS_EVERY = 1.0
 # SIGUSR1: the supervisor retires this worker (a reload); the others stop it.
@@ -32,108 +34,126 @@ sigtimedwait = getattr(signal, "sigtimedwait", None)
 
 
 def main() -> int:
-    config = json.loads(os.environ.pop("BARTIZAN_WORKER_CONFIG"))
-    ready_fd = config.pop("ready_fd")
-    master = config.pop("master_pid")
-    metrics_dir = config.pop("metrics_dir")
-    spec, factory = config.pop("app"), config.pop("factory")
-    django = config.pop("django")
-    mounts = [tuple(m) for m in config.pop("static")]
-    media = [tuple(m) for m in config.pop("media")]
-    graceful_timeout = config.pop("graceful_timeout")
-    debug = config.pop("log_level") == "debug"
-    check = config.pop("check")
-    describe = config.pop("describe")
-    control_fd = config.pop("control_fd")
-    recycler = Recycler(**config.pop("recycle"))
-    sys.path[:0] = [p for p in config.pop("pythonpath") if p not in sys.path]
-    warnings = []
+    config = WorkerConfig.from_env()
+    sys.path[:0] = [p for p in config.pythonpath if p not in sys.path]
+    recycler = Recycler(**config.recycle)
     try:
-        app = load_app(spec, factory)
-        warm_django(check)
-        if django != "off":
-            explicit = {prefix.rstrip("/") for prefix, _ in mounts + media}
-            found = django_mounts(django == "on")
-            mounts += [m for m in found["static"] if m[0] not in explicit]
-            media += [m for m in found["media"] if m[0] not in explicit]
-            warning = static_root_warning() if describe else None
-            if warning:
-                warnings.append(warning)
+        app, static, media, warnings = load(config)
         # Blocked before the server starts its threads, which inherit the mask: the signals
         # then wait for `sigtimedwait` below instead of waking a thread to run a handler.
         if sigtimedwait:
             signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-        server = bartizan.Server(app, static=mounts, media=media, **config).start()
+        server = bartizan.Server(
+            app,
+            listen_fds=config.listen_fds,
+            multiprocess=config.multiprocess,
+            **dict(config.server, static=static, media=media),
+        ).start()
     except UserError as e:
-        if debug and e.__cause__ is not None:
+        if config.log_level == "debug" and e.__cause__ is not None:
             show_traceback(e.__cause__)
         logs.log(str(e), "ERROR")
-        return 2
+        return APP_FAILED
     except (ValueError, OSError) as e:
         # A bad option value, an access log that cannot be opened: the user's to fix, like an
         # unimportable app.
         logs.log(str(e), "ERROR")
-        return 2
+        return APP_FAILED
 
     # The server holds its own duplicates: closing ours lets a stop really close the port.
-    for fd in config.get("listen_fds", []):
+    for fd in config.listen_fds:
         os.close(fd)
-    # A thread the app started before the mask was set may still take a signal: the handler
-    # notes it, and the loop sees it within a second.
+    signals = note_signals()
+    served = describe(static, media, warnings) if config.describe else None
+    recycler.check_baseline()
+    protocol.write_ready(config.ready_fd, served)
+    retire = serve_until_stopped(config, server, recycler, signals)
+    stop(config, server, retire)
+    return 0
+
+
+def load(config: WorkerConfig) -> tuple[Callable, list, list, list[str]]:
+    """The app, the static and media roots to serve (with a Django project's own, unless
+    given or turned off), and any warning about them."""
+    static = [tuple(m) for m in config.server["static"]]
+    media = [tuple(m) for m in config.server["media"]]
+    app = load_app(config.app, config.factory)
+    warm_django(config.check)
+    warnings = []
+    if config.django != "off":
+        explicit = {prefix.rstrip("/") for prefix, _ in static + media}
+        found = django_mounts(config.django == "on")
+        static += [m for m in found["static"] if m[0] not in explicit]
+        media += [m for m in found["media"] if m[0] not in explicit]
+        warning = static_root_warning() if config.describe else None
+        if warning:
+            warnings.append(warning)
+    return app, static, media, warnings
+
+
+def note_signals() -> list[int]:
+    """The stop signals that arrive from now on, noted as they come. A thread the app
+    started before the mask was set may still take one: the handler notes it, and the loop
+    sees it within a second."""
     signals: list[int] = []
     for sig in STOP_SIGNALS:
         signal.signal(sig, lambda signum, frame: signals.append(signum))
     # The supervisor handles SIGHUP; a terminal's hang-up must not kill the workers.
     signal.signal(signal.SIGHUP, signal.SIG_IGN)
-    # What this worker serves, when the supervisor asked it to say so at start.
-    served = b""
-    if describe:
-        found = [
-            [p, d, count_files(d), kind]
-            for kind, ms in (("static", mounts), ("media", media))
-            for p, d in ms
-        ]
-        served = json.dumps({"mounts": found, "warnings": warnings}).encode()
-    recycler.check_baseline()
-    os.write(ready_fd, b"ok " + served + b"\n")
-    os.close(ready_fd)
+    return signals
 
+
+def describe(static: list, media: list, warnings: list[str]) -> dict:
+    """What this worker serves, for the supervisor to say at start (see protocol.py)."""
+    found = [
+        [p, d, count_files(d), kind]
+        for kind, ms in (("static", static), ("media", media))
+        for p, d in ms
+    ]
+    return {"mounts": found, "warnings": warnings}
+
+
+def serve_until_stopped(
+    config: WorkerConfig, server: bartizan.Server, recycler: Recycler, signals: list[int]
+) -> bool:
+    """Serves until a stop signal, writing the metrics samples and asking once to be
+    recycled when due. True when the supervisor retires this worker (SIGUSR1)."""
     me = os.getpid()
     # With sigtimedwait, this thread wakes once a second, not more: each wake-up takes the
     # GIL from the thread running the app.
     asked = False
     while not signals:
-        if metrics_dir:
-            write_metrics(server, metrics_dir, me)
+        if config.metrics_dir:
+            write_metrics(server, config.metrics_dir, me)
         if not asked:
             reason = recycler.due(server)
             if reason:
                 # The supervisor starts a replacement, then retires this worker (SIGUSR1).
                 asked = True
-                try:
-                    os.write(control_fd, f"recycle {me} {reason}\n".encode())
-                except OSError:
-                    pass
+                protocol.ask_recycle(config.control_fd, me, reason)
         info = sigtimedwait(STOP_SIGNALS, METRICS_EVERY) if sigtimedwait else poll(signals)
         if info is not None:
             signals.append(info.si_signo)
-        elif not signals and os.getppid() != master:
+        elif not signals and os.getppid() != config.master_pid:
             # The supervisor is gone: nobody would restart or stop us.
             signals.append(signal.SIGTERM)
-    retire = signals[0] == signal.SIGUSR1
+    return signals[0] == signal.SIGUSR1
+
+
+def stop(config: WorkerConfig, server: bartizan.Server, retire: bool) -> None:
+    me = os.getpid()
     in_flight = server.pending
-    cut = server.stop(graceful_timeout, retire=retire)
+    cut = server.stop(config.graceful_timeout, retire=retire)
     drained = max(in_flight - cut, 0)
     logs.log(
         f"worker {me} stopped after draining {plural(drained, 'request')}"
         + (f" ({cut} cut off)" if cut else "")
     )
-    if metrics_dir:
+    if config.metrics_dir:
         try:
-            os.unlink(os.path.join(metrics_dir, f"{me}.prom"))
+            os.unlink(os.path.join(config.metrics_dir, f"{me}.prom"))
         except OSError:
             pass
-    return 0
 
 
 class Recycler:
@@ -179,10 +199,6 @@ def resident_mib() -> int | None:
     """This process's resident memory in MiB, where /proc tells it."""
     size = rss_bytes(os.getpid())
     return None if size is None else size >> 20
-
-
-def plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 def poll(signals: list[int]) -> None:

@@ -95,14 +95,14 @@ impl ResponseBody {
     }
 }
 
+/// What a body of bytes gives when polled: its next frame, a failure, or its end.
+pub type Polled<E> = Poll<Option<Result<Frame<Bytes>, E>>>;
+
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BodyError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled<BodyError> {
         match self.get_mut() {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::Stream(s) => s.poll_chunk(cx).map(|c| c.map(|c| c.map(Frame::data))),

@@ -18,6 +18,7 @@ use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
 
+use super::body::Polled;
 use super::checks::Refusal;
 use super::conn::FramingFault;
 use super::forwarded;
@@ -156,10 +157,7 @@ impl Body for RequestBody {
     type Data = Bytes;
     type Error = RequestBodyError;
 
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, RequestBodyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled<RequestBodyError> {
         let this = self.get_mut();
         if let Some(frame) = this.early.pop_front() {
             return Poll::Ready(Some(Ok(frame)));

@@ -18,8 +18,10 @@
 //! - WebSocket (and any `Upgrade`) handshakes pass through and the two sockets are spliced.
 
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Context;
 use std::time::{Duration, Instant};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -31,7 +33,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::http::body::{BodyError, Reply, ResponseBody};
+use crate::http::body::{BodyError, Polled, Reply, ResponseBody};
 use crate::http::conn::ConnInfo;
 use crate::http::error_page;
 use crate::http::forwarded;
@@ -61,10 +63,7 @@ impl http_body::Body for UpstreamBody {
     type Data = bytes::Bytes;
     type Error = RequestBodyError;
 
-    fn poll_frame(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, RequestBodyError>>> {
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled<RequestBodyError> {
         match self.get_mut() {
             // A trailer field that would reframe or reroute fails the body before it is sent.
             UpstreamBody::Client(b) => std::pin::Pin::new(b).poll_frame(cx),

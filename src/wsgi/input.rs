@@ -208,12 +208,12 @@ impl InputState {
 impl WsgiInput {
     #[pyo3(signature = (size=None))]
     fn read<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        self.state.lock_py_attached(py).unwrap().read(py, size)
+        self.state.lock_py_attached(py).recover().read(py, size)
     }
 
     #[pyo3(signature = (size=None))]
     fn readline<'py>(&self, py: Python<'py>, size: Option<isize>) -> PyResult<Bound<'py, PyBytes>> {
-        self.state.lock_py_attached(py).unwrap().readline(py, size)
+        self.state.lock_py_attached(py).recover().readline(py, size)
     }
 
     #[pyo3(signature = (hint=None))]
@@ -221,7 +221,7 @@ impl WsgiInput {
         let hint = hint.filter(|h| *h > 0).map(|h| h as usize);
         let lines = PyList::empty(py);
         let mut total = 0;
-        let mut st = self.state.lock_py_attached(py).unwrap();
+        let mut st = self.state.lock_py_attached(py).recover();
         loop {
             let line = st.readline(py, None)?;
             let n = line.as_bytes().len();
@@ -241,12 +241,9 @@ impl WsgiInput {
         slf
     }
 
+    /// Lines until the body ends, as a file's iterator gives them.
     fn __next__<'py>(&self, py: Python<'py>) -> PyResult<Option<Bound<'py, PyBytes>>> {
-        let line = self
-            .state
-            .lock_py_attached(py)
-            .unwrap()
-            .readline(py, None)?;
+        let line = self.readline(py, None)?;
         Ok((!line.as_bytes().is_empty()).then_some(line))
     }
 

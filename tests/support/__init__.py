@@ -35,6 +35,7 @@ from tests.support.process import (
     wait_line,
     worker_pids,
 )
+from tests.support.procfs import open_paths
 from tests.support.raw import (
     IO_TIMEOUT,
     ConnectionClosed,
@@ -74,6 +75,7 @@ __all__ = [
     "header_tokens",
     "in_thread",
     "kill_now",
+    "open_paths",
     "port_refuses",
     "raw_request",
     "read_marker_file",

@@ -196,6 +196,17 @@ class ChildProcess:
             t.join(timeout=2)
         return rc
 
+    def outcome(self, timeout=20):
+        """(exit code, stderr) of a run that is expected to end; a test failure if it
+        goes on."""
+        try:
+            rc = self.wait_exit(timeout)
+        except subprocess.TimeoutExpired:
+            import pytest
+
+            pytest.fail(f"did not exit within {timeout} s; stderr:\n{self.stderr_text()}")
+        return rc, self.stderr_text()
+
     def signal(self, sig):
         self.proc.send_signal(sig)
 

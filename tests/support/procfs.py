@@ -1,9 +1,20 @@
-"""Processes as /proc tells of them: a process's descendants and its resident memory. Used by
-the tests (workers below the master, memory growth) and by bench/ (peak RSS of a server)."""
+"""Processes as /proc tells of them: a process's descendants, its resident memory, its
+threads' CPU time and its open files. Used by the tests (workers below the master, memory
+growth, files closed) and by bench/ (peak RSS of a server)."""
 
 from __future__ import annotations
 
 import os
+
+from bartizan.metrics import rss_bytes
+
+
+def listing(path: str) -> list[str]:
+    """The names in a /proc directory; none when its process has gone."""
+    try:
+        return os.listdir(path)
+    except OSError:
+        return []
 
 
 def tree_pids(pid: int) -> list[int]:
@@ -30,25 +41,27 @@ def tree_pids(pid: int) -> list[int]:
 
 def rss_kib(pid: int) -> int | None:
     """One process's VmRSS in KiB; None when it has gone (or has no memory of its own)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1])
-    except OSError:
-        pass
-    return None
+    size = rss_bytes(pid)
+    return None if size is None else size // 1024
+
+
+def open_paths(pid: int) -> set[str]:
+    """What `pid` and its descendants have open, as their descriptors' links name it."""
+    found = set()
+    for p in tree_pids(pid):
+        for fd in listing(f"/proc/{p}/fd"):
+            try:
+                found.add(os.readlink(f"/proc/{p}/fd/{fd}"))
+            except OSError:
+                pass
+    return found
 
 
 def thread_cpu_seconds(pid: int, name: str) -> float:
     """CPU time (user + system) of the threads called `name` in `pid` and its descendants."""
     ticks = 0
     for p in tree_pids(pid):
-        try:
-            tids = os.listdir(f"/proc/{p}/task")
-        except OSError:
-            continue
-        for tid in tids:
+        for tid in listing(f"/proc/{p}/task"):
             try:
                 with open(f"/proc/{p}/task/{tid}/stat") as f:
                     stat = f.read()

@@ -4,6 +4,7 @@ mistakes `main` reports in one line before any process starts. No server is star
 
 import pytest
 from bartizan import cli, options
+from bartizan.protocol import WorkerConfig
 
 
 @pytest.fixture(autouse=True)
@@ -97,7 +98,7 @@ def test_worker_config_is_the_embedding_options_less_where_to_listen(tmp_path):
         "--metrics",
         "127.0.0.1:9100",
     )
-    assert cli.worker_config(args.app, values) == {
+    server = {
         "threads": 3,
         "min_threads": 1,
         "queue": 1024,
@@ -112,6 +113,7 @@ def test_worker_config_is_the_embedding_options_less_where_to_listen(tmp_path):
         "limit_request_field_size": 8190,
         "limit_request_fields": 100,
         "health_path": None,
+        "max_head": 65536,
         "max_connections": 1000,
         "io_threads": 2,
         "static": [("/s", str(tmp_path))],
@@ -124,15 +126,18 @@ def test_worker_config_is_the_embedding_options_less_where_to_listen(tmp_path):
         "media": [],
         "access_log": None,
         "access_log_format": "combined",
-        "app": "m:app",
-        "factory": True,
-        "django": "off",
-        "graceful_timeout": 4.0,
-        "pythonpath": [],
-        "log_level": "info",
-        "check": False,
-        "recycle": {"max_requests": 0, "max_requests_jitter": 0, "max_rss": 0, "stuck_limit": 0},
     }
+    assert cli.worker_config(args.app, values) == WorkerConfig(
+        app="m:app",
+        factory=True,
+        django="off",
+        graceful_timeout=4.0,
+        pythonpath=[],
+        log_level="info",
+        check=False,
+        recycle={"max_requests": 0, "max_requests_jitter": 0, "max_rss": 0, "stuck_limit": 0},
+        server=server,
+    )
 
 
 def test_the_proxy_parser_takes_its_own_options():
