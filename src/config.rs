@@ -44,6 +44,7 @@ pub struct Options {
     pub limit_request_fields: usize,
     pub health_path: Option<String>,
     pub max_connections: usize,
+    pub http2_max_streams: u32,
     pub io_threads: usize,
     #[pyo3(item("static"))]
     pub statics: Vec<(String, PathBuf)>,
@@ -99,6 +100,8 @@ pub struct Config {
     pub max_fields: usize,
     /// Connections served at once; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Streams one HTTP/2 connection may have open at once.
+    pub http2_max_streams: u32,
     /// A path answered from Rust with the server's health (200, or 503 while draining).
     pub health_path: Option<String>,
     /// Seconds sent in `Retry-After` with a 503.
@@ -178,6 +181,7 @@ impl Config {
             },
             max_fields: o.limit_request_fields,
             max_connections: o.max_connections,
+            http2_max_streams: o.http2_max_streams,
             health_path: o.health_path,
             retry_after: o.retry_after,
             mounts,
@@ -241,6 +245,7 @@ impl Config {
             limit_request_fields: self.max_fields,
             health_path: self.health_path.clone(),
             max_connections: self.max_connections,
+            http2_max_streams: self.http2_max_streams,
             io_threads: self.io_threads,
             statics: mounts(false),
             media: mounts(true),

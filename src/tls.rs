@@ -41,6 +41,6 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, StartError> {
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| cert_error(format!("does not match the keyfile: {e}")))?;
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
 }

@@ -11,7 +11,9 @@ from bartizan import _bartizan
 
 
 class Listeners:
-    def __init__(self) -> None:
+    def __init__(self, scheme: str = "http") -> None:
+        # What the workers speak on them, for the URLs the start line shows.
+        self.scheme = scheme
         self.sockets: list[socket.socket] = []
         # The unix socket files opened here, removed when the server ends.
         self.files: list[str] = []
@@ -30,7 +32,7 @@ class Listeners:
         return [s.fileno() for s in self.sockets]
 
     def urls(self) -> str:
-        return ", ".join(url_of(s) for s in self.sockets)
+        return ", ".join(url_of(s, self.scheme) for s in self.sockets)
 
     def close(self) -> None:
         """Refuses new connections from now on; the workers keep the ones they have."""
@@ -67,10 +69,10 @@ def adopt_listener(fd: int) -> socket.socket:
     return sock
 
 
-def url_of(sock: socket.socket) -> str:
+def url_of(sock: socket.socket, scheme: str = "http") -> str:
     if sock.family == socket.AF_UNIX:
         return f"unix:{sock.getsockname()}"
     host, port = sock.getsockname()[:2]
     if ":" in host:
         host = f"[{host}]"
-    return f"http://{host}:{port}"
+    return f"{scheme}://{host}:{port}"

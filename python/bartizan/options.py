@@ -427,6 +427,15 @@ OPTIONS: tuple[Option, ...] = (
         low=1,
     ),
     count_option(
+        "http2_max_streams",
+        100,
+        "streams one HTTP/2 connection may have open at once",
+        where=BOTH,
+        group="requests",
+        low=1,
+        high=10_000,
+    ),
+    count_option(
         "io_threads",
         2,
         "network threads per worker",
@@ -535,18 +544,18 @@ OPTIONS: tuple[Option, ...] = (
         None,
         "PEM certificate chain: serve HTTPS",
         check=_file,
-        where=PROXY_ONLY,
+        where=BOTH,
         metavar="PATH",
-        group="proxying",
+        group="https",
     ),
     Option(
         "keyfile",
         None,
         "PEM private key for --certfile",
         check=_file,
-        where=PROXY_ONLY,
+        where=BOTH,
         metavar="PATH",
-        group="proxying",
+        group="https",
     ),
     # Logs.
     Option(
@@ -723,6 +732,7 @@ GROUPS = {
     "files": "static and media files",
     "proxies": "behind a proxy",
     "proxying": "the proxy front",
+    "https": "HTTPS",
     "logs": "logs and metrics",
     "processes": "processes",
 }

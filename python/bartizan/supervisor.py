@@ -66,7 +66,7 @@ class Supervisor:
         self.reload_on_change = reload
         self.metrics_addr = metrics
         self.demo = demo
-        self.listeners = Listeners()
+        self.listeners = Listeners("https" if worker_config.server.get("certfile") else "http")
         self.endpoint: MetricsEndpoint | None = None
         self.control = ControlPipe()
         self.workers: list[Worker] = []

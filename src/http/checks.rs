@@ -78,6 +78,16 @@ pub fn check<B>(req: &Request<B>, limits: &HeadLimits) -> Result<(), Refusal> {
     if hosts == 0 && req.version() == Version::HTTP_11 && req.uri().authority().is_none() {
         return refuse(StatusCode::BAD_REQUEST, "no Host");
     }
+    // RFC 9113 8.3.1: a Host that names another authority than `:authority` makes an HTTP/2
+    // request malformed (an HTTP/1 absolute-form target overrides Host instead, RFC 9112 3.2.2).
+    if req.version() == Version::HTTP_2
+        && let (Some(authority), Some(host)) = (req.uri().authority(), headers.get(HOST))
+        && !host
+            .as_bytes()
+            .eq_ignore_ascii_case(authority.as_str().as_bytes())
+    {
+        return refuse(StatusCode::BAD_REQUEST, "Host differs from :authority");
+    }
     // RFC 9112 6.1: a request with both is framed two ways; refuse rather than pick one.
     // hyper drops the Content-Length of such a request while parsing; `check_seen` refuses
     // it from the raw head. This holds for a request built by other means.

@@ -467,8 +467,22 @@ fn rewrite_head(
         .path_and_query(path)
         .build()
         .map_err(|_| StatusCode::BAD_REQUEST)?;
+    // Upstreams are spoken to in HTTP/1.1, whatever the client spoke.
+    parts.version = http::Version::HTTP_11;
     let h = &mut parts.headers;
     strip_hop_by_hop(h, upgrade);
+    // An HTTP/2 client may send its cookies as several fields; HTTP/1.1 takes one
+    // (RFC 9113 8.2.3).
+    if h.get_all(header::COOKIE).iter().nth(1).is_some() {
+        let values: Vec<&[u8]> = h
+            .get_all(header::COOKIE)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
+        if let Ok(joined) = HeaderValue::from_bytes(&values.join(&b"; "[..])) {
+            h.insert(header::COOKIE, joined);
+        }
+    }
     let xfh = HeaderName::from_static("x-forwarded-host");
     let xfp = HeaderName::from_static("x-forwarded-proto");
     // Only forwarding headers from a trusted peer are still here: how it was reached (a TLS

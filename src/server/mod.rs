@@ -1,6 +1,7 @@
 //! Bind, accept, serve connections, and stop: the network side of a server, on its own tokio
 //! runtime so it runs beside whatever the host process does (a CLI, or a game server).
 
+mod connection;
 pub mod listeners;
 mod pipeline;
 mod watched_io;
@@ -12,9 +13,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::runtime::Runtime;
 use tokio::sync::{mpsc, watch};
 
@@ -30,10 +28,10 @@ use crate::http::conn::ConnInfo;
 use crate::statics::Statics;
 use crate::tls::{self, TlsAcceptor};
 use crate::wsgi::WsgiApp;
+use connection::{Accepted, Builders, ConnWatch};
 use listeners::{Bound, Listener, Stream};
 use pyo3::Python;
-use watched_io::{Sweep, WatchedIo};
-use wire::{Waits, Wire};
+use watched_io::Sweep;
 
 /// Who answers requests that no static mount takes.
 pub enum Handler {
@@ -70,16 +68,6 @@ pub struct Server {
     /// Every connection task holds a clone; `recv` gives `None` once the last one ends.
     open_conns: Option<(mpsc::Sender<()>, mpsc::Receiver<()>)>,
 }
-
-fn waits(config: &Config) -> Waits {
-    Waits {
-        keep_alive: config.keep_alive,
-        head: config.header_timeout,
-    }
-}
-
-/// How long a retiring process keeps an idle keep-alive connection for a last request.
-const RETIRE_GRACE: Duration = Duration::from_secs(2);
 
 /// The pool a server's requests run in: for an app, its threads hold a Python thread state
 /// for life and take the GIL per streak of requests; a proxy runs none.
@@ -277,16 +265,7 @@ async fn accept_loop(
     mut shutdown: watch::Receiver<bool>,
     open_conns: mpsc::Sender<()>,
 ) {
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        // WatchedIo keeps the keep-alive and head waits, apart; hyper's own timer would time
-        // both as one, and costs a timer reset per request.
-        .header_read_timeout(None)
-        .keep_alive(!shared.config.keep_alive.is_zero())
-        .title_case_headers(true)
-        .max_headers(shared.config.max_fields)
-        .max_buf_size(shared.config.max_head.max(8192));
+    let builders = Builders::new(&shared);
     // Past the limit, the next connection waits in the kernel's backlog until one ends.
     let slots = Arc::new(tokio::sync::Semaphore::new(shared.config.max_connections));
     loop {
@@ -312,116 +291,22 @@ async fn accept_loop(
             },
         };
         let scheme = if tls.is_some() { "https" } else { "http" };
-        let conn_info = ConnInfo::new(peer, local, scheme);
-        let wire = Arc::new(std::sync::Mutex::new(Wire::new(
-            shared.config.max_head.max(8192),
-            shared.config.max_fields,
-            waits(&shared.config),
-            conn_info.fault.clone(),
-        )));
-        shared.sweep.add(&wire);
-        let shared = Arc::clone(&shared);
-        let builder = builder.clone();
-        let watcher = ConnWatch {
-            shutdown: shutdown.clone(),
-            _open: open_conns.clone(),
+        let conn = Accepted {
+            shared: Arc::clone(&shared),
+            info: ConnInfo::new(peer, local, scheme),
+            builders: builders.clone(),
+            watch: ConnWatch {
+                shutdown: shutdown.clone(),
+                _open: open_conns.clone(),
+            },
         };
         let tls = tls.clone();
         tokio::spawn(async move {
             let _slot = slot;
-            let conn = (shared, conn_info, wire, builder, watcher);
             match stream {
-                Stream::Tcp(s) => serve_over(s, tls, conn).await,
-                Stream::Unix(s) => serve_over(s, tls, conn).await,
+                Stream::Tcp(s) => connection::serve(s, tls, conn).await,
+                Stream::Unix(s) => connection::serve(s, tls, conn).await,
             }
         });
-    }
-}
-
-/// An accepted connection and what serving it needs.
-type Accepted = (
-    Arc<Shared>,
-    ConnInfo,
-    Arc<std::sync::Mutex<Wire>>,
-    http1::Builder,
-    ConnWatch,
-);
-
-/// One connection, over TLS when the server has a certificate.
-async fn serve_over<I>(
-    io: I,
-    tls: Option<TlsAcceptor>,
-    (shared, conn_info, wire, builder, watcher): Accepted,
-) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let Some(acceptor) = tls else {
-        return serve(io, (shared, conn_info, wire, builder, watcher)).await;
-    };
-    let peer = conn_info.peer;
-    match tokio::time::timeout(shared.config.header_timeout, acceptor.accept(io)).await {
-        Ok(Ok(io)) => serve(io, (shared, conn_info, wire, builder, watcher)).await,
-        Ok(Err(e)) => tracing::debug!("TLS handshake with {peer}: {e}"),
-        Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
-    }
-}
-
-/// Ties a connection to the server's lifetime: told when to wind down, and counted as open
-/// until it ends.
-struct ConnWatch {
-    shutdown: watch::Receiver<bool>,
-    _open: mpsc::Sender<()>,
-}
-
-/// One HTTP/1 connection over plain TCP or TLS, watched for graceful shutdown.
-async fn serve<I>(io: I, (shared, conn_info, wire, builder, mut watcher): Accepted)
-where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let peer = conn_info.peer;
-    let io = WatchedIo::new(io, Arc::clone(&wire));
-    let svc = {
-        let shared = Arc::clone(&shared);
-        service_fn(move |req| {
-            pipeline::route(
-                req,
-                Arc::clone(&shared),
-                conn_info.clone(),
-                Arc::clone(&wire),
-            )
-        })
-    };
-    // Upgrades let WebSocket handshakes through the proxy front.
-    let conn = builder
-        .serve_connection(TokioIo::new(io), svc)
-        .with_upgrades();
-    tokio::pin!(conn);
-    // Written here rather than with hyper-util's GracefulShutdown, which closes an idle
-    // connection at once: a retiring worker keeps each for RETIRE_GRACE instead, so that a
-    // request a client is already sending on it is answered, not reset.
-    let stop = async {
-        // The guard `wait_for` returns must not live across an await.
-        let _ = watcher.shutdown.wait_for(|stop| *stop).await.map(|_| ());
-    };
-    let result = tokio::select! {
-        r = conn.as_mut() => r,
-        () = stop => {
-            let handed_over = if shared.retiring.load(Ordering::Relaxed) {
-                tokio::time::timeout(RETIRE_GRACE, conn.as_mut()).await.ok()
-            } else {
-                None
-            };
-            match handed_over {
-                Some(r) => r,
-                None => {
-                    // Finish the request in flight, close at once if idle.
-                    conn.as_mut().graceful_shutdown();
-                    conn.await
-                }
-            }
-        }
-    };
-    if let Err(e) = result {
-        tracing::debug!("connection from {peer}: {e}");
     }
 }

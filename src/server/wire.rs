@@ -64,6 +64,12 @@ impl Wire {
         }
     }
 
+    /// The connection speaks HTTP/2: its bytes are frames, not heads, and only the idle
+    /// wait between streams applies.
+    pub fn multiplexed(&mut self) {
+        self.framing.stop();
+    }
+
     pub fn feed(&mut self, bytes: &[u8]) {
         let before = self.framing.heads_seen();
         let was_in_head = self.framing.in_head();

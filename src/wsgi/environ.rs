@@ -141,6 +141,14 @@ impl RequestEnv {
             .then(|| join_values(headers, &CONTENT_TYPE, ","));
         let content_length = headers.get(CONTENT_LENGTH).map(|v| latin1(v.as_bytes()));
 
+        // HTTP/2 names the host in `:authority`, and a client need not send `Host` beside it
+        // (RFC 9113 8.3.1); an app reads it from HTTP_HOST either way.
+        if parts.version == Version::HTTP_2
+            && !headers.contains_key(HOST)
+            && let Some(authority) = uri.authority()
+        {
+            env_headers.push(("HTTP_HOST".to_string(), authority.as_str().to_string()));
+        }
         // A trusted proxy may tell the real client, scheme and host.
         let url_scheme = fwd.proto.unwrap_or(conn.scheme);
         if let Some(h) = &fwd.host {
@@ -214,6 +222,7 @@ impl RequestEnv {
         let protocol = match self.version {
             Version::HTTP_10 => intern!(py, "HTTP/1.0"),
             Version::HTTP_09 => intern!(py, "HTTP/0.9"),
+            Version::HTTP_2 => intern!(py, "HTTP/2"),
             _ => intern!(py, "HTTP/1.1"),
         };
         d.set_item(intern!(py, "SERVER_PROTOCOL"), protocol)?;

@@ -26,13 +26,13 @@ PYTHON = sys.executable
 START_TIMEOUT = 30.0
 
 START_LINE_RE = re.compile(
-    r"^bartizan: listening on (?P<urls>http://\S+(?:, http://\S+)*) "
+    r"^bartizan: listening on (?P<urls>https?://\S+(?:, https?://\S+)*) "
     r"\(threads: (?P<threads>\d+)\)$"
 )
 # The same line as the `cli` fixture accepts it: with more than one worker it
 # names the count.
 WORKERS_START_LINE_RE = re.compile(
-    r"^bartizan: listening on (?P<urls>http://\S+) "
+    r"^bartizan: listening on (?P<urls>https?://\S+) "
     r"\(threads: (?P<threads>\d+)(?:, workers: (?P<workers>\d+))?\)$"
 )
 PROXY_LINE_RE = re.compile(

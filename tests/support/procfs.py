@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 
-from bartizan.metrics import rss_bytes
-
 
 def listing(path: str) -> list[str]:
     """The names in a /proc directory; none when its process has gone."""
@@ -41,8 +39,12 @@ def tree_pids(pid: int) -> list[int]:
 
 def rss_kib(pid: int) -> int | None:
     """One process's VmRSS in KiB; None when it has gone (or has no memory of its own)."""
-    size = rss_bytes(pid)
-    return None if size is None else size // 1024
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            resident_pages = int(f.read().split()[1])
+    except (OSError, IndexError, ValueError):
+        return None
+    return resident_pages * os.sysconf("SC_PAGE_SIZE") // 1024
 
 
 def open_paths(pid: int) -> set[str]:

@@ -115,6 +115,7 @@ def test_worker_config_is_the_embedding_options_less_where_to_listen(tmp_path):
         "health_path": None,
         "max_head": 65536,
         "max_connections": 1000,
+        "http2_max_streams": 100,
         "io_threads": 2,
         "static": [("/s", str(tmp_path))],
         "static_max_age": 3600,

@@ -41,6 +41,7 @@ def samples(tmp_path):
         "limit_request_fields": 50,
         "health_path": "/healthz",
         "max_connections": 77,
+        "http2_max_streams": 33,
         "io_threads": 3,
         "static": [("/s", str(static))],
         "media": [("/m", str(media))],
