@@ -123,6 +123,8 @@ def test_worker_config_is_the_embedding_options_less_where_to_listen(tmp_path):
         "routes": [],
         "upstream_wait": 30.0,
         "connect_timeout": 5.0,
+        "certfile": None,
+        "keyfile": None,
         "response_timeout": 60.0,
         "media": [],
         "access_log": None,
