@@ -21,6 +21,7 @@ use crate::proxy::routes::RouteConfig;
 use crate::proxy::{ProxyConfig, Timing};
 use crate::statics::Mount;
 use crate::tls::TlsFiles;
+use crate::tls::acme::AcmeSettings;
 
 /// The options table's values for one server, checked by `options.py`; `bind` is the
 /// final list of places to listen (made from `host` and `port` when not given).
@@ -60,6 +61,14 @@ pub struct Options {
     pub response_timeout: f64,
     pub certfile: Option<PathBuf>,
     pub keyfile: Option<PathBuf>,
+    pub https: Vec<String>,
+    pub acme_directory: String,
+    pub acme_ca: Option<PathBuf>,
+    pub acme_email: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub acme_renew_at: f64,
+    pub http_redirect: Vec<String>,
+    pub hsts: u64,
     pub access_log: Option<String>,
     pub access_log_format: String,
 }
@@ -120,6 +129,16 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     /// Serve HTTPS with this certificate chain and key.
     pub tls: Option<TlsFiles>,
+    /// Serve HTTPS with a certificate over ACME for `acme.names`, when there are any.
+    pub acme: AcmeSettings,
+    /// Where the ACME account and certificates are kept.
+    pub state_dir: Option<PathBuf>,
+    /// Plain listeners that answer http-01 checks and redirect to HTTPS, as given and as
+    /// resolved.
+    pub http_redirect: Vec<String>,
+    pub redirect_binds: Vec<SocketAddr>,
+    /// `Strict-Transport-Security: max-age` on HTTPS answers; 0 for none.
+    pub hsts: u64,
     /// Already-listening sockets handed over by a parent process (workers share them).
     pub listen_fds: Vec<i32>,
     pub access_log: Option<LogConfig>,
@@ -154,6 +173,18 @@ impl Config {
                 interval: duration("upstream_health_interval", o.upstream_health_interval)?,
             }),
             None => None,
+        };
+        let mut redirect_binds = Vec::new();
+        for b in &o.http_redirect {
+            redirect_binds.extend(resolve_bind(b)?);
+        }
+        let acme = AcmeSettings {
+            names: o.https,
+            directory: o.acme_directory,
+            ca: o.acme_ca,
+            email: o.acme_email,
+            renew_at: o.acme_renew_at,
+            http_listener: !o.http_redirect.is_empty(),
         };
         let access_log_format = match o.access_log_format.as_str() {
             "json" => LogFormat::Json,
@@ -198,6 +229,11 @@ impl Config {
                 (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
                 _ => None,
             },
+            acme,
+            state_dir: o.state_dir,
+            http_redirect: o.http_redirect,
+            redirect_binds,
+            hsts: o.hsts,
             listen_fds,
             access_log: o.access_log.map(|p| LogConfig {
                 path: (p != "-").then(|| p.into()),
@@ -264,6 +300,14 @@ impl Config {
             response_timeout: self.forwarding.response_timeout.as_secs_f64(),
             certfile: self.tls.as_ref().map(|t| t.cert.clone()),
             keyfile: self.tls.as_ref().map(|t| t.key.clone()),
+            https: self.acme.names.clone(),
+            acme_directory: self.acme.directory.clone(),
+            acme_ca: self.acme.ca.clone(),
+            acme_email: self.acme.email.clone(),
+            state_dir: self.state_dir.clone(),
+            acme_renew_at: self.acme.renew_at,
+            http_redirect: self.http_redirect.clone(),
+            hsts: self.hsts,
             access_log: self.access_log.as_ref().map(|l| match &l.path {
                 Some(p) => p.to_string_lossy().into_owned(),
                 None => "-".into(),

@@ -115,6 +115,12 @@ impl PyServer {
         })
     }
 
+    /// Reads `certfile` and `keyfile` again: handshakes from now on get what they hold.
+    fn reload_certificates(&self, py: Python<'_>) -> PyResult<()> {
+        self.with_server(py, |s| s.reload_certificates())?
+            .map_err(PyErr::from)
+    }
+
     /// New WSGI requests get 503 (or, with `hold`, wait) until `unlock()`.
     #[pyo3(signature = (hold=false))]
     fn lock(&self, py: Python<'_>, hold: bool) -> PyResult<()> {

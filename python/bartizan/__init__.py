@@ -85,7 +85,7 @@ class Server:
             if core[path] is not None:
                 core[path] = os.fspath(core[path])
         self._core = _CoreServer(app, core, listen_fds, multiprocess)
-        self.scheme = "https" if values["certfile"] else "http"
+        self.scheme = "https" if values["certfile"] or values["https"] else "http"
         self.threads = values["threads"]
 
     def start(self) -> Server:
@@ -103,6 +103,11 @@ class Server:
         """
         _live.discard(self)
         return self._core.stop(timeout, retire)
+
+    def reload_certificates(self) -> None:
+        """Read ``certfile`` and ``keyfile`` again: new connections get what they now hold,
+        open ones keep theirs. (Certificates over ACME renew themselves.)"""
+        self._core.reload_certificates()
 
     def lock(self, hold: bool = False) -> None:
         """New app requests get 503 (with ``hold``: wait) until ``unlock()``."""
@@ -189,6 +194,19 @@ class Proxy(Server):
         super().__init__(None, host, port, upstreams=upstreams, **given)
 
 
+def reload_certificates(server: Server) -> None:
+    """SIGHUP: the certificate files are read again; a failure is said and the old kept."""
+    from bartizan import logs
+
+    try:
+        server.reload_certificates()
+    except (ValueError, OSError) as e:
+        logs.log(f"certificates not reloaded, the old ones are kept: {e}", "WARN")
+    else:
+        if server.scheme == "https":
+            logs.log("certificates reloaded")
+
+
 def serve(
     app: Callable | None,
     *,
@@ -212,13 +230,18 @@ def serve(
     def on_signal(signum: int, frame: object) -> None:
         signals_seen.append(signum)
 
+    reloads: list[int] = []
     in_main = threading.current_thread() is threading.main_thread()
     previous = {}
     if in_main:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, on_signal)
+        previous[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda s, f: reloads.append(s))
     try:
         while not signals_seen and server.running:
+            if reloads:
+                reloads.clear()
+                reload_certificates(server)
             time.sleep(0.1)
         if signals_seen:
             from bartizan import logs

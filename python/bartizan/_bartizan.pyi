@@ -32,6 +32,8 @@ class Server:
     def stop(self, timeout: float | None = None, retire: bool = False) -> int:
         """Stops listening and finishes in-flight requests for up to ``timeout`` seconds
         (None: all of them); returns how many were still running when it gave up."""
+    def reload_certificates(self) -> None:
+        """Reads ``certfile`` and ``keyfile`` again, for the handshakes from now on."""
     def lock(self, hold: bool = False) -> None:
         """New WSGI requests get 503 (with ``hold``: wait) until ``unlock()``."""
     def unlock(self) -> None: ...

@@ -200,6 +200,61 @@ def _networks(values: Any) -> str | None:
     return None
 
 
+def _domain(value: Any) -> str | None:
+    """A DNS name a public CA issues for: letters, digits and dashes in dotted labels."""
+    labels = value.split(".") if isinstance(value, str) else []
+    plain = len(labels) >= 2 and all(
+        0 < len(label) <= 63
+        and not label.startswith("-")
+        and not label.endswith("-")
+        and all(c.isascii() and (c.isalnum() or c == "-") for c in label)
+        for label in labels
+    )
+    return None if plain else "must be a domain name, e.g. example.com"
+
+
+def _https_url(value: Any) -> str | None:
+    if isinstance(value, str) and value.startswith("https://") and len(value) > len("https://"):
+        return None
+    return "must be an https:// URL"
+
+
+def _email(value: Any) -> str | None:
+    if value is None:
+        return None
+    name, at, host = value.partition("@") if isinstance(value, str) else ("", "", "")
+    plain = at and name and "." in host and not any(c.isspace() for c in value)
+    return None if plain else "must be an e-mail address"
+
+
+def _share(value: Any) -> str | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "must be a number between 0 and 1"
+    return None if 0 <= value <= 1 else "must be between 0 and 1"
+
+
+def default_state_dir() -> str:
+    """Where HTTPS keeps its account and certificates unless told: the user's state
+    directory (XDG), as other per-user daemons keep theirs."""
+    home_state = os.path.join(os.path.expanduser("~"), ".local", "state")
+    base = os.environ.get("XDG_STATE_HOME") or home_state
+    return os.path.join(base, "bartizan")
+
+
+def prepare_state_dir(path: str) -> str | None:
+    """Makes the state directory (mode 0700) and proves it can be written; the problem if
+    not."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        probe = os.path.join(path, f".probe-{os.getpid()}")
+        with open(probe, "w"):
+            pass
+        os.unlink(probe)
+    except OSError as e:
+        return f"cannot be written: {e.strerror}"
+    return None
+
+
 def _file(value: Any) -> str | None:
     if value is None:
         return None
@@ -539,6 +594,81 @@ OPTIONS: tuple[Option, ...] = (
         group="proxying",
         positive=True,
     ),
+    repeated_option(
+        "https",
+        "serve HTTPS for this domain with a certificate obtained and renewed over ACME "
+        "(tls-alpn-01 on the listeners of --bind, http-01 on --http-redirect); repeatable, "
+        "one certificate names them all",
+        check=_domain,
+        where=BOTH,
+        metavar="DOMAIN",
+        group="https",
+    ),
+    Option(
+        "acme_directory",
+        "https://acme-v02.api.letsencrypt.org/directory",
+        "the ACME directory certificates are ordered from (default: Let's Encrypt)",
+        check=_https_url,
+        where=BOTH,
+        metavar="URL",
+        group="https",
+    ),
+    Option(
+        "acme_ca",
+        None,
+        "PEM roots to trust for the ACME server's own HTTPS, for a private CA",
+        check=_file,
+        where=BOTH,
+        metavar="PEM",
+        group="https",
+    ),
+    Option(
+        "acme_email",
+        None,
+        "contact address given to the CA with the account (expiry notices)",
+        check=_email,
+        where=BOTH,
+        metavar="ADDR",
+        group="https",
+    ),
+    Option(
+        "state_dir",
+        None,
+        "where HTTPS keeps its ACME account and certificates (files 0600)",
+        where=BOTH,
+        metavar="DIR",
+        group="https",
+        shown="$XDG_STATE_HOME/bartizan or ~/.local/state/bartizan",
+    ),
+    Option(
+        "acme_renew_at",
+        2 / 3,
+        "renew a certificate once this share of its lifetime has passed",
+        parse=parse_seconds,
+        check=_share,
+        where=BOTH,
+        metavar="SHARE",
+        group="https",
+        shown="0.667",
+    ),
+    repeated_option(
+        "http_redirect",
+        "a plain-HTTP listener that answers ACME http-01 checks and sends everything else "
+        "a 308 to the https URL; repeatable, e.g. 0.0.0.0:80",
+        check=_bind,
+        where=BOTH,
+        metavar="ADDR:PORT",
+        group="https",
+    ),
+    count_option(
+        "hsts",
+        0,
+        "send Strict-Transport-Security with this max-age on HTTPS answers; 0 for none",
+        where=BOTH,
+        group="https",
+        metavar="SECONDS",
+        low=0,
+    ),
     Option(
         "certfile",
         None,
@@ -752,8 +882,9 @@ def check_value(option: Option, value: Any, *, flag: bool = False) -> Any:
     return value
 
 
-def check_together(values: Mapping[str, Any], *, flag: bool = False) -> None:
-    """Rules between options, checked once all are known."""
+def check_together(values: dict[str, Any], *, flag: bool = False) -> None:
+    """Rules between options, checked once all are known; the state directory made ready
+    when HTTPS over ACME needs one."""
     if "min_threads" in values and "threads" in values:
         if values["min_threads"] > values["threads"]:
             raise OptionError(
@@ -762,6 +893,25 @@ def check_together(values: Mapping[str, Any], *, flag: bool = False) -> None:
                 f"must not be more than threads ({values['threads']})",
                 flag=flag,
             )
+    if values.get("https") and values.get("certfile"):
+        raise OptionError(
+            BY_NAME["https"],
+            values["https"][0],
+            f"and {BY_NAME['certfile'].flag if flag else 'certfile'}: one or the other",
+            flag=flag,
+        )
+    if values.get("http_redirect") and not (values.get("https") or values.get("certfile")):
+        raise OptionError(
+            BY_NAME["http_redirect"],
+            values["http_redirect"][0],
+            "redirects to HTTPS: needs https or certfile",
+            flag=flag,
+        )
+    if values.get("https"):
+        values["state_dir"] = values.get("state_dir") or default_state_dir()
+        problem = prepare_state_dir(values["state_dir"])
+        if problem:
+            raise OptionError(BY_NAME["state_dir"], values["state_dir"], problem, flag=flag)
     if bool(values.get("certfile")) != bool(values.get("keyfile")):
         missing = "keyfile" if values.get("certfile") else "certfile"
         given = BY_NAME["certfile" if missing == "keyfile" else "keyfile"]

@@ -66,7 +66,8 @@ class Supervisor:
         self.reload_on_change = reload
         self.metrics_addr = metrics
         self.demo = demo
-        self.listeners = Listeners("https" if worker_config.server.get("certfile") else "http")
+        secure = worker_config.server.get("certfile") or worker_config.server.get("https")
+        self.listeners = Listeners("https" if secure else "http")
         self.endpoint: MetricsEndpoint | None = None
         self.control = ControlPipe()
         self.workers: list[Worker] = []

@@ -105,10 +105,12 @@ where
     };
     let handshake = acceptor.accept(io);
     match tokio::time::timeout(conn.shared.config.header_timeout, handshake).await {
-        Ok(Ok(io)) => {
-            let http2 = io.get_ref().1.alpn_protocol() == Some(b"h2");
-            serve_http(io, conn, http2).await;
-        }
+        Ok(Ok(io)) => match io.get_ref().1.alpn_protocol() {
+            // A CA's tls-alpn-01 check: the handshake was all it wanted (RFC 8737 3).
+            Some(crate::tls::ACME_TLS_ALPN) => {}
+            Some(b"h2") => serve_http(io, conn, true).await,
+            _ => serve_http(io, conn, false).await,
+        },
         Ok(Err(e)) => tracing::debug!("TLS handshake with {peer}: {e}"),
         Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
     }

@@ -32,6 +32,16 @@ pub enum StdListener {
     Unix(std::os::unix::net::UnixListener),
 }
 
+impl StdListener {
+    /// The TCP port, for a TCP listener.
+    pub fn port(&self) -> Option<u16> {
+        match self {
+            StdListener::Tcp(l) => l.local_addr().ok().map(|a| a.port()),
+            StdListener::Unix(_) => None,
+        }
+    }
+}
+
 pub enum Listener {
     Tcp(TcpListener),
     Unix(UnixListener),
@@ -80,8 +90,13 @@ impl Listener {
 }
 
 pub fn listen_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    tcp_listener(addr, false)
+}
+
+fn tcp_listener(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(reuse_port)?;
     if addr.is_ipv6() {
         // One socket per family keeps `--bind [::]:80 --bind 0.0.0.0:80` from colliding.
         socket.set_only_v6(true)?;
@@ -90,6 +105,20 @@ pub fn listen_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     socket.listen(BACKLOG)?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
+}
+
+/// Listeners every worker of a server binds for itself (the redirect listeners): with
+/// SO_REUSEPORT, so that the workers, and a new set of them during a reload, share the port.
+pub fn open_shared(addrs: &[SocketAddr]) -> Result<Vec<StdListener>, StartError> {
+    let mut listeners = Vec::new();
+    for addr in addrs {
+        let l = tcp_listener(*addr, true).map_err(|source| StartError::Listen {
+            addr: addr.to_string(),
+            source,
+        })?;
+        listeners.push(StdListener::Tcp(l));
+    }
+    Ok(listeners)
 }
 
 /// Creates the socket file at `path`. A file left there by a server that died is replaced;

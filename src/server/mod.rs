@@ -4,6 +4,7 @@
 mod connection;
 pub mod listeners;
 mod pipeline;
+mod redirect;
 mod watched_io;
 mod wire;
 
@@ -26,7 +27,8 @@ use crate::proxy::routes::Routes;
 
 use crate::http::conn::ConnInfo;
 use crate::statics::Statics;
-use crate::tls::{self, TlsAcceptor};
+use crate::tls::state::StateDir;
+use crate::tls::{self, Certificates, TlsAcceptor};
 use crate::wsgi::WsgiApp;
 use connection::{Accepted, Builders, ConnWatch};
 use listeners::{Bound, Listener, Stream};
@@ -55,6 +57,14 @@ pub struct Shared {
     pub sweep: Arc<Sweep>,
     pub pool: Pool,
     pub handler: Handler,
+    /// The certificate HTTPS serves, when it does.
+    pub certificates: Option<Arc<Certificates>>,
+    /// Where a CA's http-01 checks find their answers, with ACME.
+    pub acme_state: Option<Arc<StateDir>>,
+    /// `Strict-Transport-Security` for HTTPS answers, when asked for.
+    pub hsts: Option<http::HeaderValue>,
+    /// The port HTTPS is served on, for the redirect listener's URLs.
+    pub https_port: Option<u16>,
 }
 
 pub struct Server {
@@ -112,10 +122,19 @@ impl Server {
                 return Err(error::invalid("upstreams", "an app or upstreams are needed").into());
             }
         };
-        let tls = match &config.tls {
-            Some(files) => Some(tls::acceptor(files)?),
-            None => None,
+        let acme = !config.acme.names.is_empty();
+        let acme_state = match (&config.state_dir, acme) {
+            (Some(dir), true) => Some(Arc::new(StateDir::new(dir.clone()))),
+            _ => None,
         };
+        let certificates = (acme || config.tls.is_some())
+            .then(|| Arc::new(Certificates::new(acme_state.clone())));
+        if let (Some(certs), Some(files)) = (&certificates, &config.tls) {
+            certs.load_files(files)?;
+        }
+        let tls = certificates
+            .as_ref()
+            .map(|certs| tls::acceptor(Arc::clone(certs), acme));
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(config.io_threads)
             .thread_name("bartizan-io")
@@ -123,6 +142,8 @@ impl Server {
             .build()
             .map_err(|source| StartError::Threads { source })?;
         let (std_listeners, socket_files) = listeners::open(&config)?;
+        let redirect_listeners = listeners::open_shared(&config.redirect_binds)?;
+        let https_port = std_listeners.iter().find_map(listeners::StdListener::port);
         let pool = app_pool(&handler, &config);
         let statics = Statics::new(config.mounts.clone(), config.static_max_age)?;
         let access_log = match &config.access_log {
@@ -137,9 +158,16 @@ impl Server {
             statics,
             routes: Routes::new(&config.routes),
             sweep: Arc::default(),
+            hsts: (config.hsts > 0).then(|| {
+                http::HeaderValue::from_str(&format!("max-age={}", config.hsts))
+                    .expect("digits are a header value")
+            }),
             config,
             pool,
             handler,
+            certificates,
+            acme_state,
+            https_port,
         });
         {
             let _guard = runtime.enter();
@@ -147,6 +175,10 @@ impl Server {
                 proxy.start_health_checks();
             }
             runtime.spawn(Arc::clone(&shared.sweep).run());
+            if let (Some(dir), Some(certs)) = (&shared.acme_state, &shared.certificates) {
+                let keep = tls::acme::keep(shared.config.acme.clone(), Arc::clone(dir), Arc::clone(certs));
+                runtime.spawn(keep);
+            }
         }
         let (shutdown, _) = watch::channel(false);
         let mut bound = Vec::new();
@@ -166,6 +198,17 @@ impl Server {
                 local,
                 Arc::clone(&shared),
                 tls.clone(),
+                shutdown.subscribe(),
+                conn_tx.clone(),
+            )));
+        }
+        for l in redirect_listeners {
+            let _guard = runtime.enter();
+            let (listener, _) =
+                Listener::from_std(l).map_err(|source| StartError::Threads { source })?;
+            acceptors.push(runtime.spawn(redirect::accept_loop(
+                listener,
+                Arc::clone(&shared),
                 shutdown.subscribe(),
                 conn_tx.clone(),
             )));
@@ -190,6 +233,14 @@ impl Server {
     fn remove_socket_files(&mut self) {
         for path in self.socket_files.drain(..) {
             let _ = std::fs::remove_file(path);
+        }
+    }
+
+    /// Reads the certificate files again, for the handshakes from now on.
+    pub fn reload_certificates(&self) -> Result<(), StartError> {
+        match (&self.shared.certificates, &self.shared.config.tls) {
+            (Some(certs), Some(files)) => certs.load_files(files),
+            _ => Ok(()),
         }
     }
 

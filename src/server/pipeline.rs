@@ -64,6 +64,13 @@ pub async fn route(
         res.headers_mut()
             .insert(CONNECTION, HeaderValue::from_static("close"));
     }
+    if let Some(hsts) = &shared.hsts
+        && conn.scheme == "https"
+    {
+        res.headers_mut()
+            .entry(http::header::STRICT_TRANSPORT_SECURITY)
+            .or_insert_with(|| hsts.clone());
+    }
     if let (Some(log), Some(facts)) = (&shared.access_log, facts) {
         let status = res.status().as_u16();
         res = res.map(|body| {
