@@ -7,6 +7,7 @@ import base64
 import pytest
 
 from tests.support.cdp import PageLoad
+from tests.support.proxy import make_self_signed
 
 WAIT = 30  # bound on every browser wait, in seconds
 
@@ -42,4 +43,29 @@ def test_demo_page_styled_and_scripted(demo, browser, tmp_path):
 
     title_color = "getComputedStyle(document.getElementById('title')).color"
     assert page.evaluate(title_color) == "rgb(178, 34, 34)"
+    assert page.evaluate("document.body.dataset.js") == "loaded"
+
+
+def test_demo_over_https_speaks_h2(server, browser, tmp_path):
+    """Over HTTPS the browser picks HTTP/2 by ALPN, for the page and its static files."""
+    cert, key = make_self_signed(str(tmp_path))
+    srv = server(
+        "--certfile",
+        cert,
+        "--keyfile",
+        key,
+        env={
+            "BARTIZAN_DEMO_DB": str(tmp_path / "demo.sqlite3"),
+            "BARTIZAN_DEMO_MEDIA": str(tmp_path / "media"),
+        },
+    )
+    assert srv.url.startswith("https://")
+    # The certificate is one this test made: the browser is told to take it.
+    browser.call("Security.setIgnoreCertificateErrors", {"ignore": True})
+    page = PageLoad(browser, srv.url + "/", srv.url, wait=WAIT)
+    page.assert_all_served()
+    navigation = "performance.getEntriesByType('navigation')[0].nextHopProtocol"
+    assert page.evaluate(navigation) == "h2"
+    sheet = "performance.getEntriesByType('resource').find(e => e.name.endsWith('site.css'))"
+    assert page.evaluate(f"{sheet}.nextHopProtocol") == "h2"
     assert page.evaluate("document.body.dataset.js") == "loaded"

@@ -127,8 +127,8 @@ impl Server {
             (Some(dir), true) => Some(Arc::new(StateDir::new(dir.clone()))),
             _ => None,
         };
-        let certificates = (acme || config.tls.is_some())
-            .then(|| Arc::new(Certificates::new(acme_state.clone())));
+        let certificates =
+            (acme || config.tls.is_some()).then(|| Arc::new(Certificates::new(acme_state.clone())));
         if let (Some(certs), Some(files)) = (&certificates, &config.tls) {
             certs.load_files(files)?;
         }
@@ -176,7 +176,11 @@ impl Server {
             }
             runtime.spawn(Arc::clone(&shared.sweep).run());
             if let (Some(dir), Some(certs)) = (&shared.acme_state, &shared.certificates) {
-                let keep = tls::acme::keep(shared.config.acme.clone(), Arc::clone(dir), Arc::clone(certs));
+                let keep = tls::acme::keep(
+                    shared.config.acme.clone(),
+                    Arc::clone(dir),
+                    Arc::clone(certs),
+                );
                 runtime.spawn(keep);
             }
         }

@@ -44,7 +44,9 @@ pub async fn accept_loop(
                 }
             },
         };
-        let Stream::Tcp(stream) = stream else { continue };
+        let Stream::Tcp(stream) = stream else {
+            continue;
+        };
         let shared = Arc::clone(&shared);
         let builder = builder.clone();
         let open = open_conns.clone();
@@ -69,8 +71,10 @@ async fn answer(
         return Ok(match found {
             Some(key_authorization) => {
                 let mut res = Response::new(ResponseBody::full(key_authorization));
-                res.headers_mut()
-                    .insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+                res.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
                 res
             }
             None => error_page::plain(StatusCode::NOT_FOUND),

@@ -128,7 +128,8 @@ fn load_stored(settings: &AcmeSettings, dir: &StateDir, certs: &Certificates) ->
     let (lifetime, covers) = validity(&stored.chain, &settings.names)?;
     certs.swap(key);
     let (from, until) = lifetime;
-    let renew_after = from + (until.duration_since(from).unwrap_or_default()).mul_f64(settings.renew_at);
+    let renew_after =
+        from + (until.duration_since(from).unwrap_or_default()).mul_f64(settings.renew_at);
     Some(Serving {
         written: stored.written,
         renew_after,
@@ -142,7 +143,10 @@ fn validity(chain: &[u8], names: &[String]) -> Option<((SystemTime, SystemTime),
     let (_, cert) = x509_parser::parse_x509_certificate(&leaf).ok()?;
     let at = |t: i64| SystemTime::UNIX_EPOCH + Duration::from_secs(t.max(0) as u64);
     let validity = cert.validity();
-    let lifetime = (at(validity.not_before.timestamp()), at(validity.not_after.timestamp()));
+    let lifetime = (
+        at(validity.not_before.timestamp()),
+        at(validity.not_after.timestamp()),
+    );
     let named: Vec<String> = cert
         .subject_alternative_name()
         .ok()
@@ -152,13 +156,17 @@ fn validity(chain: &[u8], names: &[String]) -> Option<((SystemTime, SystemTime),
                 .general_names
                 .iter()
                 .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::DNSName(d) => Some(d.to_ascii_lowercase()),
+                    x509_parser::extensions::GeneralName::DNSName(d) => {
+                        Some(d.to_ascii_lowercase())
+                    }
                     _ => None,
                 })
                 .collect()
         })
         .unwrap_or_default();
-    let covers = names.iter().all(|n| named.contains(&n.to_ascii_lowercase()));
+    let covers = names
+        .iter()
+        .all(|n| named.contains(&n.to_ascii_lowercase()));
     Some((lifetime, covers))
 }
 
@@ -188,7 +196,12 @@ fn is_problem(e: &AcmeError, kind: &str) -> bool {
 /// Orders a certificate for the names: its chain and its new key, as PEM.
 async fn order(settings: &AcmeSettings, dir: &StateDir) -> Result<(String, String), AcmeError> {
     let account = account(settings, dir).await?;
-    let ids: Vec<Identifier> = settings.names.iter().cloned().map(Identifier::Dns).collect();
+    let ids: Vec<Identifier> = settings
+        .names
+        .iter()
+        .cloned()
+        .map(Identifier::Dns)
+        .collect();
     let mut order = match account.new_order(&NewOrder::new(&ids)).await {
         // A CA that forgot the account (a test CA restarted): a new one, once.
         Err(e) if is_problem(&e, "accountDoesNotExist") => {
@@ -207,9 +220,14 @@ async fn order(settings: &AcmeSettings, dir: &StateDir) -> Result<(String, Strin
             match authorization.status {
                 AuthorizationStatus::Pending => {}
                 AuthorizationStatus::Valid => continue,
-                _ => return Err(AcmeError::Str("an authorization is neither pending nor valid")),
+                _ => {
+                    return Err(AcmeError::Str(
+                        "an authorization is neither pending nor valid",
+                    ));
+                }
             }
-            let offers = |kind: ChallengeType| authorization.challenges.iter().any(|c| c.r#type == kind);
+            let offers =
+                |kind: ChallengeType| authorization.challenges.iter().any(|c| c.r#type == kind);
             // Port 80 is the one a CA's check reaches most surely (nothing in front of the
             // server terminates TLS on it): http-01 when there is a redirect listener.
             let kind = if settings.http_listener && offers(ChallengeType::Http01) {
@@ -217,7 +235,9 @@ async fn order(settings: &AcmeSettings, dir: &StateDir) -> Result<(String, Strin
             } else if offers(ChallengeType::TlsAlpn01) {
                 ChallengeType::TlsAlpn01
             } else {
-                return Err(AcmeError::Str("the CA offers no check this server can answer"));
+                return Err(AcmeError::Str(
+                    "the CA offers no check this server can answer",
+                ));
             };
             let mut challenge = authorization
                 .challenge(kind.clone())

@@ -45,7 +45,13 @@ impl StateDir {
         let host: String = directory
             .trim_start_matches("https://")
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '.' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         self.root.join("accounts").join(host).join("account.json")
     }
@@ -91,8 +97,12 @@ impl StateDir {
             .open(self.root.join("lock"))
             .ok()?;
         // SAFETY: flock on a descriptor this function owns; it only takes or refuses a lock.
-        let taken =
-            unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&file), libc::LOCK_EX | libc::LOCK_NB) };
+        let taken = unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        };
         (taken == 0).then_some(file)
     }
 
@@ -106,13 +116,17 @@ impl StateDir {
     fn http_path(&self, token: &str) -> Option<PathBuf> {
         let plain = !token.is_empty()
             && token.len() <= 128
-            && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && token
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         plain.then(|| self.root.join("challenges").join("http-01").join(token))
     }
 
     /// Puts up the certificate a tls-alpn-01 check of `name` is to get.
     pub fn put_tls_alpn(&self, name: &str, cert_and_key: &str) -> io::Result<()> {
-        let path = self.tls_alpn_path(name).ok_or(io::ErrorKind::InvalidInput)?;
+        let path = self
+            .tls_alpn_path(name)
+            .ok_or(io::ErrorKind::InvalidInput)?;
         write_private(&path, cert_and_key.as_bytes())
     }
 
@@ -158,11 +172,16 @@ fn plain_name(name: &str) -> bool {
     !name.is_empty()
         && !name.starts_with('.')
         && name.len() <= 253
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'-')
 }
 
 fn make_dir(path: &Path) -> io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
 }
 
 /// Writes `bytes` to `path` whole, readable by this user only.
@@ -170,7 +189,11 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let dir = path.parent().ok_or(io::ErrorKind::InvalidInput)?;
     make_dir(dir)?;
     let name = path.file_name().ok_or(io::ErrorKind::InvalidInput)?;
-    let tmp = dir.join(format!(".{}.{}.tmp", name.to_string_lossy(), std::process::id()));
+    let tmp = dir.join(format!(
+        ".{}.{}.tmp",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let mut file = fs::OpenOptions::new()
         .create(true)
         .truncate(true)
@@ -207,13 +230,22 @@ mod tests {
         let names = vec!["app.test".to_string()];
         dir.store(&names, "CHAIN", "KEY").unwrap();
         let stored = dir.stored(&names).unwrap();
-        assert_eq!((stored.chain.as_slice(), stored.key.as_slice()), (&b"CHAIN"[..], &b"KEY"[..]));
+        assert_eq!(
+            (stored.chain.as_slice(), stored.key.as_slice()),
+            (&b"CHAIN"[..], &b"KEY"[..])
+        );
         let key = tmp.path().join("s/certificates/app.test/key.pem");
-        assert_eq!(fs::metadata(key).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(key).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         let d = tmp.path().join("s/certificates");
         assert_eq!(fs::metadata(d).unwrap().permissions().mode() & 0o777, 0o700);
         let held = dir.lock().unwrap();
-        assert!(dir.lock().is_none(), "a second holder while the first holds it");
+        assert!(
+            dir.lock().is_none(),
+            "a second holder while the first holds it"
+        );
         drop(held);
         assert!(dir.lock().is_some());
     }
