@@ -27,6 +27,7 @@ from lib.servers import (
     WSGI_SERVERS,
     bartizan_missing,
 )
+from lib.tls import section_tls
 
 
 def hello_ok(status, body, headers):
@@ -158,7 +159,7 @@ def section_proxy(ctx):
         "proxy: ratios are the Bartizan proxy front's numbers divided by the row's; "
         "each front's RSS is the front alone, the upstream's is in its direct row"
     )
-    goal_ratio(ctx, section, "nginx-proxy", 0.8, "proxy: bartizan proxy/nginx proxy rps")
+    goal_ratio(ctx, section, "nginx-proxy", 1.0, "proxy: bartizan proxy/nginx proxy rps")
 
 
 def waits_ok(path):
@@ -283,4 +284,5 @@ SECTIONS = {
     "db": section_db,
     "pg": section_pg,
     "evennia": section_evennia,
+    "tls": section_tls,
 }

@@ -467,8 +467,11 @@ fn rewrite_head(
         .path_and_query(path)
         .build()
         .map_err(|_| StatusCode::BAD_REQUEST)?;
-    // Upstreams are spoken to in HTTP/1.1, whatever the client spoke.
-    parts.version = http::Version::HTTP_11;
+    // Upstreams are spoken to in HTTP/1: an HTTP/2 request goes on as HTTP/1.1 (it always
+    // names its host, so the upstream gets a Host).
+    if parts.version == http::Version::HTTP_2 {
+        parts.version = http::Version::HTTP_11;
+    }
     let h = &mut parts.headers;
     strip_hop_by_hop(h, upgrade);
     // An HTTP/2 client may send its cookies as several fields; HTTP/1.1 takes one

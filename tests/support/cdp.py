@@ -22,19 +22,27 @@ class WebSocketError(Exception):
 
 
 class WebSocket:
-    def __init__(self, url, timeout=10.0):
+    """`protocols` are offered as subprotocols; `source` is the local address to connect
+    from. `headers` holds the handshake's answer."""
+
+    def __init__(self, url, timeout=10.0, protocols=(), source=None):
         parts = urlsplit(url)
         if parts.scheme != "ws":
             raise WebSocketError(f"only ws:// is supported, not {url!r}")
-        self.sock = socket.create_connection((parts.hostname, parts.port or 80), timeout=timeout)
+        self.sock = socket.create_connection(
+            (parts.hostname, parts.port or 80),
+            timeout=timeout,
+            source_address=(source, 0) if source else None,
+        )
         self.buf = b""
         key = base64.b64encode(os.urandom(16)).decode()
-        path = parts.path or "/"
+        path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        offered = f"Sec-WebSocket-Protocol: {', '.join(protocols)}\r\n" if protocols else ""
         self.sock.sendall(
             (
                 f"GET {path} HTTP/1.1\r\nHost: {parts.hostname}:{parts.port}\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n{offered}\r\n"
             ).encode()
         )
         deadline = time.monotonic() + timeout
@@ -50,6 +58,7 @@ class WebSocket:
         }
         if got.get("sec-websocket-accept") != accept:
             raise WebSocketError("bad Sec-WebSocket-Accept")
+        self.headers = got
 
     def close(self):
         try:
