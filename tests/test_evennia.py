@@ -20,7 +20,7 @@ import pytest
 
 pytest.importorskip("evennia")
 
-from tests.support.cdp import PageLoad
+from tests.support.cdp import PageLoad, WebSocket
 from tests.support.evennia_game import PAGES, SUPERUSER, Ask, Clients, Game
 
 # How long the Portal's proxy holds a request while the Server is away: longer than a reload
@@ -59,13 +59,24 @@ def at_webproxy_root_creation(web_root):
 """
 
 
+# The webclient loads jQuery from a CDN, which a test machine may not reach: this game serves
+# the copy Django's admin ships, as a game for offline play would.
+TEMPLATES = {
+    "webclient/base.html": """{% extends "webclient/base.html" %}{% load static %}
+{% block jquery_import %}
+<script src="{% static 'admin/js/vendor/jquery/jquery.min.js' %}"></script>
+{% endblock %}
+"""
+}
+
+
 @pytest.fixture(scope="module")
 def game(tmp_path_factory):
     g = Game(tmp_path_factory.mktemp("evennia"), bartizan=True)
     if IPV6:
         g.settings["WEBSERVER_INTERFACES"] = ["127.0.0.1", "::1"]
     try:
-        g.create(EXTRA_SETTINGS, web_plugins=WEB_PLUGINS).start()
+        g.create(EXTRA_SETTINGS, web_plugins=WEB_PLUGINS, templates=TEMPLATES).start()
         yield g
     finally:
         g.stop()
@@ -235,6 +246,116 @@ def test_browser_loads_front_page_and_webclient(game, browser):
             assert origin + sub in page.responses, (sub, sorted(page.responses))
             assert page.responses[origin + sub]["status"] == 200
         assert game.name in page.evaluate("document.title + document.body.innerText")
+
+
+SUBPROTOCOL = "v1.evennia.com"
+
+
+def _evennia_6() -> bool:
+    import evennia
+
+    return int(evennia.__version__.split(".")[0]) >= 6
+
+
+def _websocket(port, path="/ws", source=None):
+    return WebSocket(
+        f"ws://127.0.0.1:{port}{path}", timeout=30, protocols=[SUBPROTOCOL], source=source
+    )
+
+
+def _say(ws, command):
+    ws.send_text(json.dumps(["text", [command], {}]))
+
+
+def _until(ws, text, timeout=30):
+    """What the game sent until a message holding `text`."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while not seen or text not in seen[-1]:
+        seen.append(ws.recv_text(deadline))
+    return "\n".join(seen)
+
+
+def _logged_in(ws):
+    _until(ws, "connect")
+    _say(ws, f"connect {SUPERUSER[0]} {SUPERUSER[1]}")
+    _until(ws, "Limbo")
+
+
+def test_webclient_page_points_its_websocket_at_its_own_port(game):
+    status, body, _ = game.get("/webclient/")
+    assert status == 200
+    assert f'var wsurl = "ws://127.0.0.1:{game.port}/ws";' in body.decode(), body[-3000:]
+
+
+def test_the_websocket_on_the_public_port(game):
+    """`/ws` of the public port is the Portal's websocket: the subprotocol is agreed through
+    the proxy, the game talks, and the Portal sees the client's own address."""
+    ws = _websocket(game.port, source="127.0.0.2")
+    try:
+        if _evennia_6():
+            assert ws.headers.get("sec-websocket-protocol") == SUBPROTOCOL, ws.headers
+        _logged_in(ws)
+        _say(ws, "who")
+        assert "127.0.0.2" in _until(ws, "127.0.0.2")
+    finally:
+        ws.close()
+    # The websocket port itself still serves clients that use it.
+    direct = _websocket(game.websocket_port, path="/")
+    try:
+        _until(direct, "connect")
+    finally:
+        direct.close()
+
+
+def test_websocket_sessions_survive_a_reload(game):
+    """A logged-in player and two visitors at the connection screen, all on `/ws`: after
+    `evennia reload` each of their sockets still answers (one session per account is
+    Evennia's default, so one player)."""
+    player = _websocket(game.port)
+    visitors = [_websocket(game.port) for _ in range(2)]
+    try:
+        _logged_in(player)
+        for ws in visitors:
+            _until(ws, "connect")
+        pid = game.server_pid()
+        game.reload()
+        game.wait_for_new_server(pid)
+        game.wait_until_serving()
+        _say(player, "look")
+        assert "Limbo" in _until(player, "Limbo", timeout=60)
+        for ws in visitors:
+            _say(ws, "look")
+            assert "connect" in _until(ws, "connect", timeout=60)
+    finally:
+        for ws in (player, *visitors):
+            ws.close()
+
+
+def test_browser_plays_through_the_public_port(game, browser):
+    """The webclient page in Chromium, with the websocket port blocked: its client connects
+    at `/ws`, logs in, and the room's text arrives. (The page's layout libraries come from
+    CDNs this machine may not reach, so the text is read from the client's own event
+    stream rather than from the layout.)"""
+    origin = f"http://127.0.0.1:{game.port}"
+    blocked = ["https://*", f"*:{game.websocket_port}*"]
+    page = PageLoad(browser, origin + "/webclient/", origin, block=blocked)
+    assert page.evaluate("window.wsurl") == f"ws://127.0.0.1:{game.port}/ws"
+    page.evaluate(
+        "window.seen = []; if (!Evennia.initialized) { Evennia.init(); }"
+        "Evennia.emitter.on('text', function (args) { window.seen.push(String(args[0])); });"
+    )
+
+    def wait_for(expression):
+        deadline = time.monotonic() + 30
+        while not page.evaluate(expression):
+            assert time.monotonic() < deadline, (expression, page.evaluate("window.seen"))
+            time.sleep(0.2)
+
+    wait_for("Evennia.isConnected()")
+    login = json.dumps(f"connect {SUPERUSER[0]} {SUPERUSER[1]}")
+    page.evaluate(f"Evennia.msg('text', [{login}], {{}}); Evennia.msg('text', ['look'], {{}})")
+    wait_for("window.seen.some(function (t) { return t.indexOf('Limbo') >= 0; })")
 
 
 # The pages, and the login form posted without a CSRF token: Django refuses it with 403.

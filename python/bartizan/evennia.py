@@ -24,6 +24,14 @@
   Twisted children that ``at_webserver_root_creation`` adds to the Server's root are served
   the same way as the Portal's; a plugin that returns a different root is told at start that
   only the children of the root it was given are served.
+- **One public port:** the webclient's websocket is also served at ``/ws`` of every public
+  port (the upgrade forwarded to the Portal's websocket listener, its subprotocol passed both
+  ways, the client's address in ``X-Forwarded-For``), and the webclient page connects there,
+  ``ws`` or ``wss`` as the page was loaded, unless the game set ``WEBSOCKET_CLIENT_URL``. The
+  websocket port keeps working for clients that use it.
+- **HTTPS:** ``BARTIZAN_PORTAL`` takes the HTTPS options (``https``, ``acme_email``,
+  ``state_dir``, ``http_redirect``, ...), and the whole game, pages, static files, AJAX and
+  websocket, is served over HTTPS on its public port.
 
 A game whose own service classes replace Evennia's mixes ``ServerWebMixin`` /
 ``PortalWebMixin`` in front of them instead.
@@ -208,6 +216,8 @@ class ServerWebMixin:
         extra = dict(getattr(settings, "BARTIZAN_SERVER", {}))
         routes = {**twisted_routes.routes, **dict(extra.pop("routes", {}))}
 
+        if settings.WEBSOCKET_CLIENT_ENABLED and not settings.WEBSOCKET_CLIENT_URL:
+            _websocket_on_the_page_origin()
         server = bartizan.Server(
             get_wsgi_application(),
             **{
@@ -228,6 +238,37 @@ class ServerWebMixin:
         self.web_root = _WebRoot(web)
         ports = ", ".join(str(internal) for _public, internal in settings.WEBSERVER_PORTS)
         self.info_dict["webserver"] = f"webserver (bartizan): {ports}"
+
+
+#: Where every public port serves the webclient's websocket.
+WEBSOCKET_PATH = "/ws"
+
+
+def _websocket_on_the_page_origin() -> None:
+    """The webclient page's websocket URL, made per request: the page's own host at
+    ``WEBSOCKET_PATH``, ``wss`` when the page came over HTTPS. Evennia's context processor
+    reads ``WEBSOCKET_CLIENT_URL`` once, at import; it is wrapped before Django builds its
+    template engine, which looks it up by name."""
+    from django.core.exceptions import DisallowedHost
+    from evennia.web.utils import general_context as module
+
+    if getattr(module.general_context, "same_origin_websocket", False):
+        return
+    original = module.general_context
+
+    def general_context(request):
+        context = original(request)
+        if request is not None and context.get("websocket_enabled"):
+            try:
+                host = request.get_host()
+            except DisallowedHost:  # the page itself is refused for it
+                return context
+            scheme = "wss" if request.is_secure() else "ws"
+            context["websocket_url"] = f"{scheme}://{host}{WEBSOCKET_PATH}"
+        return context
+
+    general_context.same_origin_websocket = True
+    module.general_context = general_context
 
 
 class PortalWebMixin:
@@ -257,7 +298,11 @@ class PortalWebMixin:
                 _call_hook(plugins, "at_webproxy_root_creation", root, self.info_dict)
             twisted_routes = _TwistedRoutes(root, _children(root, set()), portal=True)
             extra = dict(getattr(settings, "BARTIZAN_PORTAL", {}))
-            routes = {**twisted_routes.routes, **dict(extra.pop("routes", {}))}
+            routes = {
+                **twisted_routes.routes,
+                **self._websocket_route(),
+                **dict(extra.pop("routes", {})),
+            }
             proxy = bartizan.Proxy(
                 [f"127.0.0.1:{internal}"],
                 **{
@@ -303,6 +348,16 @@ class PortalWebMixin:
         ):
             shown = self._start_websocket()
         self.info_dict["webclient"].append(shown)
+
+    def _websocket_route(self) -> dict[str, str]:
+        """``WEBSOCKET_PATH`` of the public port, forwarded to the websocket listener."""
+        if not getattr(self, "_websocket_started", False):
+            return {}
+        interface = "127.0.0.1" if settings.LOCKDOWN_MODE else settings.WEBSOCKET_CLIENT_INTERFACE
+        if interface in ("0.0.0.0", "::", ""):
+            interface = "127.0.0.1"
+        address = bartizan.format_address(interface, settings.WEBSOCKET_CLIENT_PORT)
+        return {WEBSOCKET_PATH: address}
 
     def _start_websocket(self) -> str:
         import evennia

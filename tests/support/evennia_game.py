@@ -117,10 +117,19 @@ class Game:
             check=True,
         )
 
-    def create(self, extra_settings: str = "", web_plugins: str | None = None) -> Game:
+    def create(
+        self,
+        extra_settings: str = "",
+        web_plugins: str | None = None,
+        templates: dict[str, str] | None = None,
+    ) -> Game:
         self.evennia("--init", self.name)
         if web_plugins is not None:
             (self.dir / "server" / "conf" / "web_plugins.py").write_text(web_plugins)
+        for name, text in (templates or {}).items():
+            path = self.dir / "web" / "templates" / name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
         lines = [f"{k} = {v!r}" for k, v in self.settings.items()]
         text = "\n".join(lines) + "\n" + (TWO_LINES if self.bartizan else "") + extra_settings
         with open(self.dir / "server" / "conf" / "settings.py", "a") as f:
