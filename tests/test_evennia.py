@@ -20,8 +20,21 @@ import pytest
 
 pytest.importorskip("evennia")
 
-from tests.support.cdp import PageLoad, WebSocket
-from tests.support.evennia_game import PAGES, SUPERUSER, Ask, Clients, Game
+from tests.support.cdp import PageLoad
+from tests.support.evennia_game import (
+    OFFLINE_TEMPLATES,
+    PAGES,
+    SUBPROTOCOL,
+    SUPERUSER,
+    Ask,
+    Clients,
+    Game,
+    evennia_6,
+    logged_in,
+    say,
+    until,
+    websocket,
+)
 
 # How long the Portal's proxy holds a request while the Server is away: longer than a reload
 # takes here (5-8 s), short enough for the Server-away test to see the 503.
@@ -59,24 +72,13 @@ def at_webproxy_root_creation(web_root):
 """
 
 
-# The webclient loads jQuery from a CDN, which a test machine may not reach: this game serves
-# the copy Django's admin ships, as a game for offline play would.
-TEMPLATES = {
-    "webclient/base.html": """{% extends "webclient/base.html" %}{% load static %}
-{% block jquery_import %}
-<script src="{% static 'admin/js/vendor/jquery/jquery.min.js' %}"></script>
-{% endblock %}
-"""
-}
-
-
 @pytest.fixture(scope="module")
 def game(tmp_path_factory):
     g = Game(tmp_path_factory.mktemp("evennia"), bartizan=True)
     if IPV6:
         g.settings["WEBSERVER_INTERFACES"] = ["127.0.0.1", "::1"]
     try:
-        g.create(EXTRA_SETTINGS, web_plugins=WEB_PLUGINS, templates=TEMPLATES).start()
+        g.create(EXTRA_SETTINGS, web_plugins=WEB_PLUGINS, templates=OFFLINE_TEMPLATES).start()
         yield g
     finally:
         g.stop()
@@ -248,40 +250,6 @@ def test_browser_loads_front_page_and_webclient(game, browser):
         assert game.name in page.evaluate("document.title + document.body.innerText")
 
 
-SUBPROTOCOL = "v1.evennia.com"
-
-
-def _evennia_6() -> bool:
-    import evennia
-
-    return int(evennia.__version__.split(".")[0]) >= 6
-
-
-def _websocket(port, path="/ws", source=None):
-    return WebSocket(
-        f"ws://127.0.0.1:{port}{path}", timeout=30, protocols=[SUBPROTOCOL], source=source
-    )
-
-
-def _say(ws, command):
-    ws.send_text(json.dumps(["text", [command], {}]))
-
-
-def _until(ws, text, timeout=30):
-    """What the game sent until a message holding `text`."""
-    deadline = time.monotonic() + timeout
-    seen = []
-    while not seen or text not in seen[-1]:
-        seen.append(ws.recv_text(deadline))
-    return "\n".join(seen)
-
-
-def _logged_in(ws):
-    _until(ws, "connect")
-    _say(ws, f"connect {SUPERUSER[0]} {SUPERUSER[1]}")
-    _until(ws, "Limbo")
-
-
 def test_webclient_page_points_its_websocket_at_its_own_port(game):
     status, body, _ = game.get("/webclient/")
     assert status == 200
@@ -291,19 +259,19 @@ def test_webclient_page_points_its_websocket_at_its_own_port(game):
 def test_the_websocket_on_the_public_port(game):
     """`/ws` of the public port is the Portal's websocket: the subprotocol is agreed through
     the proxy, the game talks, and the Portal sees the client's own address."""
-    ws = _websocket(game.port, source="127.0.0.2")
+    ws = websocket(game.port, source="127.0.0.2")
     try:
-        if _evennia_6():
+        if evennia_6():
             assert ws.headers.get("sec-websocket-protocol") == SUBPROTOCOL, ws.headers
-        _logged_in(ws)
-        _say(ws, "who")
-        assert "127.0.0.2" in _until(ws, "127.0.0.2")
+        logged_in(ws)
+        say(ws, "who")
+        assert "127.0.0.2" in until(ws, "127.0.0.2")
     finally:
         ws.close()
     # The websocket port itself still serves clients that use it.
-    direct = _websocket(game.websocket_port, path="/")
+    direct = websocket(game.websocket_port, path="/")
     try:
-        _until(direct, "connect")
+        until(direct, "connect")
     finally:
         direct.close()
 
@@ -312,21 +280,21 @@ def test_websocket_sessions_survive_a_reload(game):
     """A logged-in player and two visitors at the connection screen, all on `/ws`: after
     `evennia reload` each of their sockets still answers (one session per account is
     Evennia's default, so one player)."""
-    player = _websocket(game.port)
-    visitors = [_websocket(game.port) for _ in range(2)]
+    player = websocket(game.port)
+    visitors = [websocket(game.port) for _ in range(2)]
     try:
-        _logged_in(player)
+        logged_in(player)
         for ws in visitors:
-            _until(ws, "connect")
+            until(ws, "connect")
         pid = game.server_pid()
         game.reload()
         game.wait_for_new_server(pid)
         game.wait_until_serving()
-        _say(player, "look")
-        assert "Limbo" in _until(player, "Limbo", timeout=60)
+        say(player, "look")
+        assert "Limbo" in until(player, "Limbo", timeout=60)
         for ws in visitors:
-            _say(ws, "look")
-            assert "connect" in _until(ws, "connect", timeout=60)
+            say(ws, "look")
+            assert "connect" in until(ws, "connect", timeout=60)
     finally:
         for ws in (player, *visitors):
             ws.close()
@@ -368,18 +336,18 @@ def _telnet_reload(game):
     with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
         s.settimeout(30)
 
-        def read_until(text: bytes):
+        def readuntil(text: bytes):
             seen = b""
             while text not in seen:
                 chunk = s.recv(65536)
                 assert chunk, f"telnet closed before {text!r}: {seen[-300:]!r}"
                 seen += chunk
 
-        read_until(b"connect")
+        readuntil(b"connect")
         s.sendall(f"connect {SUPERUSER[0]} {SUPERUSER[1]}\r\n".encode())
-        read_until(b"Limbo")
+        readuntil(b"Limbo")
         s.sendall(b"reload\r\n")
-        read_until(b"restart")
+        readuntil(b"restart")
 
 
 def test_reloads_under_load_lose_nothing(game):

@@ -1,6 +1,6 @@
 """A minimal Chrome DevTools Protocol client over a hand-written RFC 6455
-websocket (client side: masked frames, text messages, no extensions), so
-the browser test needs no extra Python package.
+websocket (client side: masked frames, text messages, no extensions, over TLS
+too), so the browser test needs no extra Python package.
 
 Every read has a deadline: a silent browser makes the test fail, not hang.
 """
@@ -25,15 +25,17 @@ class WebSocket:
     """`protocols` are offered as subprotocols; `source` is the local address to connect
     from. `headers` holds the handshake's answer."""
 
-    def __init__(self, url, timeout=10.0, protocols=(), source=None):
+    def __init__(self, url, timeout=10.0, protocols=(), source=None, context=None):
         parts = urlsplit(url)
-        if parts.scheme != "ws":
-            raise WebSocketError(f"only ws:// is supported, not {url!r}")
+        if parts.scheme not in ("ws", "wss"):
+            raise WebSocketError(f"only ws:// and wss:// are supported, not {url!r}")
         self.sock = socket.create_connection(
             (parts.hostname, parts.port or 80),
             timeout=timeout,
             source_address=(source, 0) if source else None,
         )
+        if parts.scheme == "wss":
+            self.sock = context.wrap_socket(self.sock, server_hostname=parts.hostname)
         self.buf = b""
         key = base64.b64encode(os.urandom(16)).decode()
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

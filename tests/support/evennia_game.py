@@ -9,8 +9,10 @@ Every wait here is bounded: a game that does not come up fails the caller, never
 from __future__ import annotations
 
 import http.client
+import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -18,6 +20,8 @@ import time
 from collections import Counter
 from pathlib import Path
 from typing import NamedTuple
+
+from tests.support.cdp import WebSocket
 
 BIN = Path(sys.executable).parent
 EVENNIA = BIN / "evennia"
@@ -46,6 +50,57 @@ urlpatterns.append(_path("_client/", _client))
 """
 
 
+# The webclient loads jQuery from a CDN, which a test machine may not reach: this game serves
+# the copy Django's admin ships, as a game for offline play would.
+OFFLINE_TEMPLATES = {
+    "webclient/base.html": """{% extends "webclient/base.html" %}{% load static %}
+{% block jquery_import %}
+<script src="{% static 'admin/js/vendor/jquery/jquery.min.js' %}"></script>
+{% endblock %}
+"""
+}
+
+
+SUBPROTOCOL = "v1.evennia.com"
+
+
+def evennia_6() -> bool:
+    import evennia
+
+    return int(evennia.__version__.split(".")[0]) >= 6
+
+
+def websocket(port, path="/ws", source=None, tls=None):
+    """A websocket to a game's webclient, offering the subprotocol its page offers."""
+    scheme = "wss" if tls else "ws"
+    return WebSocket(
+        f"{scheme}://127.0.0.1:{port}{path}",
+        timeout=30,
+        protocols=[SUBPROTOCOL],
+        source=source,
+        context=tls,
+    )
+
+
+def say(ws, command):
+    ws.send_text(json.dumps(["text", [command], {}]))
+
+
+def until(ws, text, timeout=30):
+    """What the game sent until a message holding `text`."""
+    deadline = time.monotonic() + timeout
+    seen = []
+    while not seen or text not in seen[-1]:
+        seen.append(ws.recv_text(deadline))
+    return "\n".join(seen)
+
+
+def logged_in(ws):
+    until(ws, "connect")
+    say(ws, f"connect {SUPERUSER[0]} {SUPERUSER[1]}")
+    until(ws, "Limbo")
+
+
 # Every game made in this run, so a run that is aborted can still kill their processes.
 GAMES: list[Game] = []
 
@@ -71,6 +126,8 @@ class Game:
     def __init__(self, parent: Path, *, bartizan: bool, name: str = "bartizangame"):
         self.dir = parent / name
         self.name = name
+        # Trust for a game whose public port speaks HTTPS (its pages are then asked over it).
+        self.tls: ssl.SSLContext | None = None
         self.bartizan = bartizan
         GAMES.append(self)
         telnet, web, internal, websocket, amp = free_ports(5)
@@ -189,7 +246,10 @@ class Game:
             time.sleep(0.3)
 
     def get(self, path: str, headers: dict | None = None, *, port: int | None = None):
-        c = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=30)
+        if self.tls is not None and port is None:
+            c = http.client.HTTPSConnection("127.0.0.1", self.port, timeout=30, context=self.tls)
+        else:
+            c = http.client.HTTPConnection("127.0.0.1", port or self.port, timeout=30)
         try:
             c.request("GET", path, headers=headers or {})
             r = c.getresponse()
