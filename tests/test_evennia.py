@@ -13,6 +13,7 @@ import http.client
 import json
 import re
 import socket
+import threading
 import time
 import uuid
 
@@ -298,6 +299,38 @@ def test_websocket_sessions_survive_a_reload(game):
     finally:
         for ws in (player, *visitors):
             ws.close()
+
+
+def _refused(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=2).close()
+    except ConnectionRefusedError:
+        return True
+    return False
+
+
+def test_the_portal_answers_while_the_new_server_starts(game):
+    """While `evennia reload` starts the new Server (its process there, its port not yet
+    open), a websocket ping on `/ws` is answered: the Portal's reactor is not held by the
+    launch."""
+    ws = websocket(game.port)
+    old = game.server_pid()
+    answered_while_starting = 0
+    reload = threading.Thread(target=game.reload)
+    try:
+        until(ws, "connect")
+        reload.start()
+        while reload.is_alive():
+            ws.ping(time.monotonic() + 30)
+            pid = game.server_pid()
+            if pid not in (None, old) and _refused(game.internal_port):
+                answered_while_starting += 1
+            time.sleep(0.02)
+        game.wait_until_serving()
+    finally:
+        reload.join(timeout=120)
+        ws.close()
+    assert answered_while_starting > 0
 
 
 def test_browser_plays_through_the_public_port(game, browser):

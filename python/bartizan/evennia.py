@@ -29,6 +29,9 @@
   ways, the client's address in ``X-Forwarded-For``), and the webclient page connects there,
   ``ws`` or ``wss`` as the page was loaded, unless the game set ``WEBSOCKET_CLIENT_URL``. The
   websocket port keeps working for clients that use it.
+- **While the Server restarts** the Portal's reactor keeps running (Evennia's launch of the
+  new Server would hold it until that Server has started): websocket, AJAX and telnet
+  sessions are answered throughout.
 - **HTTPS:** ``BARTIZAN_PORTAL`` takes the HTTPS options (``https``, ``acme_email``,
   ``state_dir``, ``http_redirect``, ...), and the whole game, pages, static files, AJAX and
   websocket, is served over HTTPS on its public port.
@@ -40,6 +43,8 @@ A game whose own service classes replace Evennia's mixes ``ServerWebMixin`` /
 from __future__ import annotations
 
 import os
+import subprocess
+import threading
 from urllib.parse import quote
 
 from django.conf import settings
@@ -271,6 +276,28 @@ def _websocket_on_the_page_origin() -> None:
     module.general_context = general_context
 
 
+class _ServerLaunch(subprocess.Popen):
+    """The Portal's launch of a new Server: `wait()` without a timeout (the reaping Evennia
+    does on the reactor thread, which lasts until the new Server has started, since twistd's
+    parent waits for its daemon) happens on a pool thread instead, so the Portal's reactor
+    keeps serving the websocket, AJAX and telnet sessions while the Server restarts."""
+
+    def wait(self, timeout=None):
+        if timeout is None and threading.current_thread() is threading.main_thread():
+            threads.deferToThread(super().wait)
+            return None
+        return super().wait(timeout)
+
+
+def _launch_servers_off_the_reactor() -> None:
+    """Evennia names no hook for how the Portal launches the Server; its module's `Popen` is
+    the one place to put `_ServerLaunch`."""
+    from evennia.server.portal import amp_server
+
+    if amp_server.Popen is subprocess.Popen:
+        amp_server.Popen = _ServerLaunch
+
+
 class PortalWebMixin:
     """Evennia's Portal-side web layer on Bartizan; put it before the Portal service class."""
 
@@ -283,6 +310,7 @@ class PortalWebMixin:
     def register_webserver(self):
         from evennia.server.webserver import EvenniaReverseProxyResource
 
+        _launch_servers_off_the_reactor()
         interfaces = list(self.check_lockdown(settings.WEBSERVER_INTERFACES))
         # Twisted listens dual-stack on "::"; Bartizan opens one socket per family.
         if "::" in interfaces and "0.0.0.0" not in interfaces:

@@ -37,6 +37,7 @@ class WebSocket:
         if parts.scheme == "wss":
             self.sock = context.wrap_socket(self.sock, server_hostname=parts.hostname)
         self.buf = b""
+        self.texts = []
         key = base64.b64encode(os.urandom(16)).decode()
         path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         offered = f"Sec-WebSocket-Protocol: {', '.join(protocols)}\r\n" if protocols else ""
@@ -125,6 +126,25 @@ class WebSocket:
             n, "big"
         )
         self.sock.sendall(header + mask + masked)
+
+    def ping(self, deadline):
+        """Sends a ping and reads until its pong; text messages on the way are kept in
+        `texts`."""
+        payload = os.urandom(8)
+        self._send_frame(0x9, payload)
+        while True:
+            frame = self._parse_frame()
+            if frame is None:
+                self._fill(deadline)
+                continue
+            _fin, opcode, got, size = frame
+            self.buf = self.buf[size:]
+            if opcode == 0xA and got == payload:
+                return
+            if opcode == 0x1:
+                self.texts.append(got.decode("utf-8", "replace"))
+            elif opcode == 0x8:
+                raise WebSocketError("the peer closed the websocket")
 
     def send_text(self, text):
         self._send_frame(0x1, text.encode("utf-8"))
