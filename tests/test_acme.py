@@ -14,7 +14,7 @@ import time
 
 import pytest
 
-from tests.support.acme import Pebble
+from tests.support.acme import Pebble, redirect_of
 from tests.support.apps import ECHO
 from tests.support.process import free_port
 from tests.support.proxy import start_proxy, upstream_of
@@ -100,11 +100,7 @@ def test_a_certificate_is_obtained_and_served_over_h2_and_http11(server, site):
     assert (rc, version) == (0, "1.1"), err
     assert b"strict-transport-security: max-age=60" in body.lower()
     # The plain listener: everything but a check is sent to HTTPS.
-    redirect = subprocess.run(
-        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
-         "-H", f"Host: {NAME}", f"http://127.0.0.1:{site.http_port}/a/b?c=1"],
-        capture_output=True, text=True, timeout=20,
-    ).stdout  # fmt: skip
+    redirect = redirect_of(site.http_port, NAME, "/a/b?c=1")
     assert redirect == f"308 https://{NAME}:{site.tls_port}/a/b?c=1"
     assert srv.stderr_match(re.compile(r"obtained a certificate for app\.test"), timeout=5)
     # Private files in a private directory.

@@ -32,6 +32,7 @@ from tests.support.evennia_game import (
     Game,
     evennia_6,
     logged_in,
+    play_in_browser,
     say,
     until,
     websocket,
@@ -342,21 +343,7 @@ def test_browser_plays_through_the_public_port(game, browser):
     blocked = ["https://*", f"*:{game.websocket_port}*"]
     page = PageLoad(browser, origin + "/webclient/", origin, block=blocked)
     assert page.evaluate("window.wsurl") == f"ws://127.0.0.1:{game.port}/ws"
-    page.evaluate(
-        "window.seen = []; if (!Evennia.initialized) { Evennia.init(); }"
-        "Evennia.emitter.on('text', function (args) { window.seen.push(String(args[0])); });"
-    )
-
-    def wait_for(expression):
-        deadline = time.monotonic() + 30
-        while not page.evaluate(expression):
-            assert time.monotonic() < deadline, (expression, page.evaluate("window.seen"))
-            time.sleep(0.2)
-
-    wait_for("Evennia.isConnected()")
-    login = json.dumps(f"connect {SUPERUSER[0]} {SUPERUSER[1]}")
-    page.evaluate(f"Evennia.msg('text', [{login}], {{}}); Evennia.msg('text', ['look'], {{}})")
-    wait_for("window.seen.some(function (t) { return t.indexOf('Limbo') >= 0; })")
+    play_in_browser(page)
 
 
 # The pages, and the login form posted without a CSRF token: Django refuses it with 403.

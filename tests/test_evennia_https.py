@@ -5,19 +5,16 @@ files, webclient page and its websocket (`wss` at `/ws`) are all served over TLS
 
 from __future__ import annotations
 
-import json
 import ssl
 import subprocess
-import time
 
 import pytest
 
 pytest.importorskip("evennia")
 
-from tests.support.acme import Pebble
+from tests.support import evennia_game
+from tests.support.acme import Pebble, redirect_of
 from tests.support.cdp import PageLoad
-from tests.support.evennia_game import OFFLINE_TEMPLATES, SUPERUSER, Game, logged_in, say, until
-from tests.support.evennia_game import websocket as game_websocket
 from tests.support.process import free_port
 
 NAME = "game.test"
@@ -26,7 +23,7 @@ NAME = "game.test"
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory):
     base = tmp_path_factory.mktemp("evennia-https")
-    game = Game(base, bartizan=True, name="securegame")
+    game = evennia_game.Game(base, bartizan=True, name="securegame")
     redirect_port = free_port()
     ca = Pebble(base / "pebble", redirect_port, game.port)
     roots = base / "roots.pem"
@@ -44,7 +41,7 @@ def secure(tmp_path_factory):
     }
     extra = f'UPSTREAM_IPS = ["127.0.0.1"]\nBARTIZAN_PORTAL = {portal!r}\n'
     try:
-        game.create(extra, templates=OFFLINE_TEMPLATES).start()
+        game.create(extra, templates=evennia_game.OFFLINE_TEMPLATES).start()
         yield game, roots, redirect_port
     finally:
         game.stop()
@@ -76,21 +73,17 @@ def test_pages_and_static_files_over_https_and_h2(secure):
 
 def test_the_redirect_listener_sends_browsers_to_https(secure):
     game, _, redirect_port = secure
-    answer = subprocess.run(
-        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
-         "-H", f"Host: {NAME}", f"http://127.0.0.1:{redirect_port}/webclient/"],
-        capture_output=True, text=True, timeout=30,
-    ).stdout  # fmt: skip
+    answer = redirect_of(redirect_port, NAME, "/webclient/")
     assert answer == f"308 https://{NAME}:{game.port}/webclient/"
 
 
 def test_the_websocket_over_wss(secure):
     game, _, _ = secure
-    ws = game_websocket(game.port, tls=game.tls)
+    ws = evennia_game.websocket(game.port, tls=game.tls)
     try:
-        logged_in(ws)
-        say(ws, "look")
-        assert "Limbo" in until(ws, "Limbo")
+        evennia_game.logged_in(ws)
+        evennia_game.say(ws, "look")
+        assert "Limbo" in evennia_game.until(ws, "Limbo")
     finally:
         ws.close()
 
@@ -104,18 +97,4 @@ def test_browser_plays_over_https(secure, browser):
     page = PageLoad(browser, origin + "/webclient/", origin, block=blocked)
     assert page.evaluate("window.wsurl") == f"wss://127.0.0.1:{game.port}/ws"
     assert page.evaluate("performance.getEntriesByType('navigation')[0].nextHopProtocol") == "h2"
-    page.evaluate(
-        "window.seen = []; if (!Evennia.initialized) { Evennia.init(); }"
-        "Evennia.emitter.on('text', function (args) { window.seen.push(String(args[0])); });"
-    )
-    deadline = time.monotonic() + 30
-
-    def wait_for(expression):
-        while not page.evaluate(expression):
-            assert time.monotonic() < deadline, (expression, page.evaluate("window.seen"))
-            time.sleep(0.2)
-
-    wait_for("Evennia.isConnected()")
-    login = json.dumps(f"connect {SUPERUSER[0]} {SUPERUSER[1]}")
-    page.evaluate(f"Evennia.msg('text', [{login}], {{}}); Evennia.msg('text', ['look'], {{}})")
-    wait_for("window.seen.some(function (t) { return t.indexOf('Limbo') >= 0; })")
+    evennia_game.play_in_browser(page)

@@ -216,22 +216,24 @@ def test_forwarding_headers_appended(stack):
     ]
 
 
+def from_untrusted(stack, path, headers):
+    """A request to the proxy from a client it does not trust (127.0.0.2)."""
+    with RawConnection(stack.trusting_proxy.port, source="127.0.0.2") as c:
+        return c.request("GET", path, headers)
+
+
 @pytest.mark.skipif(not can_bind_source("127.0.0.2"), reason="cannot bind a socket to 127.0.0.2")
 def test_client_cannot_claim_https_or_host(stack):
     """X-Forwarded-Proto and X-Forwarded-Host from a client the proxy does not
     trust (127.0.0.2) are replaced by the proxy's own: over plain HTTP the app
     behind it sees scheme http and the real Host."""
-    with RawConnection(stack.trusting_proxy.port, source="127.0.0.2") as c:
-        r = c.request(
-            "GET",
-            "/claim",
-            [
-                ("Host", "real.example"),
-                ("X-Forwarded-Proto", "https"),
-                ("X-Forwarded-Host", "evil.example"),
-                ("X-Forwarded-Port", "443"),
-            ],
-        )
+    claims = [
+        ("Host", "real.example"),
+        ("X-Forwarded-Proto", "https"),
+        ("X-Forwarded-Host", "evil.example"),
+        ("X-Forwarded-Port", "443"),
+    ]
+    r = from_untrusted(stack, "/claim", claims)
     env = r.json()["environ"]
     assert env["HTTP_X_FORWARDED_PROTO"] == "http"
     assert env["wsgi.url_scheme"] == "http"
@@ -275,17 +277,13 @@ def test_spoofed_client_address_end_to_end(stack):
     the client's own X-Forwarded-For / Forwarded claims (6.6.6.6, https,
     evil.example) lose to what the proxy appends: REMOTE_ADDR is 127.0.0.2,
     scheme http, host the real one."""
-    with RawConnection(stack.trusting_proxy.port, source="127.0.0.2") as c:
-        r = c.request(
-            "GET",
-            "/spoof",
-            [
-                ("Host", "real.example"),
-                ("X-Forwarded-For", "6.6.6.6"),
-                ("Forwarded", 'for=6.6.6.6;proto=https;host="evil.example"'),
-                ("X-Forwarded-Proto", "https"),
-            ],
-        )
+    claims = {
+        "Host": "real.example",
+        "X-Forwarded-For": "6.6.6.6",
+        "Forwarded": 'for=6.6.6.6;proto=https;host="evil.example"',
+        "X-Forwarded-Proto": "https",
+    }
+    r = from_untrusted(stack, "/spoof", list(claims.items()))
     assert r.status == 200, r
     env = r.json()["environ"]
     assert env["REMOTE_ADDR"] == "127.0.0.2", (
@@ -294,8 +292,7 @@ def test_spoofed_client_address_end_to_end(stack):
     assert env["wsgi.url_scheme"] == "http"
     assert env["HTTP_HOST"] == "real.example"
 
-    with RawConnection(stack.trusting_proxy.port, source="127.0.0.2") as c:
-        r = c.request("GET", "/spoof", [("X-Forwarded-For", "6.6.6.6")])
+    r = from_untrusted(stack, "/spoof", [("X-Forwarded-For", "6.6.6.6")])
     assert r.json()["environ"]["REMOTE_ADDR"] == "127.0.0.2", "X-Forwarded-For alone"
 
 

@@ -165,12 +165,21 @@ def static_args(launch, *flags):
     return list(flags) if launch.static_dir is not None else []
 
 
-def bartizan_app(label, threads):
-    """Bartizan serving the app, with the section's static files if it has any."""
+def bartizan_app(label, threads, checkout=None):
+    """Bartizan serving the app, with the section's static files if it has any; from another
+    `checkout` (its own .venv and build, for a before/after comparison) when given."""
+
+    def run(*args):
+        if checkout is None:
+            return py(*args)
+        # Its own package first, for the server and for the workers it starts.
+        path = f"PYTHONPATH={ROOT}{os.pathsep}{checkout}/python"
+        return ["env", path, f"{checkout}/.venv/bin/python", *args]
+
     # fmt: off
     return ServerSpec(
         label=label,
-        argv=lambda launch: py(
+        argv=lambda launch: run(
             "-m", "bartizan", launch.target,
             "--host", HOST, "--port", str(launch.port), "--threads", str(threads),
             *static_args(launch, "--static", f"/static={launch.static_dir}"),
@@ -273,6 +282,14 @@ POOL_PEERS = {
 SERVERS.update(POOL_PEERS)
 
 WSGI_SERVERS = ["bartizan", "granian", "gunicorn"]
+# BENCH_BARTIZAN_BASE: another checkout, built (`scripts/setup` there), say main before a
+# change: measured beside the WSGI servers as `bartizan-base`.
+if os.environ.get("BENCH_BARTIZAN_BASE"):
+    base = os.environ["BENCH_BARTIZAN_BASE"]
+    SERVERS["bartizan-base"] = bartizan_app("bartizan (base build)", threads=4, checkout=base)
+    SERVERS["bartizan-base"].missing = lambda: None
+    SERVERS["bartizan-base"].version = lambda: "base"
+    WSGI_SERVERS.append("bartizan-base")
 POOL_SERVERS = ["bartizan-20", "granian", "granian-bt8", "gunicorn-20", "twisted-wsgi"]
 # The database page on SQLite: a page of Python between short C calls, so one thread is
 # the reference (Granian's default, and Bartizan held to one).

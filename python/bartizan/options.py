@@ -321,6 +321,11 @@ def repeated_option(name: str, help: str, *, metavar: str, **more: Any) -> Optio
     return Option(name, [], help, metavar=metavar, many=True, **more)
 
 
+def file_option(name: str, help: str, **more: Any) -> Option:
+    """A path to a file that must exist; off by default."""
+    return Option(name, None, help, check=_file, where=BOTH, metavar="PATH", **more)
+
+
 def mount_option(name: str, help: str) -> Option:
     """A repeatable PREFIX=DIR mount, taken everywhere."""
     return repeated_option(
@@ -613,13 +618,9 @@ OPTIONS: tuple[Option, ...] = (
         metavar="URL",
         group="https",
     ),
-    Option(
+    file_option(
         "acme_ca",
-        None,
         "PEM roots to trust for the ACME server's own HTTPS, for a private CA",
-        check=_file,
-        where=BOTH,
-        metavar="PEM",
         group="https",
     ),
     Option(
@@ -669,24 +670,8 @@ OPTIONS: tuple[Option, ...] = (
         metavar="SECONDS",
         low=0,
     ),
-    Option(
-        "certfile",
-        None,
-        "PEM certificate chain: serve HTTPS",
-        check=_file,
-        where=BOTH,
-        metavar="PATH",
-        group="https",
-    ),
-    Option(
-        "keyfile",
-        None,
-        "PEM private key for --certfile",
-        check=_file,
-        where=BOTH,
-        metavar="PATH",
-        group="https",
-    ),
+    file_option("certfile", "PEM certificate chain: serve HTTPS", group="https"),
+    file_option("keyfile", "PEM private key for --certfile", group="https"),
     # Logs.
     Option(
         "access_log",

@@ -9,16 +9,14 @@
 //! two end differently on a reload.
 
 use std::io;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::task::{Context, Poll};
 use std::time::Duration;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, watch};
 
 use super::watched_io::WatchedIo;
@@ -96,8 +94,9 @@ where
     let peer = conn.info.peer;
     let Some(acceptor) = tls else {
         let wait = conn.shared.config.header_timeout;
-        match tokio::time::timeout(wait, opening(io)).await {
-            Ok(Ok((io, http2))) => serve_http(io, conn, http2).await,
+        let mut io = io;
+        match tokio::time::timeout(wait, opening(&mut io)).await {
+            Ok(Ok((first, http2))) => serve_http(io, first, conn, http2).await,
             Ok(Err(e)) => tracing::debug!("connection from {peer}: {e}"),
             Err(_) => tracing::debug!("connection from {peer} sent nothing in time"),
         }
@@ -108,8 +107,8 @@ where
         Ok(Ok(io)) => match io.get_ref().1.alpn_protocol() {
             // A CA's tls-alpn-01 check: the handshake was all it wanted (RFC 8737 3).
             Some(crate::tls::ACME_TLS_ALPN) => {}
-            Some(b"h2") => serve_http(io, conn, true).await,
-            _ => serve_http(io, conn, false).await,
+            Some(b"h2") => serve_http(io, Bytes::new(), conn, true).await,
+            _ => serve_http(io, Bytes::new(), conn, false).await,
         },
         Ok(Err(e)) => tracing::debug!("TLS handshake with {peer}: {e}"),
         Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
@@ -117,8 +116,8 @@ where
 }
 
 /// Reads a plain connection's first bytes, as far as they can still be the HTTP/2 preface:
-/// the connection with those bytes put back, and whether it is HTTP/2.
-async fn opening<I: AsyncRead + Unpin>(mut io: I) -> io::Result<(Rewind<I>, bool)> {
+/// those bytes (read again by whoever reads the connection next), and whether it is HTTP/2.
+async fn opening<I: AsyncRead + Unpin>(io: &mut I) -> io::Result<(Bytes, bool)> {
     let mut first = BytesMut::with_capacity(4096);
     loop {
         if io.read_buf(&mut first).await? == 0 {
@@ -130,64 +129,7 @@ async fn opening<I: AsyncRead + Unpin>(mut io: I) -> io::Result<(Rewind<I>, bool
         }
     }
     let http2 = first.starts_with(PREFACE);
-    Ok((
-        Rewind {
-            first: first.freeze(),
-            io,
-        },
-        http2,
-    ))
-}
-
-/// A connection whose first bytes were read to tell its protocol, and are given again to
-/// whoever reads it next. Written by hand: hyper-util has one, but only inside its auto
-/// builder.
-struct Rewind<I> {
-    first: Bytes,
-    io: I,
-}
-
-impl<I: AsyncRead + Unpin> AsyncRead for Rewind<I> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        if this.first.has_remaining() {
-            let n = this.first.len().min(buf.remaining());
-            buf.put_slice(&this.first[..n]);
-            this.first.advance(n);
-            return Poll::Ready(Ok(()));
-        }
-        Pin::new(&mut this.io).poll_read(cx, buf)
-    }
-}
-
-impl<I: AsyncWrite + Unpin> AsyncWrite for Rewind<I> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, b: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write(cx, b)
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.io.is_write_vectored()
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
-    }
+    Ok((first.freeze(), http2))
 }
 
 /// The connection's reading of its bytes and its waits, swept with every other connection's.
@@ -211,8 +153,9 @@ fn wire_of(shared: &Shared, info: &ConnInfo, http2: bool) -> Arc<Mutex<Wire>> {
     wire
 }
 
-/// One connection in the protocol it speaks, watched for graceful shutdown.
-async fn serve_http<I>(io: I, conn: Accepted, http2: bool)
+/// One connection in the protocol it speaks, watched for graceful shutdown; `first`, bytes
+/// already read from it.
+async fn serve_http<I>(io: I, first: Bytes, conn: Accepted, http2: bool)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -224,7 +167,7 @@ where
     } = conn;
     let peer = info.peer;
     let wire = wire_of(&shared, &info, http2);
-    let io = TokioIo::new(WatchedIo::new(io, Arc::clone(&wire)));
+    let io = TokioIo::new(WatchedIo::new(io, first, Arc::clone(&wire)));
     let svc = {
         let shared = Arc::clone(&shared);
         service_fn(move |req| {

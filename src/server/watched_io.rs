@@ -15,6 +15,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Instant;
 
+use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 use super::wire::{Expiry, Wire};
@@ -22,12 +23,14 @@ use crate::sync::Recover;
 
 pub struct WatchedIo<I> {
     io: I,
+    /// Bytes read from `io` before it was watched (to tell its protocol), read again first.
+    first: Bytes,
     wire: Arc<Mutex<Wire>>,
 }
 
 impl<I> WatchedIo<I> {
-    pub fn new(io: I, wire: Arc<Mutex<Wire>>) -> Self {
-        WatchedIo { io, wire }
+    pub fn new(io: I, first: Bytes, wire: Arc<Mutex<Wire>>) -> Self {
+        WatchedIo { io, first, wire }
     }
 
     fn note_written(&self, written: &Poll<io::Result<usize>>) {
@@ -68,7 +71,15 @@ impl<I: AsyncRead + Unpin> AsyncRead for WatchedIo<I> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
+        let read = if this.first.has_remaining() {
+            let n = this.first.len().min(buf.remaining());
+            buf.put_slice(&this.first[..n]);
+            this.first.advance(n);
+            Poll::Ready(Ok(()))
+        } else {
+            Pin::new(&mut this.io).poll_read(cx, buf)
+        };
+        match read {
             Poll::Ready(Ok(())) => {
                 let read = &buf.filled()[before..];
                 if !read.is_empty() {

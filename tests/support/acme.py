@@ -18,6 +18,15 @@ import pytest
 from tests.support.process import free_port
 
 
+def redirect_of(port: int, host: str, path: str) -> str:
+    """What a plain-HTTP listener answers for `host` and `path`: status and Location."""
+    return subprocess.run(
+        ["curl", "-sS", "-o", "/dev/null", "-w", "%{http_code} %{redirect_url}",
+         "-H", f"Host: {host}", f"http://127.0.0.1:{port}{path}"],
+        capture_output=True, text=True, timeout=30,
+    ).stdout  # fmt: skip
+
+
 def openssl(*args: str, cwd: Path) -> None:
     subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=60)
 

@@ -110,6 +110,14 @@ class WebSocket:
             payload = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
         return fin, opcode, payload, pos + n
 
+    def _next_frame(self, deadline):
+        """(fin, opcode, payload) of the next frame, read as far as it takes."""
+        while (frame := self._parse_frame()) is None:
+            self._fill(deadline)
+        fin, opcode, payload, size = frame
+        self.buf = self.buf[size:]
+        return fin, opcode, payload
+
     def _send_frame(self, opcode, payload):
         header = bytes([0x80 | opcode])
         n = len(payload)
@@ -133,12 +141,7 @@ class WebSocket:
         payload = os.urandom(8)
         self._send_frame(0x9, payload)
         while True:
-            frame = self._parse_frame()
-            if frame is None:
-                self._fill(deadline)
-                continue
-            _fin, opcode, got, size = frame
-            self.buf = self.buf[size:]
+            _fin, opcode, got = self._next_frame(deadline)
             if opcode == 0xA and got == payload:
                 return
             if opcode == 0x1:
@@ -154,12 +157,7 @@ class WebSocket:
         pings on the way."""
         parts = []
         while True:
-            frame = self._parse_frame()
-            if frame is None:
-                self._fill(deadline)
-                continue
-            fin, opcode, payload, size = frame
-            self.buf = self.buf[size:]
+            fin, opcode, payload = self._next_frame(deadline)
             if opcode == 0x9:  # ping
                 self._send_frame(0xA, payload)
                 continue

@@ -101,6 +101,27 @@ def logged_in(ws):
     until(ws, "Limbo")
 
 
+def play_in_browser(page) -> None:
+    """Logs in and looks through the webclient's own client in a loaded page, and waits for
+    the room's text. (The page's layout libraries come from CDNs a test machine may not
+    reach, so the text is read from the client's event stream rather than the layout.)"""
+    page.evaluate(
+        "window.seen = []; if (!Evennia.initialized) { Evennia.init(); }"
+        "Evennia.emitter.on('text', function (args) { window.seen.push(String(args[0])); });"
+    )
+    deadline = time.monotonic() + 30
+
+    def wait_for(expression):
+        while not page.evaluate(expression):
+            assert time.monotonic() < deadline, (expression, page.evaluate("window.seen"))
+            time.sleep(0.2)
+
+    wait_for("Evennia.isConnected()")
+    login = json.dumps(f"connect {SUPERUSER[0]} {SUPERUSER[1]}")
+    page.evaluate(f"Evennia.msg('text', [{login}], {{}}); Evennia.msg('text', ['look'], {{}})")
+    wait_for("window.seen.some(function (t) { return t.indexOf('Limbo') >= 0; })")
+
+
 # Every game made in this run, so a run that is aborted can still kill their processes.
 GAMES: list[Game] = []
 
