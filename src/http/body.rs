@@ -20,6 +20,8 @@ pub type Chunk = Result<Bytes, BodyError>;
 pub enum ResponseBody {
     Full(Option<Bytes>),
     Stream(StreamBody),
+    /// An upstream's answer, passed on as it arrives (unboxed: it is every proxied answer).
+    Upstream(hyper::body::Incoming),
     Boxed(UnsyncBoxBody<Bytes, BodyError>),
 }
 
@@ -106,6 +108,9 @@ impl Body for ResponseBody {
         match self.get_mut() {
             ResponseBody::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             ResponseBody::Stream(s) => s.poll_chunk(cx).map(|c| c.map(|c| c.map(Frame::data))),
+            ResponseBody::Upstream(b) => Pin::new(b)
+                .poll_frame(cx)
+                .map_err(|e| BodyError(format!("upstream body: {e}"))),
             ResponseBody::Boxed(b) => Pin::new(b).poll_frame(cx),
         }
     }
@@ -114,6 +119,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(b) => b.is_none(),
             ResponseBody::Stream(_) => false,
+            ResponseBody::Upstream(b) => b.is_end_stream(),
             ResponseBody::Boxed(b) => b.is_end_stream(),
         }
     }
@@ -122,6 +128,7 @@ impl Body for ResponseBody {
         match self {
             ResponseBody::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             ResponseBody::Stream(_) => SizeHint::default(),
+            ResponseBody::Upstream(b) => b.size_hint(),
             ResponseBody::Boxed(b) => b.size_hint(),
         }
     }

@@ -27,13 +27,12 @@ use std::time::{Duration, Instant};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-use crate::http::body::{BodyError, Polled, Reply, ResponseBody};
+use crate::http::body::{Polled, Reply, ResponseBody};
 use crate::http::conn::ConnInfo;
 use crate::http::error_page;
 use crate::http::forwarded;
@@ -385,10 +384,7 @@ impl Proxy {
         }
         let (mut parts, body) = res.into_parts();
         strip_hop_by_hop(&mut parts.headers, false);
-        let body = body
-            .map_err(|e| BodyError(format!("upstream body: {e}")))
-            .boxed_unsync();
-        Response::from_parts(parts, ResponseBody::Boxed(body))
+        Response::from_parts(parts, ResponseBody::Upstream(body))
     }
 
     /// Sends `req` to an upstream, waiting for one until the deadline, trying again while
