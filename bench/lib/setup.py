@@ -44,6 +44,9 @@ def installed_version(name):
 
 
 def ensure_requirements():
+    if os.environ.get("BENCH_VENV"):
+        log(f"running in {VENV}: its own packages, no pinned peers installed")
+        return
     stale = {
         name: want
         for name, want in pinned_requirements().items()
