@@ -142,9 +142,7 @@ pub fn forwarded_headers(data: &[u8]) {
     }
     let trust = TrustList::parse(["127.0.0.1", "10.0.0.0/8"]).unwrap();
     let peer = IpAddr::V4(Ipv4Addr::LOCALHOST);
-    if let Some(found) = forwarded::resolve(&headers, peer, &trust)
-        && let Some((client, _)) = found.client
-    {
+    if let Some((client, _)) = forwarded::Origin::of(&headers, peer, &trust).told.client {
         assert!(!client.contains([',', ';', ' ', '"']), "{client:?}");
     }
     let _ = forwarded::proto_and_host(&headers);

@@ -90,8 +90,20 @@ def nginx_version():
     return match[1] if match else "?"
 
 
-def nginx_site(launch):
-    """The http-level and server-level lines for what this launch serves."""
+# What Bartizan's proxy front tells an app of who asked, said as nginx says it: the same
+# request reaches the upstream from either front, so a ratio is of the fronts' own work.
+NGINX_FORWARDING = [
+    "proxy_set_header Host $http_host;",
+    "proxy_set_header X-Forwarded-For $proxy_add_x_forwarded_for;",
+    "proxy_set_header X-Forwarded-Host $http_host;",
+    "proxy_set_header X-Forwarded-Proto $scheme;",
+    'proxy_set_header Forwarded "for=$remote_addr;proto=$scheme;host=\\"$http_host\\"";',
+]
+
+
+def nginx_site(launch, forwarding):
+    """The http-level and server-level lines for what this launch serves; `forwarding` has
+    a proxy tell the upstream who asked, as Bartizan's does."""
     if launch.upstream is not None:
         http = [
             # keepalive: idle connections to the app server are kept for reuse,
@@ -104,6 +116,7 @@ def nginx_site(launch):
             # Upstream keep-alive also needs HTTP/1.1 and no "Connection: close".
             "            proxy_http_version 1.1;",
             '            proxy_set_header Connection "";',
+            *(f"            {line}" for line in (NGINX_FORWARDING if forwarding else [])),
             "        }",
         ]
         return http, server
@@ -120,10 +133,10 @@ def nginx_site(launch):
     raise ValueError("nginx only serves static files or proxies here")
 
 
-def nginx_argv(launch):
+def nginx_argv(launch, forwarding=True):
     """Write an nginx config into the workdir; run it in the foreground."""
     work = launch.workdir
-    http, server = nginx_site(launch)
+    http, server = nginx_site(launch, forwarding)
     lines = [
         "daemon off;",  # the harness owns the process and its group
         "worker_processes 1;",
@@ -223,10 +236,15 @@ def gunicorn_app(label, threads):
     # fmt: on
 
 
-def nginx_server(label):
+def nginx_server(label, forwarding=True):
     """nginx as a file server or, given an upstream, as a proxy: `nginx_argv` writes the
     config for whichever the launch asks."""
-    return ServerSpec(label=label, argv=nginx_argv, missing=nginx_missing, version=nginx_version)
+    return ServerSpec(
+        label=label,
+        argv=functools.partial(nginx_argv, forwarding=forwarding),
+        missing=nginx_missing,
+        version=nginx_version,
+    )
 
 
 # Unformatted so that each command line reads as one, a flag beside its value.
@@ -249,6 +267,9 @@ SERVERS = {
         ready_line="bartizan: proxy listening on",
     ),
     "nginx-proxy": nginx_server("nginx proxy"),
+    # nginx as configured out of the box: the app is told nothing of who asked, and the
+    # request it gets is smaller than either front's above.
+    "nginx-proxy-bare": nginx_server("nginx proxy, no forwarding headers", forwarding=False),
     "twisted-proxy": ServerSpec(
         label="twisted proxy",
         argv=lambda launch: py(
@@ -295,7 +316,7 @@ POOL_SERVERS = ["bartizan-20", "granian", "granian-bt8", "gunicorn-20", "twisted
 # the reference (Granian's default, and Bartizan held to one).
 DB_SERVERS = ["bartizan-20", "bartizan-1", "granian", "granian-bt8"]
 STATIC_SERVERS = ["bartizan", "nginx", "granian"]
-PROXY_FRONTS = ["bartizan-proxy", "nginx-proxy", "twisted-proxy"]
+PROXY_FRONTS = ["bartizan-proxy", "nginx-proxy", "nginx-proxy-bare", "twisted-proxy"]
 BASELINE = "bartizan"  # ratios in the table are BASELINE's value / the row's
 # Row keys BENCH_SERVERS may name that are not servers of their own.
 # The proxy section's upstream, measured directly; the evennia section's two games.

@@ -24,7 +24,7 @@ from lib.processes import (
     stop_server,
 )
 from lib.results import Row, goal_ratio
-from lib.servers import bartizan_missing, nginx_binary, py
+from lib.servers import NGINX_FORWARDING, bartizan_missing, nginx_binary, py
 
 H2_CLIENTS = 32
 H2_STREAMS = 8
@@ -54,8 +54,9 @@ def bartizan_argv(port, cert, key, static_dir, upstream):
 def nginx_argv(work, port, cert, key, static_dir, upstream, workers=1):
     if upstream is not None:
         http = f"upstream up {{ server {HOST}:{upstream}; keepalive 32; }}"
+        forwarding = " ".join(NGINX_FORWARDING)
         site = ("location / { proxy_pass http://up; proxy_http_version 1.1; "
-                'proxy_set_header Connection ""; }')  # fmt: skip
+                f'proxy_set_header Connection ""; {forwarding} }}')  # fmt: skip
     else:
         http = "sendfile on; tcp_nopush on; types { text/css css; }"
         site = f'location /static/ {{ alias "{static_dir}/"; }}'

@@ -309,16 +309,16 @@ impl Origin {
     pub fn of(headers: &HeaderMap, peer: IpAddr, trust: &TrustList) -> Origin {
         let trusted = trust.trusts(peer);
         let told = match trusted {
-            true => resolve(headers, peer, trust).unwrap_or_default(),
+            true => told_by_trusted(headers, trust).unwrap_or_default(),
             false => Forwarded::default(),
         };
         Origin { trusted, told }
     }
 }
 
-/// Reads the forwarding headers if, and only if, `peer` is trusted.
-pub fn resolve(headers: &HeaderMap, peer: IpAddr, trust: &TrustList) -> Option<Forwarded> {
-    if !trust.trusts(peer) || !headers.keys().any(is_forwarding) {
+/// What the forwarding headers of a request from a trusted peer say.
+fn told_by_trusted(headers: &HeaderMap, trust: &TrustList) -> Option<Forwarded> {
+    if !headers.keys().any(is_forwarding) {
         return None;
     }
     if let Some(value) = all_values(headers, &FORWARDED) {
@@ -354,6 +354,13 @@ pub fn resolve(headers: &HeaderMap, peer: IpAddr, trust: &TrustList) -> Option<F
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The forwarding headers as `Origin::of` reads them: from a trusted peer only.
+    fn resolve(headers: &HeaderMap, peer: IpAddr, trust: &TrustList) -> Option<Forwarded> {
+        Origin::of(headers, peer, trust)
+            .trusted
+            .then(|| told_by_trusted(headers, trust))?
+    }
 
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();

@@ -201,6 +201,11 @@ fn wants_upgrade(headers: &HeaderMap) -> bool {
 /// Drops hop-by-hop headers, including those the `Connection` header names. With `upgrade`,
 /// `Upgrade` and `Connection: upgrade` stay so the handshake reaches the other side.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    // Most messages carry none: one look at the few names present costs less than a removal
+    // per connection-scoped name.
+    if !headers.keys().any(|n| CONNECTION_SCOPED.contains(n)) {
+        return;
+    }
     let upgrade_value = headers.get(header::UPGRADE).cloned();
     let named: Vec<HeaderName> = connection_tokens(headers)
         .filter_map(|t| HeaderName::from_bytes(t.as_bytes()).ok())
@@ -223,12 +228,16 @@ fn forwarded_node(ip: IpAddr) -> String {
 }
 
 /// Adds `value` to a list-valued header, keeping what earlier hops wrote in one field.
-fn append(headers: &mut HeaderMap, name: HeaderName, value: String) {
-    let joined = match joined(headers, &name, ", ", as_text) {
-        Some(prev) => format!("{prev}, {value}"),
-        None => value,
+fn append(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    let made = match joined(headers, &name, ", ", as_text) {
+        Some(mut prev) => {
+            prev.push_str(", ");
+            prev.push_str(value);
+            HeaderValue::from_str(&prev)
+        }
+        None => HeaderValue::from_str(value),
     };
-    if let Ok(v) = HeaderValue::from_str(&joined) {
+    if let Ok(v) = made {
         headers.insert(name, v);
     }
 }
@@ -344,7 +353,7 @@ impl Proxy {
         let upgrade = wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
         let (mut parts, body) = req.into_parts();
-        if !trusted {
+        if !trusted && parts.headers.keys().any(forwarded::says_who) {
             let named: Vec<HeaderName> = parts
                 .headers
                 .keys()
@@ -448,21 +457,26 @@ fn rewrite_head(
     upgrade: bool,
     trusted: bool,
 ) -> Result<(), StatusCode> {
-    let host = parts.headers.get(header::HOST).cloned().or_else(|| {
+    let sent_host = parts.headers.get(header::HOST).cloned();
+    let host = sent_host.clone().or_else(|| {
         parts
             .uri
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| "/".into());
-    parts.uri = Uri::builder()
-        .path_and_query(path)
-        .build()
-        .map_err(|_| StatusCode::BAD_REQUEST)?;
+    // An HTTP/1.1 request is in origin form already; an HTTP/2 one or an absolute-form one
+    // goes on as its path and query.
+    if parts.uri.scheme().is_some() || parts.uri.authority().is_some() {
+        let path = parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| "/".into());
+        parts.uri = Uri::builder()
+            .path_and_query(path)
+            .build()
+            .map_err(|_| StatusCode::BAD_REQUEST)?;
+    }
     // Upstreams are spoken to in HTTP/1: an HTTP/2 request goes on as HTTP/1.1 (it always
     // names its host, so the upstream gets a Host).
     if parts.version == http::Version::HTTP_2 {
@@ -488,30 +502,39 @@ fn rewrite_head(
     // front's https) is kept, and told in `Forwarded` too.
     carry_chain_into_forwarded(h);
     if let Some(host) = &host {
-        h.insert(header::HOST, host.clone());
+        if sent_host.is_none() {
+            h.insert(header::HOST, host.clone());
+        }
         if !(trusted && h.contains_key(&xfh)) {
             h.insert(xfh, host.clone());
         }
     }
     let peer = conn.peer.ip().to_canonical();
-    append(
-        h,
-        HeaderName::from_static("x-forwarded-for"),
-        peer.to_string(),
-    );
+    // The connection's peer, spelled out once per connection.
+    let peer_text = &conn.text.peer_ip;
+    append(h, HeaderName::from_static("x-forwarded-for"), peer_text);
     if !(trusted && h.contains_key(&xfp)) {
         h.insert(xfp, HeaderValue::from_static(conn.scheme));
     }
-    let mut fwd = format!("for={};proto={}", forwarded_node(peer), conn.scheme);
+    let mut fwd = String::with_capacity(64);
+    fwd.push_str("for=");
+    match peer {
+        IpAddr::V4(_) => fwd.push_str(peer_text),
+        IpAddr::V6(_) => fwd.push_str(&forwarded_node(peer)),
+    }
+    fwd.push_str(";proto=");
+    fwd.push_str(conn.scheme);
     // A Host that is not a plain name or address could smuggle `;for=` into the element.
     if let Some(host) = host
         .as_ref()
         .and_then(|v| v.to_str().ok())
         .filter(|h| forwarded::valid_host(h))
     {
-        fwd.push_str(&format!(";host=\"{host}\""));
+        fwd.push_str(";host=\"");
+        fwd.push_str(host);
+        fwd.push('"');
     }
-    append(h, header::FORWARDED, fwd);
+    append(h, header::FORWARDED, &fwd);
     Ok(())
 }
 
@@ -627,7 +650,7 @@ mod tests {
         append(
             &mut h,
             HeaderName::from_static("x-forwarded-for"),
-            "1.2.3.4".into(),
+            "1.2.3.4",
         );
         assert_eq!(h["x-forwarded-for"], "6.6.6.6, 1.2.3.4");
         assert_eq!(forwarded_node("::1".parse().unwrap()), "\"[::1]\"");

@@ -63,7 +63,7 @@ impl StateDir {
     /// The certificate stored for `names`, if there is one.
     pub fn stored(&self, names: &[String]) -> Option<Stored> {
         let dir = self.certificate_dir(names);
-        let written = fs::metadata(dir.join("cert.pem")).ok()?.modified().ok()?;
+        let written = self.written(names)?;
         Some(Stored {
             chain: fs::read(dir.join("cert.pem")).ok()?,
             key: fs::read(dir.join("key.pem")).ok()?,
