@@ -1,6 +1,7 @@
 //! Bind, accept, serve connections, and stop: the network side of a server, on its own tokio
 //! runtime so it runs beside whatever the host process does (a CLI, or a game server).
 
+mod coarse_clock;
 mod connection;
 pub mod listeners;
 mod pipeline;

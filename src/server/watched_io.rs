@@ -13,11 +13,11 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use bytes::{Buf, Bytes};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
+use super::coarse_clock::Moment;
 use super::wire::{Expiry, Wire};
 use crate::sync::Recover;
 
@@ -44,22 +44,27 @@ impl<I> WatchedIo<I> {
     /// Called when a read found nothing: ends the read if the client kept the server
     /// waiting too long, else leaves the task for the sweep to wake when the wait runs out.
     fn poll_wait(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let mut wire = self.wire.lock().recover();
-        let Some((at, expiry)) = wire.deadline() else {
-            return Poll::Pending;
-        };
-        if Instant::now() < at {
-            wire.wake_me(cx.waker());
-            return Poll::Pending;
-        }
-        match expiry {
-            // An end of stream between requests: hyper closes the connection without a word.
-            Expiry::Idle => Poll::Ready(Ok(())),
-            Expiry::Head => Poll::Ready(Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "the request head took too long",
-            ))),
-        }
+        wait_on(&mut self.wire.lock().recover(), cx)
+    }
+}
+
+/// Whether the wait `wire` is in has run out; if it has not, the sweep wakes `cx` once it
+/// does.
+fn wait_on(wire: &mut Wire, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+    let Some((at, expiry)) = wire.deadline() else {
+        return Poll::Pending;
+    };
+    if Moment::now() < at {
+        wire.wake_me(cx.waker());
+        return Poll::Pending;
+    }
+    match expiry {
+        // An end of stream between requests: hyper closes the connection without a word.
+        Expiry::Idle => Poll::Ready(Ok(())),
+        Expiry::Head => Poll::Ready(Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "the request head took too long",
+        ))),
     }
 }
 
@@ -124,9 +129,10 @@ impl<I: AsyncWrite + Unpin> AsyncWrite for WatchedIo<I> {
         let this = self.get_mut();
         let flushed = Pin::new(&mut this.io).poll_flush(cx);
         if let Poll::Ready(Ok(())) = flushed {
-            this.wire.lock().recover().flushed(Instant::now());
+            let mut wire = this.wire.lock().recover();
+            wire.flushed();
             // hyper may not read again before it sleeps: the wait must wake it on its own.
-            if this.poll_wait(cx).is_ready() {
+            if wait_on(&mut wire, cx).is_ready() {
                 cx.waker().wake_by_ref();
             }
         }
@@ -158,7 +164,7 @@ impl Sweep {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tick.tick().await;
-            let now = Instant::now();
+            let now = Moment::now();
             let mut wires = self.wires.lock().recover();
             wires.retain(|w| match w.upgrade() {
                 Some(wire) => {
@@ -186,7 +192,7 @@ impl<B> Answering<B> {
 
 impl<B> Drop for Answering<B> {
     fn drop(&mut self) {
-        self.wire.lock().recover().end(Instant::now());
+        self.wire.lock().recover().end(Moment::now());
     }
 }
 

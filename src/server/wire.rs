@@ -3,7 +3,9 @@
 //! (`watched_io`) feeds it, the pipeline takes each request's head from it, each answer's end
 //! is noted on it, and the sweep wakes a connection whose wait ran out.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
+
+use super::coarse_clock::Moment;
 
 use crate::http::conn::FramingFault;
 use crate::http::framing::{Framing, Seen};
@@ -34,8 +36,8 @@ pub struct Wire {
     /// Requests whose answer has not been sent whole.
     active: usize,
     answered: u64,
-    idle_since: Instant,
-    head_since: Instant,
+    idle_since: Moment,
+    head_since: Moment,
     /// Written and not flushed yet: an answer's end may still sit in a buffer.
     unflushed: bool,
     upgraded: bool,
@@ -49,7 +51,7 @@ pub struct Wire {
 
 impl Wire {
     pub fn new(max_head: usize, max_fields: usize, waits: Waits, fault: FramingFault) -> Wire {
-        let now = Instant::now();
+        let now = Moment::now();
         Wire {
             framing: Framing::new(max_head, max_fields),
             active: 0,
@@ -78,7 +80,7 @@ impl Wire {
             self.fault.set(reason);
         }
         if self.framing.in_head() && (!was_in_head || self.framing.heads_seen() != before) {
-            self.head_since = Instant::now();
+            self.head_since = Moment::now();
         }
     }
 
@@ -96,10 +98,10 @@ impl Wire {
 
     /// What was written has been flushed to the socket: with no answer pending, the
     /// keep-alive wait runs from now.
-    pub fn flushed(&mut self, now: Instant) {
+    pub fn flushed(&mut self) {
         if self.active == 0 {
             self.unflushed = false;
-            self.idle_since = now;
+            self.idle_since = Moment::now();
         }
     }
 
@@ -112,7 +114,7 @@ impl Wire {
         self.active += 1;
     }
 
-    pub fn end(&mut self, now: Instant) {
+    pub fn end(&mut self, now: Moment) {
         self.active = self.active.saturating_sub(1);
         self.answered += 1;
         self.idle_since = now;
@@ -126,7 +128,7 @@ impl Wire {
     }
 
     /// Wakes the connection's task if its wait has run out by `now`.
-    pub fn sweep(&mut self, now: Instant) {
+    pub fn sweep(&mut self, now: Moment) {
         if self.deadline().is_some_and(|(at, _)| at <= now)
             && let Some(waker) = self.waker.take()
         {
@@ -136,7 +138,7 @@ impl Wire {
 
     /// When the connection gives up waiting, if it is waiting for the client at all: never
     /// while an answer is being made or sent, nor once it is upgraded.
-    pub fn deadline(&self) -> Option<(Instant, Expiry)> {
+    pub fn deadline(&self) -> Option<(Moment, Expiry)> {
         let waits = &self.waits;
         if self.upgraded || self.active > 0 || self.unflushed {
             return None;
