@@ -4,9 +4,12 @@ the environ Django expects of an HTTP/2 request."""
 
 import hashlib
 import json
+import socket
 import subprocess
 
+import hpack
 import pytest
+from hyperframe.frame import ContinuationFrame, HeadersFrame, SettingsFrame
 
 from tests.support import raw_request
 from tests.support.apps import ECHO
@@ -16,6 +19,8 @@ from tests.support.proxy import make_self_signed, start_proxy, upstream_of
 RESPONSES = "tests.apps.responses:app"
 INPUTS = "tests.apps.inputs:app"
 PROTOCOL_ERROR = 1
+# Frame types (RFC 9113 6).
+HEADERS, RST_STREAM, SETTINGS, GOAWAY, WINDOW_UPDATE = 0x1, 0x3, 0x4, 0x7, 0x8
 
 
 def curl(*args):
@@ -156,6 +161,50 @@ def test_rapid_resets_end_the_connection_not_the_server(server):
     assert ended
     with H2Client(srv.port) as other:
         assert other.get("/big?size=10&cl=1").status == 200
+
+
+def test_a_header_block_that_never_ends_is_cut_off(server):
+    """CVE-2024-27316: a HEADERS frame followed by CONTINUATION frames without end, each
+    adding fields, is cut off (at the header list limit, or at the HTTP/2 layer's own cap on
+    a block's frames, whichever comes first); the server neither buffers it forever nor
+    stops serving others."""
+    srv = server(ECHO, "--max-head", "16384")
+    sock = socket.create_connection(("127.0.0.1", srv.port), timeout=10)
+    sock.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize())
+    encoder = hpack.Encoder()
+    pseudo = [(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/")]
+    sock.sendall(HeadersFrame(1, data=encoder.encode(pseudo)).serialize())
+    # 1 KiB of fields per frame, never indexed, so each adds to the list; 4 MiB in all.
+    field = encoder.encode([("x-pad", "p" * 1000)], huffman=False)
+    cut_off = False
+    try:
+        for _ in range(4096):
+            sock.sendall(ContinuationFrame(1, data=field).serialize())
+    except (BrokenPipeError, ConnectionResetError):  # closed while we were still sending
+        cut_off = True
+    # The server acts before the block ends: a GOAWAY, a reset or an answer on the stream,
+    # or the close. A server buffering it in silence leaves recv to time out, and fail.
+    told = b""
+    with sock:
+        while not cut_off and not {GOAWAY, RST_STREAM, HEADERS} & frame_types(told):
+            try:
+                chunk = sock.recv(65536)
+            except ConnectionResetError:
+                chunk = b""
+            cut_off = not chunk
+            told += chunk
+    with H2Client(srv.port) as other:
+        assert other.get("/").status == 200
+
+
+def frame_types(data: bytes) -> set[int]:
+    """The types of the whole frames in `data`."""
+    kinds, at = set(), 0
+    while at + 9 <= len(data):
+        length = int.from_bytes(data[at : at + 3], "big")
+        kinds.add(data[at + 3])
+        at += 9 + length
+    return kinds
 
 
 def test_the_stream_limit_is_told_to_the_client(server):
