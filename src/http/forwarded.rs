@@ -357,9 +357,10 @@ mod tests {
 
     /// The forwarding headers as `Origin::of` reads them: from a trusted peer only.
     fn resolve(headers: &HeaderMap, peer: IpAddr, trust: &TrustList) -> Option<Forwarded> {
-        Origin::of(headers, peer, trust)
-            .trusted
-            .then(|| told_by_trusted(headers, trust))?
+        trust
+            .trusts(peer)
+            .then(|| told_by_trusted(headers, trust))
+            .flatten()
     }
 
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
