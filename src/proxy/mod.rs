@@ -41,6 +41,7 @@ use crate::http::request_body::{RequestBody, RequestBodyError};
 use crate::sync::Recover;
 
 pub mod health;
+pub mod relay;
 pub mod routes;
 
 /// How long an upstream that refused a connection is skipped while others are tried.
@@ -131,6 +132,8 @@ impl ProxyError {
 struct Upstream {
     addr: String,
     idle: Mutex<Vec<SendRequest<UpstreamBody>>>,
+    /// Idle connections of the plain HTTP/1.1 relay, which speaks to them itself.
+    raw_idle: Mutex<Vec<relay::RawLink>>,
     down_until: Mutex<Option<Instant>>,
     /// Failed its last health check: sent nothing until it passes one.
     out: AtomicBool,
@@ -149,6 +152,7 @@ impl Upstream {
 
     fn forget_idle(&self) {
         self.idle.lock().recover().clear();
+        self.raw_idle.lock().recover().clear();
     }
 
     /// A pooled connection ready for a request. Busy ones (a response still streaming) stay
@@ -180,6 +184,23 @@ impl Upstream {
             let _ = conn.with_upgrades().await;
         });
         Ok(sender)
+    }
+}
+
+/// A kept-alive connection to an upstream, of the kind one way of forwarding speaks over.
+trait Link: Sized {
+    /// An idle connection ready for a request.
+    fn take_idle(up: &Upstream) -> Option<Self>;
+    fn connect(up: &Upstream) -> impl Future<Output = std::io::Result<Self>> + Send;
+}
+
+impl Link for SendRequest<UpstreamBody> {
+    fn take_idle(up: &Upstream) -> Option<Self> {
+        up.take_idle()
+    }
+
+    fn connect(up: &Upstream) -> impl Future<Output = std::io::Result<Self>> + Send {
+        up.connect()
     }
 }
 
@@ -251,6 +272,7 @@ impl Proxy {
                 Arc::new(Upstream {
                     addr: a.clone(),
                     idle: Mutex::new(Vec::new()),
+                    raw_idle: Mutex::new(Vec::new()),
                     down_until: Mutex::new(None),
                     out: AtomicBool::new(false),
                 })
@@ -285,10 +307,7 @@ impl Proxy {
 
     /// A connection to some upstream, waiting (with backoff) until `deadline` for one to
     /// accept.
-    async fn checkout(
-        &self,
-        deadline: Instant,
-    ) -> Result<(Arc<Upstream>, SendRequest<UpstreamBody>), ProxyError> {
+    async fn checkout<L: Link>(&self, deadline: Instant) -> Result<(Arc<Upstream>, L), ProxyError> {
         let n = self.upstreams.len();
         let mut backoff = BACKOFF_START;
         let mut timed_out = false;
@@ -305,7 +324,7 @@ impl Proxy {
                 if !in_service(&up) || (up.is_down() && !all_down) {
                     continue;
                 }
-                if let Some(s) = up.take_idle() {
+                if let Some(s) = L::take_idle(up) {
                     return Ok((Arc::clone(up), s));
                 }
                 let left = deadline.saturating_duration_since(Instant::now());
@@ -314,7 +333,7 @@ impl Proxy {
                     .timing
                     .connect_timeout
                     .min(left.max(BACKOFF_START));
-                match tokio::time::timeout(limit, up.connect()).await {
+                match tokio::time::timeout(limit, L::connect(up)).await {
                     Ok(Ok(s)) => {
                         up.mark(false);
                         return Ok((Arc::clone(up), s));
@@ -406,7 +425,7 @@ impl Proxy {
         let deadline = Instant::now() + self.config.timing.wait;
         let mut replays = 0;
         loop {
-            let (up, mut sender) = self.checkout(deadline).await?;
+            let (up, mut sender) = self.checkout::<SendRequest<_>>(deadline).await?;
             let sent = tokio::time::timeout(
                 self.config.timing.response_timeout,
                 sender.try_send_request(req),

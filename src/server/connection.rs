@@ -21,8 +21,9 @@ use tokio::sync::{mpsc, watch};
 
 use super::watched_io::WatchedIo;
 use super::wire::{Waits, Wire};
-use super::{Shared, pipeline};
+use super::{Handler, Shared, pipeline};
 use crate::http::conn::ConnInfo;
+use crate::proxy::relay::{self, RelayContext, Relayed};
 use crate::tls::TlsAcceptor;
 
 /// What every HTTP/2 connection opens with (RFC 9113 3.4).
@@ -96,7 +97,13 @@ where
         let wait = conn.shared.config.header_timeout;
         let mut io = io;
         match tokio::time::timeout(wait, opening(&mut io)).await {
-            Ok(Ok((first, http2))) => serve_http(io, first, conn, http2).await,
+            Ok(Ok((first, false))) => {
+                let Some((io, first)) = relay(io, first, &conn).await else {
+                    return;
+                };
+                serve_http(io, first, conn, false).await;
+            }
+            Ok(Ok((first, true))) => serve_http(io, first, conn, true).await,
             Ok(Err(e)) => tracing::debug!("connection from {peer}: {e}"),
             Err(_) => tracing::debug!("connection from {peer} sent nothing in time"),
         }
@@ -112,6 +119,34 @@ where
         },
         Ok(Err(e)) => tracing::debug!("TLS handshake with {peer}: {e}"),
         Err(_) => tracing::debug!("TLS handshake with {peer} timed out"),
+    }
+}
+
+/// Serves a plain HTTP/1 connection of a proxy front by the relay while its requests are ones
+/// the relay takes; what it hands back (the connection and its unread bytes) is for hyper.
+/// The relay does not keep the access log; with one, every request goes through hyper.
+async fn relay<I>(io: I, first: Bytes, conn: &Accepted) -> Option<(I, Bytes)>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let shared = &conn.shared;
+    let Handler::Proxy(proxy) = &shared.handler else {
+        return Some((io, first));
+    };
+    if !shared.statics.is_empty() || !shared.routes.is_empty() || shared.access_log.is_some() {
+        return Some((io, first));
+    }
+    let cx = RelayContext {
+        proxy,
+        config: &shared.config,
+        metrics: &shared.metrics,
+        retiring: &shared.retiring,
+        shutdown: conn.watch.shutdown.clone(),
+        retire_grace: RETIRE_GRACE,
+    };
+    match relay::relay(io, first, &conn.info, cx).await {
+        Relayed::Ended => None,
+        Relayed::HandedBack(io, rest) => Some((io, rest)),
     }
 }
 
