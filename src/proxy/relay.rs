@@ -561,9 +561,44 @@ impl ChunkedEnd {
     }
 }
 
+/// A deadline that moves with every request without a timer operation per request: its
+/// timer is set again only when it fires before the deadline, or when the deadline comes
+/// sooner than the timer is set for.
+struct Deadline {
+    sleep: Pin<Box<Sleep>>,
+    at: Instant,
+}
+
+impl Deadline {
+    fn new(at: Instant) -> Deadline {
+        Deadline {
+            sleep: Box::pin(tokio::time::sleep_until(at)),
+            at,
+        }
+    }
+
+    fn set(&mut self, at: Instant) {
+        self.at = at;
+        if at < self.sleep.deadline() {
+            self.sleep.as_mut().reset(at);
+        }
+    }
+
+    /// Ends once the deadline has passed.
+    async fn passed(&mut self) {
+        loop {
+            self.sleep.as_mut().await;
+            if Instant::now() >= self.at {
+                return;
+            }
+            let at = self.at;
+            self.sleep.as_mut().reset(at);
+        }
+    }
+}
+
 /// The client's waits: the keep-alive wait while nothing of the next head has come, the head
-/// wait from its first byte, and a retiring server's last grace. The timer is set again only
-/// when it fires early or a wait ends sooner than it is set for, not once per request.
+/// wait from its first byte, and a retiring server's last grace.
 struct Waits {
     keep_alive: Duration,
     head: Duration,
@@ -571,7 +606,7 @@ struct Waits {
     head_since: Option<Instant>,
     answered: bool,
     stop_by: Option<Instant>,
-    sleep: Pin<Box<Sleep>>,
+    timer: Deadline,
 }
 
 impl Waits {
@@ -584,24 +619,17 @@ impl Waits {
             head_since: None,
             answered: false,
             stop_by: None,
-            sleep: Box::pin(tokio::time::sleep_until(now + config.header_timeout)),
+            timer: Deadline::new(now + config.header_timeout),
         }
     }
 
-    fn deadline(&self) -> Instant {
+    fn moved(&mut self) {
         let at = match (self.head_since, self.answered) {
             (Some(since), _) => since + self.head,
             (None, false) => self.idle_since + self.head,
             (None, true) => self.idle_since + self.keep_alive,
         };
-        self.stop_by.map_or(at, |s| s.min(at))
-    }
-
-    fn moved(&mut self) {
-        let at = self.deadline();
-        if at < self.sleep.deadline() {
-            self.sleep.as_mut().reset(at);
-        }
+        self.timer.set(self.stop_by.map_or(at, |s| s.min(at)));
     }
 
     fn head_begun(&mut self) {
@@ -611,10 +639,10 @@ impl Waits {
         }
     }
 
-    fn answered(&mut self) {
+    fn answered(&mut self, now: Instant) {
         self.answered = true;
         self.head_since = None;
-        self.idle_since = Instant::now();
+        self.idle_since = now;
         self.moved();
     }
 
@@ -642,24 +670,14 @@ async fn read_client<I: AsyncRead + Unpin>(
     if buf.capacity() - buf.len() < 1024 {
         buf.reserve(8192);
     }
-    loop {
-        tokio::select! {
-            biased;
-            read = io.read_buf(buf) => {
-                return match read {
-                    Ok(n) if n > 0 => Wake::Read,
-                    _ => Wake::Done,
-                };
-            }
-            () = waits.sleep.as_mut() => {
-                let at = waits.deadline();
-                if Instant::now() >= at {
-                    return Wake::Done;
-                }
-                waits.sleep.as_mut().reset(at);
-            }
-            _ = shutdown.changed(), if !stop_heard => return Wake::Stop,
-        }
+    tokio::select! {
+        biased;
+        read = io.read_buf(buf) => match read {
+            Ok(n) if n > 0 => Wake::Read,
+            _ => Wake::Done,
+        },
+        () = waits.timer.passed() => Wake::Done,
+        _ = shutdown.changed(), if !stop_heard => Wake::Stop,
     }
 }
 
@@ -707,20 +725,22 @@ where
             }
         };
         buf.advance(plan.head_len);
-        let _in_flight = cx.metrics.start();
-        let started = std::time::Instant::now();
+        let in_flight = cx.metrics.start();
+        let started = Instant::now();
         let closing = plan.close
             || stop_heard
             || *cx.shutdown.borrow()
             || cx.retiring.load(Ordering::Relaxed)
             || waits.keep_alive.is_zero();
-        let sent = forward(&mut io, cx.proxy, &plan, closing, &mut scratch).await;
-        cx.metrics.record(sent.status, started.elapsed());
+        let sent = forward(&mut io, cx.proxy, &plan, closing, started, &mut scratch).await;
+        let now = Instant::now();
+        cx.metrics.record(sent.status, now - started);
+        drop(in_flight);
         if closing || !sent.client_ok {
             let _ = io.shutdown().await;
             return Relayed::Ended;
         }
-        waits.answered();
+        waits.answered(now);
     }
 }
 
@@ -733,6 +753,8 @@ struct Scratch {
     answer: Vec<u8>,
     /// Bytes read from the upstream.
     upstream: BytesMut,
+    /// When the upstream must have begun its answer.
+    answer_by: Option<Deadline>,
 }
 
 /// What became of one forward.
@@ -757,20 +779,26 @@ async fn forward<I>(
     proxy: &Proxy,
     plan: &Plan,
     closing: bool,
+    started: Instant,
     scratch: &mut Scratch,
 ) -> Sent
 where
     I: AsyncWrite + Unpin,
 {
     let timing = proxy.config.timing;
-    let deadline = std::time::Instant::now() + timing.wait;
+    let deadline = started.into_std() + timing.wait;
     let mut replays = 0;
     let (up, mut link, answer) = loop {
         let (up, mut link) = match proxy.checkout::<RawLink>(deadline).await {
             Ok(got) => got,
             Err(e) => return refuse(io, e, timing.retry_after).await,
         };
-        match ask(&mut link, plan, closing, scratch, timing.response_timeout).await {
+        let answer_by = Instant::now() + timing.response_timeout;
+        match scratch.answer_by.as_mut() {
+            Some(timer) => timer.set(answer_by),
+            None => scratch.answer_by = Some(Deadline::new(answer_by)),
+        }
+        match ask(&mut link, plan, closing, scratch).await {
             Ok(answer) => break (up, link, answer),
             Err(Asked::Stale) => {
                 // Its upstream is likely gone, and so are its other idle connections.
@@ -819,18 +847,22 @@ async fn ask(
     plan: &Plan,
     closing: bool,
     scratch: &mut Scratch,
-    limit: Duration,
 ) -> Result<Answer, Asked> {
     if link.0.write_all(&scratch.request).await.is_err() {
         return Err(Asked::Stale);
     }
-    let upstream = &mut scratch.upstream;
+    let Scratch {
+        upstream,
+        answer,
+        answer_by,
+        ..
+    } = scratch;
     upstream.clear();
     let read = async {
         let mut heard = false;
         loop {
             if !upstream.is_empty() {
-                match judge_answer(upstream, plan.head_method, closing, &mut scratch.answer) {
+                match judge_answer(upstream, plan.head_method, closing, answer) {
                     Ok(Some(JudgedAnswer::Interim(n))) => {
                         upstream.advance(n);
                         continue;
@@ -851,9 +883,13 @@ async fn ask(
             }
         }
     };
-    match tokio::time::timeout(limit, read).await {
-        Ok(asked) => asked,
-        Err(_) => Err(Asked::Timeout),
+    let Some(timer) = answer_by else {
+        return read.await;
+    };
+    tokio::select! {
+        biased;
+        asked = read => asked,
+        () = timer.passed() => Err(Asked::Timeout),
     }
 }
 
