@@ -122,6 +122,11 @@ impl Statics {
         self.mounts.is_empty()
     }
 
+    /// Whether a raw request path falls under a mount (and is answered from it).
+    pub fn covers(&self, path: &str) -> bool {
+        self.find(path).is_some()
+    }
+
     /// The mount a raw request path falls under, with the rest of the path.
     fn find<'a>(&self, path: &'a str) -> Option<(usize, &'a str)> {
         self.mounts

@@ -46,7 +46,9 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// What the relay needs of the server it runs in.
 pub struct RelayContext<'a> {
-    pub proxy: &'a Proxy,
+    /// Where a request's path goes: the front it is forwarded by, or `None` for a path the
+    /// server answers itself (its health path, a static mount).
+    pub pick: &'a (dyn Fn(&str) -> Option<&'a Proxy> + Sync),
     pub config: &'a Config,
     pub metrics: &'a Metrics,
     pub retiring: &'a AtomicBool,
@@ -143,9 +145,10 @@ impl Stamp {
     }
 }
 
-/// A request head this path relays.
+/// A request head this path relays, to `to`.
 #[derive(Debug, PartialEq, Eq)]
-struct Plan {
+struct Plan<T> {
+    to: T,
     head_len: usize,
     /// HEAD: the answer has no body, whatever its fields say.
     head_method: bool,
@@ -154,8 +157,8 @@ struct Plan {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-enum Judged {
-    Relay(Plan),
+enum Judged<T> {
+    Relay(Plan<T>),
     /// The head has not ended yet.
     Partial,
     /// Not a request this path takes: the hyper path judges it.
@@ -206,34 +209,33 @@ fn has_bare_lf(head: &[u8]) -> bool {
         .any(|(i, &b)| b == b'\n' && (i == 0 || head[i - 1] != b'\r'))
 }
 
-/// The server's rules for a request head, as the relay judges by them.
-struct HeadRules<'a> {
+/// The server's limits on a request head, as the relay judges by them.
+struct HeadRules {
     max_head: usize,
     max_fields: usize,
     limits: HeadLimits,
-    health_path: Option<&'a str>,
 }
 
-impl HeadRules<'_> {
-    fn of(config: &Config) -> HeadRules<'_> {
+impl HeadRules {
+    fn of(config: &Config) -> HeadRules {
         HeadRules {
             max_head: config.max_head,
             max_fields: config.max_fields,
             limits: config.head_limits,
-            health_path: config.health_path.as_deref(),
         }
     }
 }
 
 /// Judges the head at the start of `bytes`; when it is relayed, `out` holds it as it goes
-/// upstream.
-fn judge_request(
+/// upstream. `pick` names where a path goes, or `None` for a path the server answers itself.
+fn judge_request<T>(
     bytes: &[u8],
-    config: &HeadRules<'_>,
+    config: &HeadRules,
+    pick: impl Fn(&str) -> Option<T>,
     trusted: bool,
     stamp: &Stamp,
     out: &mut Vec<u8>,
-) -> Judged {
+) -> Judged<T> {
     let mut fields = [httparse::EMPTY_HEADER; REQUEST_FIELDS];
     let mut req = httparse::Request::new(&mut fields);
     let head_len = match req.parse(bytes) {
@@ -259,10 +261,12 @@ fn judge_request(
         || req.headers.len() > config.max_fields
         || line_end > config.limits.request_line
         || has_bare_lf(head)
-        || config.health_path == Some(path)
     {
         return Judged::HandBack;
     }
+    let Some(to) = pick(path) else {
+        return Judged::HandBack;
+    };
     out.clear();
     out.extend_from_slice(&head[..=line_end]);
     let mut host = None;
@@ -303,6 +307,7 @@ fn judge_request(
     };
     stamp.finish(out, host);
     Judged::Relay(Plan {
+        to,
         head_len,
         head_method,
         close,
@@ -704,7 +709,7 @@ where
     loop {
         let plan = loop {
             if !buf.is_empty() {
-                match judge_request(&buf, &rules, trusted, &stamp, &mut scratch.request) {
+                match judge_request(&buf, &rules, cx.pick, trusted, &stamp, &mut scratch.request) {
                     Judged::Relay(plan) => break plan,
                     Judged::Partial if buf.len() <= rules.max_head => waits.head_begun(),
                     Judged::Partial | Judged::HandBack => {
@@ -732,7 +737,7 @@ where
             || *cx.shutdown.borrow()
             || cx.retiring.load(Ordering::Relaxed)
             || waits.keep_alive.is_zero();
-        let sent = forward(&mut io, cx.proxy, &plan, closing, started, &mut scratch).await;
+        let sent = forward(&mut io, &plan, closing, started, &mut scratch).await;
         let now = Instant::now();
         cx.metrics.record(sent.status, now - started);
         drop(in_flight);
@@ -776,8 +781,7 @@ enum Asked {
 /// Sends the request in `scratch` upstream and passes the answer to the client.
 async fn forward<I>(
     io: &mut I,
-    proxy: &Proxy,
-    plan: &Plan,
+    plan: &Plan<&Proxy>,
     closing: bool,
     started: Instant,
     scratch: &mut Scratch,
@@ -785,6 +789,7 @@ async fn forward<I>(
 where
     I: AsyncWrite + Unpin,
 {
+    let proxy = plan.to;
     let timing = proxy.config.timing;
     let deadline = started.into_std() + timing.wait;
     let mut replays = 0;
@@ -798,7 +803,7 @@ where
             Some(timer) => timer.set(answer_by),
             None => scratch.answer_by = Some(Deadline::new(answer_by)),
         }
-        match ask(&mut link, plan, closing, scratch).await {
+        match ask(&mut link, plan.head_method, closing, scratch).await {
             Ok(answer) => break (up, link, answer),
             Err(Asked::Stale) => {
                 // Its upstream is likely gone, and so are its other idle connections.
@@ -844,7 +849,7 @@ where
 /// Writes the request and reads the answer's head, past any 1xx.
 async fn ask(
     link: &mut RawLink,
-    plan: &Plan,
+    head_method: bool,
     closing: bool,
     scratch: &mut Scratch,
 ) -> Result<Answer, Asked> {
@@ -862,7 +867,7 @@ async fn ask(
         let mut heard = false;
         loop {
             if !upstream.is_empty() {
-                match judge_answer(upstream, plan.head_method, closing, answer) {
+                match judge_answer(upstream, head_method, closing, answer) {
                     Ok(Some(JudgedAnswer::Interim(n))) => {
                         upstream.advance(n);
                         continue;
@@ -938,7 +943,11 @@ where
             BodyLen::Chunked => match chunked.feed(upstream) {
                 Ok(Some(end)) => (end, true),
                 Ok(None) => (upstream.len(), false),
-                Err(why) => return Passed::UpstreamCut(why),
+                Err(why) => {
+                    // The client gets the head, then the close that tells it the body broke.
+                    let _ = io.write_all(out).await;
+                    return Passed::UpstreamCut(why);
+                }
             },
             BodyLen::UntilClose => (upstream.len(), false),
         };
@@ -1018,13 +1027,17 @@ fn page(status: http::StatusCode) -> Vec<u8> {
 mod tests {
     use super::*;
 
-    fn rules() -> HeadRules<'static> {
+    fn rules() -> HeadRules {
         HeadRules {
             max_head: 8192,
             max_fields: 100,
             limits: HeadLimits::default(),
-            health_path: Some("/health"),
         }
+    }
+
+    /// Every path is forwarded but the server's own.
+    fn pick(path: &str) -> Option<()> {
+        (path != "/health").then_some(())
     }
 
     fn conn() -> ConnInfo {
@@ -1035,11 +1048,12 @@ mod tests {
         )
     }
 
-    fn judge(head: &str, trusted: bool) -> (Judged, String) {
+    fn judge(head: &str, trusted: bool) -> (Judged<()>, String) {
         let mut out = Vec::new();
         let j = judge_request(
             head.as_bytes(),
             &rules(),
+            pick,
             trusted,
             &Stamp::new(&conn()),
             &mut out,
@@ -1054,6 +1068,7 @@ mod tests {
         assert_eq!(
             j,
             Judged::Relay(Plan {
+                to: (),
                 head_len: head.len() - "GET /next".len(),
                 head_method: false,
                 close: false

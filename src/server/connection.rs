@@ -124,7 +124,7 @@ where
 
 /// Serves a plain HTTP/1 connection of a proxy front by the relay while its requests are ones
 /// the relay takes; what it hands back (the connection and its unread bytes) is for hyper.
-/// The relay does not keep the access log; with one, every request goes through hyper.
+/// The relay keeps no access log: with one, every request goes through hyper.
 async fn relay<I>(io: I, first: Bytes, conn: &Accepted) -> Option<(I, Bytes)>
 where
     I: AsyncRead + AsyncWrite + Unpin,
@@ -133,11 +133,16 @@ where
     let Handler::Proxy(proxy) = &shared.handler else {
         return Some((io, first));
     };
-    if !shared.statics.is_empty() || !shared.routes.is_empty() || shared.access_log.is_some() {
+    if shared.access_log.is_some() {
         return Some((io, first));
     }
+    // The pipeline's order: the health path, then the static mounts, then the routes.
+    let pick = |path: &str| {
+        let own = shared.config.health_path.as_deref() == Some(path) || shared.statics.covers(path);
+        (!own).then(|| shared.routes.find(path).unwrap_or(proxy))
+    };
     let cx = RelayContext {
-        proxy,
+        pick: &pick,
         config: &shared.config,
         metrics: &shared.metrics,
         retiring: &shared.retiring,

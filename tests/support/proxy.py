@@ -1,7 +1,7 @@
 """Helpers for the reverse-proxy tests: starting the proxy front
 (`python -m bartizan proxy ...`) and app servers on fixed ports (so they can
 be killed and started again on the same port), a self-signed certificate,
-and a raw WebSocket client.
+a raw WebSocket client, and an upstream whose answers a test writes byte for byte.
 
 Every wait is bounded.
 """
@@ -9,7 +9,9 @@ Every wait is bounded.
 import base64
 import os
 import shutil
+import socket
 import subprocess
+import threading
 
 import pytest
 
@@ -117,3 +119,88 @@ def ws_recv(conn):
     assert fin, "echo frames are unfragmented"
     assert not masked, "RFC 6455 5.1: a server must not mask frames it sends"
     return opcode, payload
+
+
+# ---------------------------------------------------------------------------
+# An upstream whose answers are bytes a test writes
+# ---------------------------------------------------------------------------
+
+
+class ScriptedUpstream:
+    """An HTTP/1.1 upstream that answers each path with exactly the bytes a test gives, so
+    the test decides the framing a proxy front must pass on. `answers` maps a path to bytes,
+    to (bytes, close) where close ends the connection after writing, or to a function of the
+    request (head and body) returning either. It keeps every request it read and counts
+    connections; `drop[path] = n` closes the next n connections that ask for `path` without
+    a word, after reading the request."""
+
+    def __init__(self, answers):
+        self.answers = answers
+        self.requests = []
+        self.connections = 0
+        self.drop = {}
+        self._lock = threading.Lock()
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(128)
+        self.port = self._sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.port}"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def requests_for(self, path):
+        with self._lock:
+            return [(h, b) for h, b in self.requests if h.split(b" ")[1] == path.encode()]
+
+    def close(self):
+        self._sock.close()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with self._lock:
+                self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn):
+        buf = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    try:
+                        chunk = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not chunk:
+                        return
+                    buf += chunk
+                head, _, buf = buf.partition(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value.strip())
+                while len(buf) < length:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        return
+                    buf += chunk
+                body, buf = buf[:length], buf[length:]
+                path = head.split(b" ")[1].decode("latin-1")
+                with self._lock:
+                    self.requests.append((head, body))
+                    dropping = self.drop.get(path, 0) > 0
+                    if dropping:
+                        self.drop[path] -= 1
+                if dropping:
+                    return
+                answer = self.answers[path]
+                if callable(answer):
+                    answer = answer(head, body)
+                answer, close = answer if isinstance(answer, tuple) else (answer, False)
+                conn.sendall(answer)
+                if close:
+                    conn.shutdown(socket.SHUT_RDWR)
+                    return
