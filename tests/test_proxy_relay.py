@@ -109,6 +109,7 @@ def test_a_misframed_answer_is_a_502_and_the_client_is_served_on(front):
             r = c.request("GET", path)
             assert r.status == 502, r
             assert r.body == b"502 Bad Gateway\n"
+            assert r.header("Date", "").endswith(" GMT"), r.headers
         r = c.request("GET", "/plain")
         assert (r.status, r.body) == (200, b"ok")
 
@@ -130,6 +131,8 @@ def test_an_answers_hop_fields_stay_behind(front):
         assert r.header("X-Kept") == "yes"
         for name in ("X-Secret", "Keep-Alive", "Connection"):
             assert not r.has_header(name), r.headers
+        # Sent undated, it is dated on its way (RFC 9110 6.6.1).
+        assert r.header("Date", "").endswith(" GMT"), r.headers
 
 
 def test_head_and_204_carry_no_body(front):

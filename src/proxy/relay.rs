@@ -392,8 +392,10 @@ fn judge_answer(
     let mut chunked_last = false;
     let (mut close_token, mut keep_token) = (false, false);
     let mut named: Vec<&[u8]> = Vec::new();
+    let mut dated = false;
     for f in res.headers.iter() {
         let name = f.name.as_bytes();
+        dated |= name.eq_ignore_ascii_case(b"date");
         if name.eq_ignore_ascii_case(b"content-length") {
             let n = std::str::from_utf8(f.value)
                 .ok()
@@ -453,6 +455,12 @@ fn judge_answer(
         out.extend_from_slice(name);
         out.extend_from_slice(b": ");
         out.extend_from_slice(f.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    // RFC 9110 6.6.1: a response forwarded without a Date gets the time it was received.
+    if !dated {
+        out.extend_from_slice(b"Date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
         out.extend_from_slice(b"\r\n");
     }
     if closing || body == BodyLen::UntilClose {
@@ -1010,7 +1018,9 @@ fn serialized(reply: Reply) -> Vec<u8> {
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(b"Date: ");
+    out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+    out.extend_from_slice(b"\r\n\r\n");
     if let ResponseBody::Full(Some(bytes)) = body {
         out.extend_from_slice(&bytes);
     }
@@ -1114,7 +1124,7 @@ mod tests {
 
     #[test]
     fn an_answer_loses_its_hop_fields_and_keeps_its_framing() {
-        let head = "HTTP/1.1 200 OK\r\nConnection: close, x-hop\r\nx-hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 5\r\nX-Kept: 1\r\n\r\nhello";
+        let head = "HTTP/1.1 200 OK\r\nConnection: close, x-hop\r\nx-hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 5\r\nDate: Sat, 05 Dec 2026 08:00:00 GMT\r\nX-Kept: 1\r\n\r\nhello";
         let mut out = Vec::new();
         let j = judge_answer(head.as_bytes(), false, false, &mut out).unwrap();
         assert_eq!(
@@ -1128,7 +1138,7 @@ mod tests {
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),
-            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-Kept: 1\r\n\r\n"
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nDate: Sat, 05 Dec 2026 08:00:00 GMT\r\nX-Kept: 1\r\n\r\n"
         );
         let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n";
         let mut out = Vec::new();
@@ -1138,10 +1148,13 @@ mod tests {
             panic!("a final answer")
         };
         assert_eq!(a.body, BodyLen::Chunked);
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n"
+        // Undated, it is dated on its way.
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: "),
+            "{out}"
         );
+        assert!(out.ends_with(" GMT\r\nConnection: close\r\n\r\n"), "{out}");
         let mut out = Vec::new();
         let bad = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
         assert!(judge_answer(bad.as_bytes(), false, false, &mut out).is_err());
