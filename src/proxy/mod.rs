@@ -16,6 +16,9 @@
 //!   racing its close.
 //! - Connections to each upstream are kept alive and reused; bodies stream both ways.
 //! - WebSocket (and any `Upgrade`) handshakes pass through and the two sockets are spliced.
+//!
+//! A plain HTTP/1.1 connection's bodiless GETs and HEADs go through `relay`, which keeps
+//! these rules without hyper's request and response objects; everything else comes here.
 
 use std::net::IpAddr;
 use std::pin::Pin;

@@ -1,0 +1,339 @@
+//! An upstream's answer as the relay passes it on: how it is framed, its head as it goes to
+//! the client, and where a chunked body ends.
+
+/// Header fields of an upstream's answer, as hyper's client allows.
+const RESPONSE_FIELDS: usize = 100;
+/// Longest chunk-size line or trailer section passed through.
+const CHUNK_LINE_LIMIT: usize = 16 * 1024;
+
+/// How an upstream's answer is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum BodyLen {
+    None,
+    Length(u64),
+    /// Passed through chunk by chunk, trailers included, as the upstream coded it.
+    Chunked,
+    /// Until the upstream closes; the client's connection closes after it.
+    UntilClose,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) struct Answer {
+    pub(super) head_len: usize,
+    pub(super) status: u16,
+    pub(super) body: BodyLen,
+    /// The upstream said it closes (a reload under way, or HTTP/1.0).
+    pub(super) upstream_close: bool,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum JudgedAnswer {
+    /// A 1xx: read past, as hyper's client does.
+    Interim(usize),
+    Final(Answer),
+}
+
+/// Fields of an answer that are about the upstream's hop alone.
+fn hop_only(name: &[u8]) -> bool {
+    [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "upgrade",
+    ]
+    .iter()
+    .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
+}
+
+/// Judges the answer at the start of `bytes`; for a final one, `out` holds its head as it
+/// goes to the client (`closing`: with `Connection: close`).
+pub(super) fn judge_answer(
+    bytes: &[u8],
+    head_method: bool,
+    closing: bool,
+    out: &mut Vec<u8>,
+) -> Result<Option<JudgedAnswer>, &'static str> {
+    let mut fields = [httparse::EMPTY_HEADER; RESPONSE_FIELDS];
+    let mut res = httparse::Response::new(&mut fields);
+    let head_len = match res.parse(bytes) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(_) => return Err("an unreadable response head"),
+    };
+    let (Some(status), Some(version)) = (res.code, res.version) else {
+        return Err("an unreadable response head");
+    };
+    if status == 101 {
+        return Err("a switch of protocols nobody asked for");
+    }
+    if (100..200).contains(&status) {
+        return Ok(Some(JudgedAnswer::Interim(head_len)));
+    }
+    let mut length: Option<u64> = None;
+    let mut coded = false;
+    let mut chunked_last = false;
+    let (mut close_token, mut keep_token) = (false, false);
+    let mut named: Vec<&[u8]> = Vec::new();
+    let mut dated = false;
+    for f in res.headers.iter() {
+        let name = f.name.as_bytes();
+        dated |= name.eq_ignore_ascii_case(b"date");
+        if name.eq_ignore_ascii_case(b"content-length") {
+            let n = std::str::from_utf8(f.value)
+                .ok()
+                .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|v| v.parse::<u64>().ok())
+                .ok_or("an invalid Content-Length")?;
+            if length.is_some_and(|l| l != n) {
+                return Err("two Content-Lengths");
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            coded = true;
+            let last = f.value.rsplit(|&b| b == b',').next().unwrap_or_default();
+            chunked_last = last.trim_ascii().eq_ignore_ascii_case(b"chunked");
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for token in f.value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    close_token = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    keep_token = true;
+                } else if !token.is_empty() {
+                    named.push(token);
+                }
+            }
+        }
+    }
+    // HTTP/1.0 closes unless it says otherwise.
+    let upstream_close = close_token || (version == 0 && !keep_token);
+    let body = if head_method || status == 204 || status == 304 {
+        BodyLen::None
+    } else if coded {
+        if chunked_last {
+            BodyLen::Chunked
+        } else {
+            BodyLen::UntilClose
+        }
+    } else if let Some(n) = length {
+        BodyLen::Length(n)
+    } else {
+        BodyLen::UntilClose
+    };
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.to_string().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(res.reason.unwrap_or_default().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for f in res.headers.iter() {
+        let name = f.name.as_bytes();
+        let dropped = hop_only(name)
+            || named.iter().any(|n| name.eq_ignore_ascii_case(n))
+            // Transfer-Encoding overrides a length (RFC 9112 6.3), which must not go on.
+            || (coded && name.eq_ignore_ascii_case(b"content-length"));
+        if dropped {
+            continue;
+        }
+        out.extend_from_slice(name);
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(f.value);
+        out.extend_from_slice(b"\r\n");
+    }
+    // RFC 9110 6.6.1: a response forwarded without a Date gets the time it was received.
+    if !dated {
+        out.extend_from_slice(b"Date: ");
+        out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if closing || body == BodyLen::UntilClose {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(Some(JudgedAnswer::Final(Answer {
+        head_len,
+        status,
+        body,
+        upstream_close,
+    })))
+}
+
+/// Where a chunked body passed through ends: the chunked grammar of RFC 9112 7.1, read only
+/// as far as telling each chunk's size and the end of the trailer section.
+#[derive(Debug, Default)]
+pub(super) struct ChunkedEnd {
+    state: ChunkState,
+    size: u64,
+    digits: u8,
+    line: usize,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+enum ChunkState {
+    #[default]
+    Size,
+    Extension,
+    SizeLf,
+    Data,
+    DataCr,
+    DataLf,
+    TrailerStart,
+    TrailerLine,
+    TrailerLf,
+    EndLf,
+}
+
+impl ChunkedEnd {
+    /// Reads the next bytes of the body: how many of them end it, once it has ended.
+    pub(super) fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, &'static str> {
+        let broken = "a broken chunked body";
+        let mut i = 0;
+        while i < bytes.len() {
+            let b = bytes[i];
+            match self.state {
+                ChunkState::Data => {
+                    let left = bytes.len() - i;
+                    let take = usize::try_from(self.size).unwrap_or(usize::MAX).min(left);
+                    self.size -= take as u64;
+                    i += take;
+                    if self.size == 0 {
+                        self.state = ChunkState::DataCr;
+                    }
+                    continue;
+                }
+                ChunkState::Size => match (b as char).to_digit(16) {
+                    Some(d) if self.digits < 16 => {
+                        self.size = self.size * 16 + u64::from(d);
+                        self.digits += 1;
+                    }
+                    None if self.digits > 0 && matches!(b, b';' | b' ' | b'\t') => {
+                        self.state = ChunkState::Extension;
+                    }
+                    None if self.digits > 0 && b == b'\r' => self.state = ChunkState::SizeLf,
+                    _ => return Err(broken),
+                },
+                ChunkState::Extension => match b {
+                    b'\r' => self.state = ChunkState::SizeLf,
+                    b'\n' => return Err(broken),
+                    _ => self.count_line()?,
+                },
+                ChunkState::SizeLf if b == b'\n' => {
+                    self.line = 0;
+                    self.state = if self.size == 0 {
+                        ChunkState::TrailerStart
+                    } else {
+                        ChunkState::Data
+                    };
+                }
+                ChunkState::DataCr if b == b'\r' => self.state = ChunkState::DataLf,
+                ChunkState::DataLf if b == b'\n' => {
+                    self.digits = 0;
+                    self.state = ChunkState::Size;
+                }
+                ChunkState::TrailerStart if b == b'\r' => self.state = ChunkState::EndLf,
+                ChunkState::TrailerStart | ChunkState::TrailerLine if b != b'\n' => {
+                    self.count_line()?;
+                    self.state = if b == b'\r' {
+                        ChunkState::TrailerLf
+                    } else {
+                        ChunkState::TrailerLine
+                    };
+                }
+                ChunkState::TrailerLf if b == b'\n' => self.state = ChunkState::TrailerStart,
+                ChunkState::EndLf if b == b'\n' => return Ok(Some(i + 1)),
+                _ => return Err(broken),
+            }
+            i += 1;
+        }
+        Ok(None)
+    }
+
+    pub(super) fn count_line(&mut self) -> Result<(), &'static str> {
+        self.line += 1;
+        match self.line > CHUNK_LINE_LIMIT {
+            true => Err("a chunk line or trailer section too long"),
+            false => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_answer_loses_its_hop_fields_and_keeps_its_framing() {
+        let head = "HTTP/1.1 200 OK\r\nConnection: close, x-hop\r\nx-hop: 1\r\nKeep-Alive: timeout=5\r\nContent-Length: 5\r\nDate: Sat, 05 Dec 2026 08:00:00 GMT\r\nX-Kept: 1\r\n\r\nhello";
+        let mut out = Vec::new();
+        let j = judge_answer(head.as_bytes(), false, false, &mut out).unwrap();
+        assert_eq!(
+            j,
+            Some(JudgedAnswer::Final(Answer {
+                head_len: head.len() - 5,
+                status: 200,
+                body: BodyLen::Length(5),
+                upstream_close: true,
+            }))
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nDate: Sat, 05 Dec 2026 08:00:00 GMT\r\nX-Kept: 1\r\n\r\n"
+        );
+        let chunked = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n";
+        let mut out = Vec::new();
+        let Some(JudgedAnswer::Final(a)) =
+            judge_answer(chunked.as_bytes(), false, true, &mut out).unwrap()
+        else {
+            panic!("a final answer")
+        };
+        assert_eq!(a.body, BodyLen::Chunked);
+        // Undated, it is dated on its way.
+        let out = String::from_utf8(out).unwrap();
+        assert!(
+            out.starts_with("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nDate: "),
+            "{out}"
+        );
+        assert!(out.ends_with(" GMT\r\nConnection: close\r\n\r\n"), "{out}");
+        let mut out = Vec::new();
+        let bad = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n";
+        assert!(judge_answer(bad.as_bytes(), false, false, &mut out).is_err());
+        let interim = "HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204";
+        assert_eq!(
+            judge_answer(interim.as_bytes(), false, false, &mut out),
+            Ok(Some(JudgedAnswer::Interim(
+                interim.len() - "HTTP/1.1 204".len()
+            )))
+        );
+        let head_only = "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n";
+        let Some(JudgedAnswer::Final(a)) =
+            judge_answer(head_only.as_bytes(), true, false, &mut out).unwrap()
+        else {
+            panic!("a final answer")
+        };
+        assert_eq!(a.body, BodyLen::None);
+    }
+
+    #[test]
+    fn a_chunked_body_ends_where_its_last_chunk_and_trailers_do() {
+        let body = b"5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        for split in 0..body.len() {
+            let mut end = ChunkedEnd::default();
+            let first = end.feed(&body[..split]).unwrap();
+            let at = match first {
+                Some(n) => n,
+                None => split + end.feed(&body[split..]).unwrap().unwrap(),
+            };
+            assert_eq!(at, body.len() - 4, "split at {split}");
+        }
+        for broken in [
+            &b"x\r\n"[..],
+            b"5\r\nhelloXX",
+            b"\r\n",
+            b"5\nhello",
+            b"11111111111111111\r\n",
+        ] {
+            assert!(ChunkedEnd::default().feed(broken).is_err(), "{broken:?}");
+        }
+    }
+}
