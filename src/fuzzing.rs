@@ -11,6 +11,8 @@ use crate::http::checks::{self, HeadLimits};
 use crate::http::conn::ConnInfo;
 use crate::http::forwarded::{self, TrustList};
 use crate::http::framing::{Framing, Seen};
+use crate::proxy::relay::answer::{ChunkedEnd, JudgedAnswer, judge_answer};
+use crate::proxy::relay::request::{HeadRules, Judged, Stamp, judge_request};
 use crate::wsgi::environ::RequestEnv;
 
 /// Splits `data` at `sep` into at most `n` pieces.
@@ -148,15 +150,135 @@ pub fn forwarded_headers(data: &[u8]) {
     let _ = forwarded::proto_and_host(&headers);
 }
 
+/// A request head the proxy's relay takes is one the full path takes as it is: the strict
+/// reading (`framing`) sees it whole with no refusal and no body, hyper's parser and the
+/// request checks take it, and what goes upstream parses back to the same request line with
+/// one Host, none of this hop's fields and one `X-Forwarded-For`. The first byte says whether
+/// the peer is trusted.
+pub fn relay_request(data: &[u8]) {
+    let Some((&flags, bytes)) = data.split_first() else {
+        return;
+    };
+    let conn = ConnInfo::new(
+        "10.0.0.1:5000".parse().unwrap(),
+        "127.0.0.1:8000".parse().unwrap(),
+        "http",
+    );
+    let rules = HeadRules {
+        max_head: 8192,
+        max_fields: 100,
+        limits: HeadLimits::default(),
+    };
+    let mut out = Vec::new();
+    let trusted = flags & 1 == 1;
+    let judged = judge_request(
+        bytes,
+        &rules,
+        |_| Some(()),
+        trusted,
+        &Stamp::new(&conn),
+        &mut out,
+    );
+    let Judged::Relay(plan) = judged else {
+        return;
+    };
+    let head = &bytes[..plan.head_len];
+    let mut framing = Framing::new(8192, 100);
+    framing.feed(head);
+    assert!(framing.at_boundary(), "a body or more head after {head:?}");
+    match framing.take() {
+        Seen::Head(seen) => assert_eq!(seen.refusal, None, "{head:?}"),
+        other => panic!("{other:?} for {head:?}"),
+    }
+    let req = parse_head(head).unwrap_or_else(|| panic!("hyper refuses {head:?}"));
+    assert_eq!(
+        checks::check(&req, &HeadLimits::default()),
+        Ok(()),
+        "{head:?}"
+    );
+    let mut fields = [httparse::EMPTY_HEADER; 128];
+    let mut sent = httparse::Request::new(&mut fields);
+    let parsed = sent.parse(&out);
+    assert_eq!(parsed, Ok(httparse::Status::Complete(out.len())), "{out:?}");
+    assert_eq!(sent.method, Some(req.method().as_str()));
+    assert_eq!(sent.path, req.uri().path_and_query().map(|p| p.as_str()));
+    let count = |name: &str| {
+        sent.headers
+            .iter()
+            .filter(|f| f.name.eq_ignore_ascii_case(name))
+            .count()
+    };
+    assert_eq!(count("host"), 1, "{out:?}");
+    assert_eq!(count("x-forwarded-for"), 1, "{out:?}");
+    for hop in crate::http::headers::CONNECTION_SCOPED {
+        assert_eq!(count(hop.as_str()), 0, "{out:?}");
+    }
+    assert_eq!(count("content-length"), 0, "{out:?}");
+}
+
+/// An upstream's answer as the relay reads it: never a panic; a chunked body ends at the same
+/// byte whether it arrives at once or in pieces (the first byte picks their size), and the
+/// head sent on parses back with the same status and none of the upstream's hop fields.
+pub fn relay_answer(data: &[u8]) {
+    let Some((&step, stream)) = data.split_first() else {
+        return;
+    };
+    let mut out = Vec::new();
+    if let Ok(Some(JudgedAnswer::Final(answer))) =
+        judge_answer(stream, step & 1 == 1, false, &mut out)
+    {
+        let mut fields = [httparse::EMPTY_HEADER; 128];
+        let mut sent = httparse::Response::new(&mut fields);
+        assert_eq!(
+            sent.parse(&out),
+            Ok(httparse::Status::Complete(out.len())),
+            "{out:?}"
+        );
+        assert_eq!(sent.code, Some(answer.status));
+        for hop in [
+            "connection",
+            "keep-alive",
+            "proxy-connection",
+            "te",
+            "trailer",
+            "upgrade",
+        ] {
+            let present = sent
+                .headers
+                .iter()
+                .any(|f| f.name.eq_ignore_ascii_case(hop));
+            assert!(!present, "{hop} in {out:?}");
+        }
+    }
+    let step = usize::from(step / 2 % 17) + 1;
+    let whole = ChunkedEnd::default().feed(stream);
+    let mut split = ChunkedEnd::default();
+    let mut at = 0;
+    let mut pieces = Ok(None);
+    for piece in stream.chunks(step) {
+        pieces = split.feed(piece).map(|end| end.map(|n| at + n));
+        if !matches!(pieces, Ok(None)) {
+            break;
+        }
+        at += piece.len();
+    }
+    assert_eq!(whole.is_err(), pieces.is_err(), "{stream:?}");
+    if let (Ok(whole), Ok(pieces)) = (whole, pieces) {
+        assert_eq!(whole, pieces, "{stream:?}");
+    }
+}
+
 #[cfg(test)]
 mod tests {
     type Target = fn(&[u8]);
 
-    const TARGETS: [(&str, Target); 4] = [
+    const TARGETS: [(&str, Target); 6] = [
         ("request_stream", super::request_stream),
         ("environ", super::environ),
         ("static_path", super::static_path),
         ("forwarded_headers", super::forwarded_headers),
+        ("relay_request", super::relay_request),
+        ("relay_answer", super::relay_answer),
     ];
 
     #[test]

@@ -8,7 +8,7 @@ const CHUNK_LINE_LIMIT: usize = 16 * 1024;
 
 /// How an upstream's answer is framed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum BodyLen {
+pub(crate) enum BodyLen {
     None,
     Length(u64),
     /// Passed through chunk by chunk, trailers included, as the upstream coded it.
@@ -18,16 +18,16 @@ pub(super) enum BodyLen {
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Answer {
-    pub(super) head_len: usize,
-    pub(super) status: u16,
-    pub(super) body: BodyLen,
+pub(crate) struct Answer {
+    pub(crate) head_len: usize,
+    pub(crate) status: u16,
+    pub(crate) body: BodyLen,
     /// The upstream said it closes (a reload under way, or HTTP/1.0).
-    pub(super) upstream_close: bool,
+    pub(crate) upstream_close: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum JudgedAnswer {
+pub(crate) enum JudgedAnswer {
     /// A 1xx: read past, as hyper's client does.
     Interim(usize),
     Final(Answer),
@@ -49,7 +49,7 @@ fn hop_only(name: &[u8]) -> bool {
 
 /// Judges the answer at the start of `bytes`; for a final one, `out` holds its head as it
 /// goes to the client (`closing`: with `Connection: close`).
-pub(super) fn judge_answer(
+pub(crate) fn judge_answer(
     bytes: &[u8],
     head_method: bool,
     closing: bool,
@@ -162,7 +162,7 @@ pub(super) fn judge_answer(
 /// Where a chunked body passed through ends: the chunked grammar of RFC 9112 7.1, read only
 /// as far as telling each chunk's size and the end of the trailer section.
 #[derive(Debug, Default)]
-pub(super) struct ChunkedEnd {
+pub(crate) struct ChunkedEnd {
     state: ChunkState,
     size: u64,
     digits: u8,
@@ -186,7 +186,7 @@ enum ChunkState {
 
 impl ChunkedEnd {
     /// Reads the next bytes of the body: how many of them end it, once it has ended.
-    pub(super) fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, &'static str> {
+    pub(crate) fn feed(&mut self, bytes: &[u8]) -> Result<Option<usize>, &'static str> {
         let broken = "a broken chunked body";
         let mut i = 0;
         while i < bytes.len() {
@@ -249,7 +249,7 @@ impl ChunkedEnd {
         Ok(None)
     }
 
-    pub(super) fn count_line(&mut self) -> Result<(), &'static str> {
+    fn count_line(&mut self) -> Result<(), &'static str> {
         self.line += 1;
         match self.line > CHUNK_LINE_LIMIT {
             true => Err("a chunk line or trailer section too long"),

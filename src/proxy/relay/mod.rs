@@ -30,8 +30,8 @@ use crate::http::conn::ConnInfo;
 use crate::metrics::Metrics;
 use crate::sync::Recover;
 
-mod answer;
-mod request;
+pub(crate) mod answer;
+pub(crate) mod request;
 mod waits;
 
 use answer::{Answer, BodyLen, ChunkedEnd, JudgedAnswer, judge_answer};

@@ -13,13 +13,13 @@ const REQUEST_FIELDS: usize = 64;
 
 /// The forwarding fields this connection adds to every request, spelled out once: the peer
 /// and the scheme; the Host is added per request.
-pub(super) struct Stamp {
+pub(crate) struct Stamp {
     /// `X-Forwarded-For`, `X-Forwarded-Proto` and the start of `Forwarded`.
     tail: Vec<u8>,
 }
 
 impl Stamp {
-    pub(super) fn new(conn: &ConnInfo) -> Stamp {
+    pub(crate) fn new(conn: &ConnInfo) -> Stamp {
         let peer = conn.peer.ip().to_canonical();
         let node = match peer {
             std::net::IpAddr::V4(_) => conn.text.peer_ip.clone(),
@@ -36,7 +36,7 @@ impl Stamp {
     }
 
     /// Ends a request head: the forwarding fields for `host`, and the blank line.
-    pub(super) fn finish(&self, out: &mut Vec<u8>, host: &[u8]) {
+    pub(crate) fn finish(&self, out: &mut Vec<u8>, host: &[u8]) {
         out.extend_from_slice(b"X-Forwarded-Host: ");
         out.extend_from_slice(host);
         out.extend_from_slice(b"\r\n");
@@ -55,17 +55,17 @@ impl Stamp {
 
 /// A request head this path relays, to `to`.
 #[derive(Debug, PartialEq, Eq)]
-pub(super) struct Plan<T> {
-    pub(super) to: T,
-    pub(super) head_len: usize,
+pub(crate) struct Plan<T> {
+    pub(crate) to: T,
+    pub(crate) head_len: usize,
     /// HEAD: the answer has no body, whatever its fields say.
-    pub(super) head_method: bool,
+    pub(crate) head_method: bool,
     /// The client said `Connection: close`.
-    pub(super) close: bool,
+    pub(crate) close: bool,
 }
 
 #[derive(Debug, PartialEq, Eq)]
-pub(super) enum Judged<T> {
+pub(crate) enum Judged<T> {
     Relay(Plan<T>),
     /// The head has not ended yet.
     Partial,
@@ -118,14 +118,14 @@ fn has_bare_lf(head: &[u8]) -> bool {
 }
 
 /// The server's limits on a request head, as the relay judges by them.
-pub(super) struct HeadRules {
-    pub(super) max_head: usize,
-    pub(super) max_fields: usize,
-    pub(super) limits: HeadLimits,
+pub(crate) struct HeadRules {
+    pub(crate) max_head: usize,
+    pub(crate) max_fields: usize,
+    pub(crate) limits: HeadLimits,
 }
 
 impl HeadRules {
-    pub(super) fn of(config: &Config) -> HeadRules {
+    pub(crate) fn of(config: &Config) -> HeadRules {
         HeadRules {
             max_head: config.max_head,
             max_fields: config.max_fields,
@@ -136,7 +136,7 @@ impl HeadRules {
 
 /// Judges the head at the start of `bytes`; when it is relayed, `out` holds it as it goes
 /// upstream. `pick` names where a path goes, or `None` for a path the server answers itself.
-pub(super) fn judge_request<T>(
+pub(crate) fn judge_request<T>(
     bytes: &[u8],
     config: &HeadRules,
     pick: impl Fn(&str) -> Option<T>,
@@ -164,7 +164,11 @@ pub(super) fn judge_request<T>(
         return Judged::HandBack;
     };
     let path = target.split('?').next().unwrap_or(target);
+    // A target the http crate builds no request of is hyper's 400 to give; one with a
+    // fragment it would pass on cut.
     if !target.starts_with('/')
+        || target.contains('#')
+        || http::uri::PathAndQuery::try_from(target).is_err()
         || head_len > config.max_head
         || req.headers.len() > config.max_fields
         || line_end > config.limits.request_line
