@@ -166,7 +166,9 @@ pub(crate) fn judge_request<T>(
     let path = target.split('?').next().unwrap_or(target);
     // A target the http crate builds no request of is hyper's 400 to give; one with a
     // fragment it would pass on cut.
-    if !target.starts_with('/')
+    // Empty lines before a request line (RFC 9112 2.2) are the full path's to skip.
+    if !head.starts_with(method.as_bytes())
+        || !target.starts_with('/')
         || target.contains('#')
         || http::uri::PathAndQuery::try_from(target).is_err()
         || head_len > config.max_head
@@ -307,6 +309,8 @@ mod tests {
             "GET / HTTP/1.1\nHost: a\r\n\r\n",
             "GET http://a/ HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET / HTTP/1.1\r\nHost: a\r\nCookie: a=1\r\nCookie: b=2\r\n\r\n",
+            "\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n",
+            "GET /a#b HTTP/1.1\r\nHost: a\r\n\r\n",
             "GET / HTTP/1.1\r\nHost a\r\n\r\n",
             "GET /health HTTP/1.1\r\nHost: a\r\n\r\n",
         ];
