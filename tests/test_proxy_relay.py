@@ -11,7 +11,7 @@ sends for the same request.
 
 import pytest
 
-from tests.support import RawConnection, build_request
+from tests.support import RawConnection, build_request, free_port
 from tests.support.proxy import ScriptedUpstream, start_proxy
 
 CHUNKED_BODY = b"5\r\nhello\r\n6;note=1\r\n world\r\n0\r\nX-Sum: 11\r\n\r\n"
@@ -259,3 +259,14 @@ def test_fields_go_upstream_as_the_client_wrote_them(front, upstream):
     assert b"\r\nX-CuStom-Name: Mixed  Case" in head
     assert b"onnection" not in head
     assert b"\r\nX-Forwarded-For: 127.0.0.1" in head
+
+
+def test_an_error_page_for_a_head_has_no_body(server):
+    """With no upstream to ask, a HEAD gets the 503's head alone, and the connection reads on
+    at the next answer."""
+    proxy = start_proxy(server, [f"127.0.0.1:{free_port()}"], "--upstream-wait", "0.2")
+    with connect(proxy) as c:
+        r = c.request("HEAD", "/plain")
+        assert (r.status, r.header("Retry-After"), r.body) == (503, "1", b""), r
+        r = c.request("GET", "/plain")
+        assert (r.status, r.body) == (503, b"503 Service Unavailable\n"), r

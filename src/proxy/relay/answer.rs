@@ -65,6 +65,9 @@ pub(crate) fn judge_answer(
     let (Some(status), Some(version)) = (res.code, res.version) else {
         return Err("an unreadable response head");
     };
+    if status < 100 {
+        return Err("a status below 100");
+    }
     if status == 101 {
         return Err("a switch of protocols nobody asked for");
     }
@@ -127,13 +130,26 @@ pub(crate) fn judge_answer(
     out.push(b' ');
     out.extend_from_slice(res.reason.unwrap_or_default().as_bytes());
     out.extend_from_slice(b"\r\n");
+    let mut length_sent = false;
     for f in res.headers.iter() {
         let name = f.name.as_bytes();
-        let dropped = hop_only(name)
-            || named.iter().any(|n| name.eq_ignore_ascii_case(n))
-            // Transfer-Encoding overrides a length (RFC 9112 6.3), which must not go on.
-            || (coded && name.eq_ignore_ascii_case(b"content-length"));
-        if dropped {
+        // The framing fields the body is copied by go on as the client must read it, whatever
+        // `Connection` names: Transfer-Encoding only when it ends in chunked, and it
+        // overrides a length (RFC 9112 6.3); one Content-Length for repeated equal ones.
+        let framing = if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            Some(body == BodyLen::Chunked)
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            let first = !coded && !length_sent;
+            length_sent |= first;
+            Some(first)
+        } else {
+            None
+        };
+        let kept = match framing {
+            Some(kept) => kept,
+            None => !hop_only(name) && !named.iter().any(|n| name.eq_ignore_ascii_case(n)),
+        };
+        if !kept {
             continue;
         }
         out.extend_from_slice(name);
@@ -173,6 +189,8 @@ pub(crate) struct ChunkedEnd {
 enum ChunkState {
     #[default]
     Size,
+    /// Whitespace after the size: an extension or the line's end follows.
+    SizeSpace,
     Extension,
     SizeLf,
     Data,
@@ -207,10 +225,17 @@ impl ChunkedEnd {
                         self.size = self.size * 16 + u64::from(d);
                         self.digits += 1;
                     }
-                    None if self.digits > 0 && matches!(b, b';' | b' ' | b'\t') => {
-                        self.state = ChunkState::Extension;
+                    None if self.digits > 0 && b == b';' => self.state = ChunkState::Extension,
+                    None if self.digits > 0 && matches!(b, b' ' | b'\t') => {
+                        self.state = ChunkState::SizeSpace;
                     }
                     None if self.digits > 0 && b == b'\r' => self.state = ChunkState::SizeLf,
+                    _ => return Err(broken),
+                },
+                ChunkState::SizeSpace => match b {
+                    b' ' | b'\t' => {}
+                    b';' => self.state = ChunkState::Extension,
+                    b'\r' => self.state = ChunkState::SizeLf,
                     _ => return Err(broken),
                 },
                 ChunkState::Extension => match b {
@@ -316,7 +341,7 @@ mod tests {
 
     #[test]
     fn a_chunked_body_ends_where_its_last_chunk_and_trailers_do() {
-        let body = b"5;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        let body = b"5 ;ext=1\r\nhello\r\n0\r\nX-T: 1\r\n\r\nNEXT";
         for split in 0..body.len() {
             let mut end = ChunkedEnd::default();
             let first = end.feed(&body[..split]).unwrap();
@@ -332,8 +357,36 @@ mod tests {
             b"\r\n",
             b"5\nhello",
             b"11111111111111111\r\n",
+            b"5 x\r\n",
         ] {
             assert!(ChunkedEnd::default().feed(broken).is_err(), "{broken:?}");
         }
+    }
+
+    /// The head sent on for `answer`, as text.
+    fn sent(answer: &str) -> Result<String, &'static str> {
+        let mut out = Vec::new();
+        judge_answer(answer.as_bytes(), false, false, &mut out)?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn the_fields_an_answer_is_framed_by_go_on_as_read() {
+        // `Connection` cannot take away the length the body is copied by.
+        let named =
+            sent("HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 5\r\n\r\n");
+        assert!(named.unwrap().contains("\r\nContent-Length: 5\r\n"));
+        // Repeated equal lengths go on as one.
+        let twice = sent("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n");
+        assert_eq!(twice.unwrap().matches("Content-Length").count(), 1);
+        // A coding that does not end in chunked runs until close and is not named.
+        let coded = sent("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\nContent-Length: 5\r\n\r\n")
+            .unwrap();
+        assert!(
+            !coded.contains("Transfer-Encoding") && !coded.contains("Content-Length"),
+            "{coded}"
+        );
+        assert!(coded.ends_with("Connection: close\r\n\r\n"), "{coded}");
+        assert!(sent("HTTP/1.1 042 Odd\r\n\r\n").is_err());
     }
 }

@@ -95,8 +95,13 @@ impl Link for RawLink {
     }
 }
 
+/// Puts a link back for the next request. The oldest is looked at on the way: one its
+/// upstream has closed is dropped, so a closed link does not sit in the pool holding its socket.
 fn recycle(idle: &Mutex<Vec<RawLink>>, link: RawLink) {
     let mut idle = idle.lock().recover();
+    if idle.first().is_some_and(|oldest| !oldest.is_quiet()) {
+        idle.remove(0);
+    }
     if idle.len() < MAX_IDLE {
         idle.push(link);
     }
@@ -121,8 +126,17 @@ where
     buf.extend_from_slice(&first);
     let mut scratch = Scratch::default();
     let mut waits = Waits::new(config);
-    let mut stop_heard = *cx.shutdown.borrow();
+    let mut stop_heard = false;
     loop {
+        // A stop ends the connection here, between requests: at once, or after the retiring
+        // server's grace for a last request.
+        if !stop_heard && *cx.shutdown.borrow() {
+            stop_heard = true;
+            if !cx.retiring.load(Ordering::Relaxed) {
+                return Relayed::Ended;
+            }
+            waits.stop_by(Instant::now() + cx.retire_grace);
+        }
         let plan = loop {
             if !buf.is_empty() {
                 match judge_request(&buf, &rules, cx.pick, trusted, &stamp, &mut scratch.request) {
@@ -136,13 +150,11 @@ where
             match read_client(&mut io, &mut buf, &mut waits, &mut cx.shutdown, stop_heard).await {
                 Wake::Read => {}
                 Wake::Done => return Relayed::Ended,
-                Wake::Stop => {
+                Wake::Stop if cx.retiring.load(Ordering::Relaxed) => {
                     stop_heard = true;
-                    if !cx.retiring.load(Ordering::Relaxed) {
-                        return Relayed::Ended;
-                    }
                     waits.stop_by(Instant::now() + cx.retire_grace);
                 }
+                Wake::Stop => return Relayed::Ended,
             }
         };
         buf.advance(plan.head_len);
@@ -212,7 +224,7 @@ where
     let (up, mut link, answer) = loop {
         let (up, mut link) = match proxy.checkout::<RawLink>(deadline).await {
             Ok(got) => got,
-            Err(e) => return refuse(io, e, timing.retry_after).await,
+            Err(e) => return refuse(io, e, plan, closing).await,
         };
         let answer_by = Instant::now() + timing.response_timeout;
         match scratch.answer_by.as_mut() {
@@ -229,13 +241,14 @@ where
                     continue;
                 }
                 let e = ProxyError::Upstream("the connection closed before an answer".into());
-                return refuse(io, e, timing.retry_after).await;
+                return refuse(io, e, plan, closing).await;
             }
             Err(Asked::Timeout) => {
-                return refuse(io, ProxyError::Timeout, timing.retry_after).await;
+                return refuse(io, ProxyError::Timeout, plan, closing).await;
             }
             Err(Asked::Broken(why)) => {
-                return refuse(io, ProxyError::Upstream(why.into()), timing.retry_after).await;
+                let e = ProxyError::Upstream(why.into());
+                return refuse(io, e, plan, closing).await;
             }
         }
     };
@@ -262,24 +275,24 @@ where
     }
 }
 
-/// Writes the request and reads the answer's head, past any 1xx.
+/// Writes the request and reads the answer's head, past any 1xx, within the response timeout.
 async fn ask(
     link: &mut RawLink,
     head_method: bool,
     closing: bool,
     scratch: &mut Scratch,
 ) -> Result<Answer, Asked> {
-    if link.0.write_all(&scratch.request).await.is_err() {
-        return Err(Asked::Stale);
-    }
     let Scratch {
+        request,
         upstream,
         answer,
         answer_by,
-        ..
     } = scratch;
     upstream.clear();
     let read = async {
+        if link.0.write_all(request).await.is_err() {
+            return Err(Asked::Stale);
+        }
         let mut heard = false;
         loop {
             if !upstream.is_empty() {
@@ -401,17 +414,31 @@ where
     }
 }
 
-/// Answers the client with the error page for `e`.
-async fn refuse<I: AsyncWrite + Unpin>(io: &mut I, e: ProxyError, retry_after: u32) -> Sent {
+/// Answers the client with the error page for `e`: without its body for a HEAD, and saying
+/// `Connection: close` when the connection ends after it.
+async fn refuse<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    e: ProxyError,
+    plan: &Plan<&Proxy>,
+    closing: bool,
+) -> Sent {
     tracing::warn!("proxy: {e}");
-    let reply = e.reply(retry_after);
+    let mut reply = e.reply(plan.to.config.timing.retry_after);
+    if closing {
+        reply.headers_mut().insert(
+            http::header::CONNECTION,
+            http::HeaderValue::from_static("close"),
+        );
+    }
     let status = reply.status().as_u16();
-    let client_ok = io.write_all(&serialized(reply)).await.is_ok() && io.flush().await.is_ok();
+    let page = serialized(reply, plan.head_method);
+    let client_ok = io.write_all(&page).await.is_ok() && io.flush().await.is_ok();
     Sent { status, client_ok }
 }
 
-/// An error page as HTTP/1.1 bytes; its body is whole (`error_page` makes every one so).
-fn serialized(reply: Reply) -> Vec<u8> {
+/// An error page as HTTP/1.1 bytes, its body left out for a HEAD; the body is whole
+/// (`error_page` makes every one so).
+fn serialized(reply: Reply, head_method: bool) -> Vec<u8> {
     let (parts, body) = reply.into_parts();
     let status = parts.status;
     let mut out = format!(
@@ -429,7 +456,7 @@ fn serialized(reply: Reply) -> Vec<u8> {
     out.extend_from_slice(b"Date: ");
     out.extend_from_slice(httpdate::fmt_http_date(std::time::SystemTime::now()).as_bytes());
     out.extend_from_slice(b"\r\n\r\n");
-    if let ResponseBody::Full(Some(bytes)) = body {
+    if let (ResponseBody::Full(Some(bytes)), false) = (body, head_method) {
         out.extend_from_slice(&bytes);
     }
     out
@@ -438,14 +465,17 @@ fn serialized(reply: Reply) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::error_page;
 
     #[test]
     fn error_pages_are_the_hyper_paths_own() {
-        let page = serialized(crate::http::error_page::plain(
-            http::StatusCode::BAD_GATEWAY,
-        ));
-        let page = String::from_utf8(page).unwrap();
-        assert!(page.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{page}");
-        assert!(page.ends_with(" GMT\r\n\r\n502 Bad Gateway\n"), "{page}");
+        let page = |head| serialized(error_page::plain(http::StatusCode::BAD_GATEWAY), head);
+        let get = String::from_utf8(page(false)).unwrap();
+        assert!(get.starts_with("HTTP/1.1 502 Bad Gateway\r\n"), "{get}");
+        assert!(get.ends_with(" GMT\r\n\r\n502 Bad Gateway\n"), "{get}");
+        // A HEAD is told the length of the page it does not get.
+        let head = String::from_utf8(page(true)).unwrap();
+        assert!(head.contains("content-length: 16\r\n"), "{head}");
+        assert!(head.ends_with(" GMT\r\n\r\n"), "{head}");
     }
 }
