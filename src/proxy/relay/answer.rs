@@ -176,7 +176,8 @@ pub(crate) fn judge_answer(
 }
 
 /// Where a chunked body passed through ends: the chunked grammar of RFC 9112 7.1, read only
-/// as far as telling each chunk's size and the end of the trailer section.
+/// as far as telling each chunk's size and the end of the trailer section. (`framing` reads
+/// a request's chunks to judge the request; this finds where an upstream's answer ends.)
 #[derive(Debug, Default)]
 pub(crate) struct ChunkedEnd {
     state: ChunkState,
