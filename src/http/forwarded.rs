@@ -172,7 +172,15 @@ pub(crate) fn is_forwarding(name: &HeaderName) -> bool {
 /// `X-Forwarded-*`, `X-Real-IP`): believed and passed on only from trusted peers, and never
 /// from a trailer section.
 pub(crate) fn says_who(name: &HeaderName) -> bool {
-    is_forwarding(name) || name.as_str() == "x-real-ip"
+    name_says_who(name.as_str().as_bytes())
+}
+
+/// `says_who` for a field name as read off the wire, in any case.
+pub(crate) fn name_says_who(name: &[u8]) -> bool {
+    let prefix = b"x-forwarded-";
+    name.eq_ignore_ascii_case(b"forwarded")
+        || name.eq_ignore_ascii_case(b"x-real-ip")
+        || (name.len() >= prefix.len() && name[..prefix.len()].eq_ignore_ascii_case(prefix))
 }
 
 fn all_values(headers: &HeaderMap, name: &HeaderName) -> Option<String> {

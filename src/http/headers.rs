@@ -17,6 +17,13 @@ pub const CONNECTION_SCOPED: [HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+/// Whether a field name as read off the wire, in any case, is one of `CONNECTION_SCOPED`.
+pub fn is_connection_scoped(name: &[u8]) -> bool {
+    CONNECTION_SCOPED
+        .iter()
+        .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+}
+
 /// PEP 3333's hop-by-hop headers, which an application must not set: the connection's own,
 /// and the proxy-authentication pair, which concerns the hop to a proxy.
 pub fn is_hop_by_hop_for_wsgi(name: &HeaderName) -> bool {

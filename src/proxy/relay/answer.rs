@@ -1,6 +1,8 @@
 //! An upstream's answer as the relay passes it on: how it is framed, its head as it goes to
 //! the client, and where a chunked body ends.
 
+use crate::http::headers::is_connection_scoped;
+
 /// Header fields of an upstream's answer, as hyper's client allows.
 const RESPONSE_FIELDS: usize = 100;
 /// Longest chunk-size line or trailer section passed through.
@@ -31,20 +33,6 @@ pub(crate) enum JudgedAnswer {
     /// A 1xx: read past, as hyper's client does.
     Interim(usize),
     Final(Answer),
-}
-
-/// Fields of an answer that are about the upstream's hop alone.
-fn hop_only(name: &[u8]) -> bool {
-    [
-        "connection",
-        "keep-alive",
-        "proxy-connection",
-        "te",
-        "trailer",
-        "upgrade",
-    ]
-    .iter()
-    .any(|h| name.eq_ignore_ascii_case(h.as_bytes()))
 }
 
 /// Judges the answer at the start of `bytes`; for a final one, `out` holds its head as it
@@ -147,7 +135,9 @@ pub(crate) fn judge_answer(
         };
         let kept = match framing {
             Some(kept) => kept,
-            None => !hop_only(name) && !named.iter().any(|n| name.eq_ignore_ascii_case(n)),
+            None => {
+                !is_connection_scoped(name) && !named.iter().any(|n| name.eq_ignore_ascii_case(n))
+            }
         };
         if !kept {
             continue;

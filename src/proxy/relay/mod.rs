@@ -56,6 +56,18 @@ pub struct RelayContext<'a> {
     pub retire_grace: Duration,
 }
 
+impl RelayContext<'_> {
+    /// Once the server stops: whether the connection waits out a retiring server's grace for
+    /// a last request (its wait cut to that), rather than closing at once.
+    fn keeps_for_grace(&self, waits: &mut Waits) -> bool {
+        let retiring = self.retiring.load(Ordering::Relaxed);
+        if retiring {
+            waits.stop_by(Instant::now() + self.retire_grace);
+        }
+        retiring
+    }
+}
+
 /// How the relay left a connection.
 pub enum Relayed<I> {
     /// Closed.
@@ -132,10 +144,9 @@ where
         // server's grace for a last request.
         if !stop_heard && *cx.shutdown.borrow() {
             stop_heard = true;
-            if !cx.retiring.load(Ordering::Relaxed) {
+            if !cx.keeps_for_grace(&mut waits) {
                 return Relayed::Ended;
             }
-            waits.stop_by(Instant::now() + cx.retire_grace);
         }
         let plan = loop {
             if !buf.is_empty() {
@@ -150,11 +161,12 @@ where
             match read_client(&mut io, &mut buf, &mut waits, &mut cx.shutdown, stop_heard).await {
                 Wake::Read => {}
                 Wake::Done => return Relayed::Ended,
-                Wake::Stop if cx.retiring.load(Ordering::Relaxed) => {
+                Wake::Stop => {
                     stop_heard = true;
-                    waits.stop_by(Instant::now() + cx.retire_grace);
+                    if !cx.keeps_for_grace(&mut waits) {
+                        return Relayed::Ended;
+                    }
                 }
-                Wake::Stop => return Relayed::Ended,
             }
         };
         buf.advance(plan.head_len);

@@ -6,6 +6,7 @@ use crate::config::Config;
 use crate::http::checks::HeadLimits;
 use crate::http::conn::ConnInfo;
 use crate::http::forwarded;
+use crate::http::headers::is_connection_scoped;
 use crate::proxy::forwarded_node;
 
 /// Header fields of a request parsed on the stack; a head with more goes to the hyper path.
@@ -89,23 +90,18 @@ enum Field {
 
 fn classify(name: &[u8]) -> Field {
     let is = |s: &str| name.eq_ignore_ascii_case(s.as_bytes());
-    let starts =
-        |s: &str| name.len() >= s.len() && name[..s.len()].eq_ignore_ascii_case(s.as_bytes());
-    match name.len() {
-        4 if is("host") => Field::Host,
-        10 if is("connection") => Field::Connection,
-        6 if is("cookie") => Field::Singleton,
-        12 if is("content-type") => Field::Singleton,
-        9 if is("forwarded") || is("x-real-ip") => Field::SaysWho,
-        _ if starts("x-forwarded-") => Field::SaysWho,
-        2 if is("te") => Field::Other,
-        6 if is("expect") => Field::Other,
-        7 if is("upgrade") || is("trailer") => Field::Other,
-        10 if is("keep-alive") => Field::Other,
-        14 if is("content-length") => Field::Other,
-        16 if is("proxy-connection") => Field::Other,
-        17 if is("transfer-encoding") => Field::Other,
-        _ => Field::Plain,
+    if is("host") {
+        Field::Host
+    } else if is("connection") {
+        Field::Connection
+    } else if is("cookie") || is("content-type") {
+        Field::Singleton
+    } else if forwarded::name_says_who(name) {
+        Field::SaysWho
+    } else if is_connection_scoped(name) || is("content-length") || is("expect") {
+        Field::Other
+    } else {
+        Field::Plain
     }
 }
 
